@@ -1,0 +1,3 @@
+from astra.cli import main
+
+raise SystemExit(main())
