@@ -7,6 +7,8 @@
 SHELL := /bin/bash
 VENV := .venv
 ARGS ?=
+# the checkout's own code wins even if the shared environment was last installed from another clone
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: demo test env doctor
 
