@@ -1,0 +1,154 @@
+"""``astra evaluate``: per-language WER/CER of a checkpoint on FLEURS or local corpora."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from astra.cli import UserError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="decode a data set with a checkpoint and report WER/CER per language",
+        description=(
+            "Decode FLEURS configs or local corpora with a checkpoint and score them per "
+            "language (WER; CER for languages without word spaces), with pooled and macro "
+            "averages. Writes results.md/.json/.csv, hyps.tsv and error_rates.png into "
+            "OUTPUT_ROOT/<checkpoint>__<data>/ and prints the markdown table."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder (or run folder: its latest checkpoint)")
+    src = p.add_argument_group("data (at least one of --data / --fleurs)")
+    src.add_argument("--data", nargs="+", default=[], metavar="DIR",
+                     help="local corpus folder(s): {lang}/{split}.tsv|.parquet (docs/data.md)")
+    src.add_argument("--fleurs", nargs="+", default=[], metavar="CONFIG",
+                     help="FLEURS configs, e.g. hi_in cmn_hans_cn")
+    src.add_argument("--fleurs-dir", default=None,
+                     help="local copy of FLEURS' parquet conversion (default: the Hub)")
+    src.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    src.add_argument("--languages", nargs="+", default=None,
+                     help="evaluate only these languages (default: every language found)")
+    dec = p.add_argument_group("decoding")
+    dec.add_argument("--method", choices=METHODS, default="aligner_greedy",
+                     help="head and search (default: aligner_greedy)")
+    dec.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
+    dec.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    dec.add_argument("--max-batch-seconds", type=float, default=None,
+                     help="audio seconds per batch (default: the checkpoint's data config)")
+    sc = p.add_argument_group("scoring")
+    sc.add_argument("--no-normalize", action="store_true",
+                    help="score raw text (only whitespace collapsed) instead of normalised text")
+    sc.add_argument("--cer-languages", nargs="+", default=None, metavar="CODE",
+                    help="languages scored by CER (default: cmn yue ja th lo my km)")
+    out = p.add_argument_group("output")
+    out.add_argument("--output-root", default="exp/eval",
+                     help="parent of the output folder (default: exp/eval)")
+    out.add_argument("--output-dir", default=None,
+                     help="exact output folder (overrides --output-root naming)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def data_description(args: argparse.Namespace) -> str:
+    """A short name of the evaluated data, used in the output folder's name."""
+    parts = []
+    if args.fleurs:
+        parts.append("fleurs-" + "-".join(args.fleurs))
+    for d in args.data:
+        parts.append(Path(d).resolve().name)
+    if args.languages:
+        parts.append("only-" + "-".join(args.languages))
+    parts.append(args.split)
+    return "_".join(parts)
+
+
+def load_eval_batches(cfg, tokenizer, args: argparse.Namespace):
+    """``EvalBatches`` of ``args``' data through the data package's loaders.
+
+    The checkpoint's data config supplies feature/tokenizer settings (language tags,
+    transcript normalisation, batching); its sources are replaced by ``--data``/``--fleurs``.
+    """
+    from astra.data import build_eval_batches
+
+    data_cfg = cfg.data
+    data_cfg.corpora = [str(d) for d in args.data]
+    data_cfg.fleurs = list(args.fleurs)
+    if args.fleurs_dir is not None:
+        data_cfg.fleurs_dir = args.fleurs_dir
+    data_cfg.languages = []
+    data_cfg.num_workers = 0
+    try:
+        return build_eval_batches(
+            data_cfg, tokenizer, args.split, args.languages, max_batch_seconds=args.max_batch_seconds
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+
+def run(args: argparse.Namespace) -> int:
+    from astra.eval.evaluate import evaluate_batches
+    from astra.eval.metrics import DEFAULT_CER_LANGUAGES
+    from astra.eval.report import markdown_table, output_dir_name, write_reports
+    from astra.train.checkpoint import load_inference_model, resolve_checkpoint
+
+    if not args.data and not args.fleurs:
+        raise UserError("give the data to evaluate: --data DIR... and/or --fleurs CONFIG...")
+    for d in args.data:
+        if not Path(d).is_dir():
+            raise UserError(f"--data {d}: not a folder")
+    if args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    try:
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        model, tokenizer, cfg = load_inference_model(checkpoint, args.device)
+    except ValueError as e:
+        raise UserError(f"--checkpoint {args.checkpoint}: {e}") from e
+    batches = load_eval_batches(cfg, tokenizer, args)
+    total = len(batches.utterances)
+    if total == 0:
+        raise UserError(f"no utterances found for split {args.split!r} in the given data")
+    cer_languages = args.cer_languages or list(DEFAULT_CER_LANGUAGES)
+    try:
+        result = evaluate_batches(
+            model, tokenizer, batches, method=args.method, beam=args.beam,
+            normalize=not args.no_normalize, cer_languages=cer_languages,
+            progress=not args.no_progress, total=total,
+        )
+    except ValueError as e:  # e.g. the checkpoint has no head for the chosen method
+        raise UserError(f"--method {args.method}: {e}") from e
+    data = data_description(args)
+    out_dir = Path(args.output_dir) if args.output_dir else (
+        Path(args.output_root) / output_dir_name(checkpoint, data)
+    )
+    decoded = result.decoded
+    meta = {
+        "checkpoint": str(checkpoint),
+        "data": data,
+        "corpora": [str(d) for d in args.data],
+        "fleurs": list(args.fleurs),
+        "split": args.split,
+        "method": args.method,
+        "beam": args.beam,
+        "normalize": not args.no_normalize,
+        "cer_languages": cer_languages,
+        "utterances": len(decoded.keys),
+        "audio_seconds": decoded.audio_seconds,
+        "decode_seconds": decoded.decode_seconds,
+        "rtf": decoded.rtf,
+        "device": args.device,
+        "skipped": batches.skip_summary(),
+    }
+    title = f"{checkpoint.name} on {data} ({args.method})"
+    paths = write_reports(out_dir, result.scores, result.summary, meta, title)
+    sys.stdout.write(markdown_table(result.summary, decoded.rtf, title))
+    sys.stdout.write(f"\nwrote {', '.join(p.name for p in paths.values())} to {out_dir}\n")
+    return 0

@@ -1,0 +1,151 @@
+"""``astra pretrain``, ``astra finetune`` and ``astra average``.
+
+    astra pretrain --config recipes/tiny/pretrain.yaml [--set optim.lr=3e-4 ...] [--resume]
+    astra finetune --config recipes/fleurs/finetune.yaml --init exp/pre/checkpoints/best [...]
+    astra average --run exp/ft --last 5 --out exp/ft/averaged
+
+Several processes: ``accelerate launch -m astra.cli pretrain ...`` on GPUs, or
+``torchrun --nproc_per_node 2 -m astra.cli pretrain ...`` on CPU (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from astra.cli import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML run config (sections model, data, losses, optim, run, finetune)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=3e-4 --set data.languages=[hi_in] (repeatable)",
+    )
+    p.add_argument("--out-dir", default=None, help="same as --set run.out_dir=DIR")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue from the latest checkpoint in run.out_dir (start fresh if there is none)",
+    )
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="train on paired speech + unpaired text (Aligner, heads, RNN-T, ASTRA)",
+        description="Train a model from scratch with the losses, schedules and data of --config.",
+    )
+    _common(p)
+    p.set_defaults(func=run_pretrain)
+
+    p = subparsers.add_parser(
+        "finetune",
+        help="continue training from a pretrained checkpoint (e.g. on FLEURS languages)",
+        description=(
+            "Initialise from --init (shapes must match; missing/unexpected weights are listed), "
+            "optionally freeze modules (finetune.freeze) and drop text injection "
+            "(finetune.text_injection=false). Without a model section in --config the "
+            "checkpoint's model config is used; without data.tokenizer, its tokenizer."
+        ),
+    )
+    _common(p)
+    p.add_argument("--init", required=True, help="pretrained checkpoint folder (or run folder: latest)")
+    p.set_defaults(func=run_finetune)
+
+    p = subparsers.add_parser(
+        "average",
+        help="average the weights of several checkpoints (for evaluation)",
+        description="Write a checkpoint whose weights are the mean of the given checkpoints.",
+    )
+    p.add_argument("--checkpoints", nargs="+", default=[], metavar="DIR", help="checkpoint folders")
+    p.add_argument("--run", default=None, help="run folder: average its last --last checkpoints")
+    p.add_argument("--last", type=int, default=5, help="how many of the run's latest checkpoints (default 5)")
+    p.add_argument("--out", required=True, help="output checkpoint folder")
+    p.set_defaults(func=run_average)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    if not verbose:
+        for name in ("accelerate", "accelerate.accelerator", "accelerate.checkpointing"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _load(args, init: Path | None):
+    from astra.config import ConfigError, apply_overrides, from_dict, load_yaml
+    from astra.train.checkpoint import CONFIG_FILE, TOKENIZER_FILE
+    from astra.train.config import TrainConfig
+
+    raw = load_yaml(args.config)
+    if init is not None:
+        if "model" not in raw:
+            raw["model"] = load_yaml(init / CONFIG_FILE).get("model", {})
+            log.info("model config taken from %s", init / CONFIG_FILE)
+        data = raw.setdefault("data", {}) or {}
+        raw["data"] = data
+        if not data.get("tokenizer") and (init / TOKENIZER_FILE).is_file():
+            data["tokenizer"] = str(init / TOKENIZER_FILE)
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides.append(f"run.out_dir={args.out_dir}")
+    raw = apply_overrides(TrainConfig, raw, overrides)
+    try:
+        return from_dict(TrainConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e}") from None
+
+
+def _train(args, init: Path | None) -> int:
+    from functools import partial
+
+    from astra.train.build import build_parts
+    from astra.train.trainer import Trainer, TrainingError
+
+    _quiet_libraries(getattr(args, "verbose", False))
+    cfg = _load(args, init)
+    builder = partial(build_parts, finetune=init is not None)
+    trainer = Trainer(cfg, builder, resume=args.resume, init=init)
+    try:
+        last = trainer.run()
+    except TrainingError as e:
+        raise UserError(str(e)) from None
+    if trainer.stopped_by:
+        print(f"stopped by {trainer.stopped_by} at step {trainer.state.step}; continue with --resume")
+        return 3
+    print(f"done: {trainer.state.step} steps, last checkpoint {last}")
+    return 0
+
+
+def run_pretrain(args) -> int:
+    return _train(args, None)
+
+
+def run_finetune(args) -> int:
+    from astra.train.checkpoint import resolve_checkpoint
+
+    try:
+        init = resolve_checkpoint(args.init)
+    except ValueError as e:
+        raise UserError(f"--init: {e}") from None
+    return _train(args, init)
+
+
+def run_average(args) -> int:
+    from astra.train.checkpoint import list_checkpoints, write_averaged_checkpoint
+
+    paths = [Path(p) for p in args.checkpoints]
+    if args.run:
+        found = list_checkpoints(Path(args.run) / "checkpoints") or list_checkpoints(args.run)
+        if not found:
+            raise UserError(f"--run {args.run}: no checkpoints found")
+        paths += found[-args.last :]
+    if not paths:
+        raise UserError("give --checkpoints DIR ... or --run DIR")
+    try:
+        out = write_averaged_checkpoint(paths, args.out)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(f"averaged {len(paths)} checkpoints into {out}: " + ", ".join(p.name for p in paths))
+    return 0

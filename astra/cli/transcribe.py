@@ -1,0 +1,78 @@
+"""``astra transcribe``: print the transcript of audio files (text, or JSON with --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from astra.cli import UserError
+
+METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "transcribe",
+        help="transcribe audio files with a checkpoint",
+        description=(
+            "Transcribe audio files (wav/flac/ogg, mp3 where supported; any sample rate, "
+            "mono or multi-channel). Files longer than --chunk-seconds are decoded in "
+            "chunks (Aligner long form, prediction network primed with the last "
+            "--prime-tokens tokens). Prints 'FILE<TAB>TEXT' per file, or JSON with --json."
+        ),
+    )
+    p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio file(s)")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder (or run folder: its latest checkpoint)")
+    p.add_argument("--method", choices=METHODS, default="aligner_greedy",
+                   help="head and search for audio up to --chunk-seconds (default: aligner_greedy)")
+    p.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
+    p.add_argument("--chunk-seconds", type=float, default=14.0,
+                   help="long-form chunk length in seconds (default: 14)")
+    p.add_argument("--prime-tokens", type=int, default=10,
+                   help="tokens carried into the next chunk (default: 10)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON list of {path, text, duration, decode_seconds, ...}")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from astra.eval.transcribe import transcribe_file
+    from astra.train.checkpoint import load_inference_model
+
+    missing = [a for a in args.audio if not Path(a).is_file()]
+    if missing:
+        raise UserError(f"audio file(s) not found: {', '.join(missing)}")
+    if args.chunk_seconds <= 0:
+        raise UserError(f"--chunk-seconds must be > 0, got {args.chunk_seconds}")
+    if args.prime_tokens < 0:
+        raise UserError(f"--prime-tokens must be >= 0, got {args.prime_tokens}")
+    try:
+        model, tokenizer, _ = load_inference_model(args.checkpoint, args.device)
+    except ValueError as e:
+        raise UserError(f"--checkpoint {args.checkpoint}: {e}") from e
+    results = []
+    failed = 0
+    for path in args.audio:
+        try:
+            t = transcribe_file(
+                model, tokenizer, path, method=args.method, beam=args.beam,
+                chunk_seconds=args.chunk_seconds, prime_tokens=args.prime_tokens,
+                device=args.device,
+            )
+        except ValueError as e:  # unreadable, empty or too short audio: report, go on
+            failed += 1
+            print(f"astra transcribe: skipped {path}: {e}", file=sys.stderr)
+            if args.json:
+                results.append({"path": str(path), "error": str(e)})
+            continue
+        if args.json:
+            results.append(t.to_dict())
+        else:
+            print(f"{t.path}\t{t.text}", flush=True)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    return 1 if failed else 0

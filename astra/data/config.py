@@ -1,0 +1,52 @@
+"""``DataConfig``: where the data comes from and how batches are made (YAML section ``data``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """Data sources, filtering and batching.
+
+    Sources (any combination):
+        corpora: local corpus folders (``{lang}/{split}.tsv|.parquet``, or a copy of FLEURS'
+            parquet conversion ``{config}/{split}/*.parquet``; see docs/data.md).
+        fleurs: FLEURS configs, e.g. ``["en_us", "fr_fr"]``, read through ``datasets``.
+        fleurs_dir: local copy of the parquet conversion for those configs; ``None`` reads
+            ``google/fleurs`` at ``refs/convert/parquet`` on the Hub.
+        unpaired_text: ``LANG=PATH`` text sources (``.txt`` one sentence a line, ...).
+
+    Utterance-concatenation for long-form training is done by the model
+    (``concatenate_utterances``, a fraction in ``ModelConfig``), not here.
+    """
+
+    corpora: list[str] = field(default_factory=list)
+    fleurs: list[str] = field(default_factory=list)
+    fleurs_dir: str | None = None
+    fleurs_target: str = "transcription"  # or raw_transcription
+    fleurs_streaming: bool = False  # streamed rows are held in memory (small subsets only)
+    hf_cache_dir: str | None = None  # datasets cache folder (None: datasets' default)
+    languages: list[str] = field(default_factory=list)  # keep only these (empty: all found)
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    dedup_splits: list[str] = field(default_factory=lambda: ["validation", "test"])
+    unpaired_text: list[str] = field(default_factory=list)
+    tokenizer: str | None = None  # SentencePiece .model path
+    normalize_transcripts: bool = True  # targets = astra.text_norm.normalize_text(transcription)
+    language_tags: bool = False  # prepend the <lang:xx> id to every token sequence
+    # batching
+    max_batch_seconds: float = 60.0  # summed audio seconds per speech batch
+    max_text_tokens_per_batch: int = 2000  # summed tokens per text batch
+    max_batch_utterances: int = 0  # cap on utterances per batch (0: none)
+    num_buckets: int = 10
+    text_ratio: float = 0.0  # text batches per speech batch
+    num_workers: int = 0  # DataLoader worker processes
+    # augmentation and features
+    speed_perturb: bool = False
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    feature_cache: str | None = None  # folder for cached fbank features (unperturbed only)
+    # guards (bad data is skipped with a named reason, counted, summarised)
+    subsampling_factor: int = 4  # encoder frames T' = fbank frames T // this
+    max_utterance_seconds: float = 30.0  # 0: no limit
+    max_tokens_per_second: float = 0.0  # 0: no limit
+    check_audio_headers: bool = False  # read every audio header up front (else only when needed)

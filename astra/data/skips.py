@@ -1,0 +1,105 @@
+"""Named reasons for skipping bad data, and the counter that never loses one silently.
+
+Every utterance or text line the pipeline drops goes through :meth:`SkipCounter.add` with one
+of the reasons below; the counter logs the first few of each reason, keeps per-language
+counts, and prints a summary at the end of an epoch and in ``astra data check``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+
+log = logging.getLogger(__name__)
+
+MISSING_AUDIO = "missing_audio"  # the audio file does not exist
+UNREADABLE_AUDIO = "unreadable_audio"  # the decoder failed (corrupt / truncated / not audio)
+UNSUPPORTED_FORMAT = "unsupported_format"  # a container/codec this build cannot decode
+EMPTY_AUDIO = "empty_audio"  # zero samples
+TOO_SHORT_AUDIO = "too_short_audio"  # shorter than one 25 ms feature window
+TOO_LONG_AUDIO = "too_long_audio"  # longer than DataConfig.max_utterance_seconds
+EMPTY_TRANSCRIPT = "empty_transcript"  # nothing left after normalisation
+UNENCODABLE_TEXT = "unencodable_text"  # the tokenizer maps some characters to <unk>
+TRANSCRIPT_TOO_LONG = "transcript_too_long"  # U + 1 (<eos>) > encoder frames T'
+TOO_MANY_TOKENS_PER_SECOND = "too_many_tokens_per_second"  # DataConfig.max_tokens_per_second
+DUPLICATE_KEY = "duplicate_key"  # a key seen before in the same corpus
+BAD_MANIFEST_ROW = "bad_manifest_row"  # a manifest row without path/transcription
+EVAL_OVERLAP = "eval_overlap"  # unpaired text line that occurs in a dev/test transcript
+DUPLICATE_TEXT = "duplicate_text"  # unpaired text line seen before
+
+REASONS = (
+    MISSING_AUDIO,
+    UNREADABLE_AUDIO,
+    UNSUPPORTED_FORMAT,
+    EMPTY_AUDIO,
+    TOO_SHORT_AUDIO,
+    TOO_LONG_AUDIO,
+    EMPTY_TRANSCRIPT,
+    UNENCODABLE_TEXT,
+    TRANSCRIPT_TOO_LONG,
+    TOO_MANY_TOKENS_PER_SECOND,
+    DUPLICATE_KEY,
+    BAD_MANIFEST_ROW,
+    EVAL_OVERLAP,
+    DUPLICATE_TEXT,
+)
+
+
+class SkipCounter:
+    """Counts skipped items by reason (and by language), logging the first few of each.
+
+    Args:
+        name: prefix of log lines (e.g. ``"train speech"``).
+        log_first: how many examples of each reason are kept (``examples``) and logged.
+        log_examples: False keeps the examples without logging them.
+    """
+
+    def __init__(self, name: str = "data", log_first: int = 3, log_examples: bool = True):
+        self.name = name
+        self.log_first = log_first
+        self.log_examples = log_examples
+        self.counts: Counter[str] = Counter()
+        self.by_language: dict[str, Counter[str]] = defaultdict(Counter)
+        self.examples: dict[str, list[str]] = defaultdict(list)
+
+    def add(self, reason: str, key: str, language: str | None = None, detail: str = "") -> None:
+        """Record one skipped item ``key`` (utterance key or text line) for ``reason``."""
+        if reason not in REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}; known: {', '.join(REASONS)}")
+        self.counts[reason] += 1
+        self.by_language[language or "?"][reason] += 1
+        if len(self.examples[reason]) < self.log_first:
+            self.examples[reason].append(f"{key}: {detail}" if detail else key)
+            if self.log_examples:
+                log.warning("%s: skipped %s (%s)%s", self.name, key, reason, f": {detail}" if detail else "")
+
+    def merge(self, counts: dict[str, int], language: str | None = None) -> None:
+        """Add counts recorded elsewhere (e.g. in a DataLoader worker)."""
+        for reason, n in counts.items():
+            self.counts[reason] += n
+            self.by_language[language or "?"][reason] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> dict[str, int]:
+        """``{reason: count}`` of every reason seen, sorted by reason."""
+        return dict(sorted(self.counts.items()))
+
+    def summary_by_language(self) -> dict[str, dict[str, int]]:
+        return {lang: dict(sorted(c.items())) for lang, c in sorted(self.by_language.items())}
+
+    def format(self) -> str:
+        """One line: ``name: skipped N (reason a, reason b)`` or ``name: nothing skipped``."""
+        if not self.counts:
+            return f"{self.name}: nothing skipped"
+        parts = ", ".join(f"{r} {n}" for r, n in sorted(self.counts.items()))
+        return f"{self.name}: skipped {self.total} ({parts})"
+
+    def state_dict(self) -> dict:
+        return {"counts": dict(self.counts), "by_language": {k: dict(v) for k, v in self.by_language.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts = Counter(state.get("counts", {}))
+        self.by_language = defaultdict(Counter, {k: Counter(v) for k, v in state.get("by_language", {}).items()})

@@ -1,0 +1,410 @@
+"""AstraModel: speech/text encoders, shared encoder, Aligner decoder and auxiliary heads.
+
+Legend: B batch, T input frames (10 ms), T' encoder frames, U tokens (without ``<sos>`` /
+``<eos>``), D model dim, F features, V vocabulary, H heads.
+
+``forward_speech`` / ``forward_text`` return *unweighted* losses (the trainer weights them
+by name) and counts. Every loss is a mean per target token of the batch:
+
+============== ============================================================================
+``aligner``    Aligner CE on the final shared output; per token incl. ``<eos>`` (U+1 each)
+``inter_aligner`` the same at shared layer ``inter_aligner_layer`` (its own decoder)
+``ctc``        top-layer CTC (``top_ctc``), per token (U)
+``inter_ctc``  CTC at shared layer ``inter_ctc_layer``, per token (U)
+``rnnt``       pruned RNN-T of the alignment head, per token (U)
+``rnnt_simple`` smoothed simple RNN-T (lm + am joiner) of the head, per token (U)
+``astra``      ASTRA consistency between S and E, per token (U)
+``text_aligner`` Aligner CE on unpaired text (text encoder -> shared -> Aligner)
+``text_rnnt``  pruned RNN-T of the head on unpaired text (T' = U+1 text frames)
+============== ============================================================================
+
+The text encoder reads ``y_1..y_U, <eos>`` (U+1 frames) so that the Aligner, which needs
+U+1 frames, can be trained on text; ASTRA compares S with the first U text frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from astra.losses.aligner import aligner_loss
+from astra.model import decoding
+from astra.model.aligner_decoder import AlignerDecoder
+from astra.model.attention import MultiHeadSelfAttention
+from astra.model.config import ModelConfig
+from astra.model.ctc_head import CtcHead
+from astra.model.encoders import SharedEncoder, SpeechEncoder, TextEncoder
+from astra.model.frontend import GlobalCMVN, SpecAugment
+from astra.model.rnnt_head import RnntHead
+
+logger = logging.getLogger(__name__)
+
+BLANK_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
+DECODE_METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+FRAMES_PER_SECOND = 100  # astra.features: 10 ms shift
+
+
+@dataclass
+class ModelOutput:
+    """Unweighted scalar losses by name and float counts (``frames``, ``tokens``, ...)."""
+
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def append_eos(tokens: Tensor, lengths: Tensor, eos_id: int = EOS_ID) -> Tensor:
+    """``tokens [B, U]`` -> ``[B, U+1]`` with ``<eos>`` at each utterance's position U_b."""
+    out = torch.cat([tokens, torch.zeros_like(tokens[:, :1])], dim=1)
+    out[torch.arange(tokens.size(0), device=tokens.device), lengths] = eos_id
+    return out
+
+
+class AstraModel(nn.Module):
+    """The whole model; see the module docstring for losses and ``CONTRIBUTING.md`` for the API."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        cfg.validate()
+        if vocab_size <= EOS_ID + 1:
+            raise ValueError(f"vocab_size={vocab_size}: needs the 4 special ids plus at least one piece")
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.cmvn = GlobalCMVN(cfg.num_features)
+        self.spec_augment = SpecAugment(
+            cfg.freq_masks if cfg.spec_augment else 0, cfg.freq_mask_width,
+            cfg.time_masks if cfg.spec_augment else 0, cfg.time_mask_width, cfg.time_mask_ratio,
+        )
+        self.speech_encoder = SpeechEncoder(cfg)
+        self.text_encoder = TextEncoder(cfg, vocab_size)
+        self.shared_encoder = SharedEncoder(cfg)
+        self.aligner = self._aligner_decoder()
+        self.inter_aligner = self._aligner_decoder() if cfg.inter_aligner_layer else None
+        self.ctc = CtcHead(cfg.d_model, vocab_size, BLANK_ID) if cfg.top_ctc else None
+        self.inter_ctc = CtcHead(cfg.d_model, vocab_size, BLANK_ID) if cfg.inter_ctc_layer else None
+        self.rnnt = (
+            RnntHead(
+                cfg.d_model, vocab_size, cfg.rnnt_pred_dim, cfg.rnnt_joint_dim, cfg.rnnt_context,
+                cfg.rnnt_prune_range, cfg.rnnt_lm_only_scale, cfg.rnnt_am_only_scale, BLANK_ID, SOS_ID,
+            )
+            if cfg.rnnt_head
+            else None
+        )
+        self._warned: set[str] = set()
+
+    def _aligner_decoder(self) -> AlignerDecoder:
+        cfg = self.cfg
+        return AlignerDecoder(
+            cfg.d_model, self.vocab_size, cfg.pred_dim, cfg.pred_layers, cfg.joint_dim, cfg.dropout, SOS_ID
+        )
+
+    # --- settings ------------------------------------------------------------------------
+    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Global CMVN statistics ``mean [F]``, ``std [F]`` (buffers, saved with the weights)."""
+        self.cmvn.set_stats(mean, std)
+
+    def set_identity_attention(self, enabled: bool) -> None:
+        """Seed 003 warm-up: fix every self-attention matrix to the identity (or release it)."""
+        for module in self.modules():
+            if isinstance(module, MultiHeadSelfAttention):
+                module.identity = bool(enabled)
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts per top-level module, plus ``total``."""
+        counts = {name: sum(p.numel() for p in child.parameters()) for name, child in self.named_children()}
+        counts = {name: n for name, n in counts.items() if n > 0}
+        counts["total"] = sum(p.numel() for p in self.parameters())
+        return counts
+
+    # --- input checks --------------------------------------------------------------------
+    def _warn_once(self, reason: str, message: str) -> None:
+        if reason not in self._warned:
+            self._warned.add(reason)
+            logger.warning("%s (counted as dropped/%s; warned once)", message, reason)
+
+    def _check_tokens(self, batch: dict) -> tuple[Tensor, Tensor]:
+        for key in ("tokens", "token_lens"):
+            if key not in batch:
+                raise ValueError(f"batch has no {key!r} (keys: {sorted(batch)})")
+        tokens, lens = batch["tokens"], batch["token_lens"]
+        if tokens.dim() != 2 or lens.dim() != 1 or lens.size(0) != tokens.size(0):
+            raise ValueError(f"batch['tokens'] must be [B, U] and token_lens [B], got {tuple(tokens.shape)} and {tuple(lens.shape)}")
+        if (lens < 0).any() or (lens > tokens.size(1)).any():
+            raise ValueError(f"batch['token_lens'] out of range [0, {tokens.size(1)}]: {lens.tolist()}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"batch['tokens'] has ids outside [0, {self.vocab_size}) (vocab_size of the model)")
+        return tokens.long(), lens.long()
+
+    def _check_features(self, batch: dict) -> tuple[Tensor, Tensor]:
+        for key in ("features", "feature_lens"):
+            if key not in batch:
+                raise ValueError(f"batch has no {key!r} (keys: {sorted(batch)})")
+        features, lens = batch["features"], batch["feature_lens"]
+        if features.dim() != 3:
+            raise ValueError(f"batch['features'] must be [B, T, F], got shape {tuple(features.shape)}")
+        if features.size(2) != self.cfg.num_features:
+            raise ValueError(
+                f"batch['features'] has feature dim {features.size(2)}, the model expects "
+                f"model.num_features={self.cfg.num_features}"
+            )
+        if lens.dim() != 1 or lens.size(0) != features.size(0):
+            raise ValueError(f"batch['feature_lens'] must be [B={features.size(0)}], got {tuple(lens.shape)}")
+        if (lens < 0).any() or (lens > features.size(1)).any():
+            raise ValueError(f"batch['feature_lens'] out of range [0, {features.size(1)}]: {lens.tolist()}")
+        return features.float(), lens.long()
+
+    def _drop(self, keep: Tensor, reason: str, message: str, counts: dict[str, float]) -> None:
+        dropped = int((~keep).sum())
+        counts[f"dropped/{reason}"] = counts.get(f"dropped/{reason}", 0.0) + dropped
+        if dropped:
+            self._warn_once(reason, f"{dropped} example(s): {message}")
+
+    def _zero_loss(self) -> Tensor:
+        return sum(p.sum() for p in self.aligner.parameters()) * 0.0
+
+    def _enabled_losses(self, kind: str) -> list[str]:
+        cfg = self.cfg
+        if kind == "text":
+            return ["text_aligner"] + (["text_rnnt"] if self.rnnt is not None else [])
+        names = ["aligner"]
+        names += ["inter_aligner"] if self.inter_aligner is not None else []
+        names += ["ctc"] if self.ctc is not None else []
+        names += ["inter_ctc"] if self.inter_ctc is not None else []
+        names += ["rnnt", "rnnt_simple"] if self.rnnt is not None else []
+        names += ["astra"] if cfg.astra else []
+        return names
+
+    # --- encoders ------------------------------------------------------------------------
+    def forward_encoder(
+        self, features: Tensor, feature_lens: Tensor, return_layers: tuple[int, ...] = ()
+    ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
+        """Raw features ``[B, T, F]`` -> ``(H [B, T', D], T' [B], {k: layer k output})``;
+        layer 0 is the speech-encoder output S."""
+        x = self.cmvn(features, feature_lens)
+        x = self.spec_augment(x, feature_lens)
+        speech, lens = self.speech_encoder(x, feature_lens)
+        top, layers = self.shared_encoder(speech, lens, return_layers)
+        return top, lens, layers
+
+    def forward_text_encoder(
+        self, tokens: Tensor, token_lens: Tensor, return_layers: tuple[int, ...] = (), shared: bool = True
+    ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
+        """Tokens ``[B, U]`` -> ``(H [B, U+1, D], U+1 [B], {k: layer k})``; the text encoder
+        reads ``y_1..y_U, <eos>``; layer 0 is the text-encoder output E. With
+        ``shared=False`` the shared encoder is skipped and H is E."""
+        inputs = append_eos(tokens, token_lens)
+        text, lens = self.text_encoder(inputs, token_lens + 1)
+        if not shared:
+            return text, lens, {0: text}
+        top, layers = self.shared_encoder(text, lens, return_layers)
+        return top, lens, layers
+
+    # --- heads ---------------------------------------------------------------------------
+    def forward_aligner(
+        self, decoder: AlignerDecoder, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor
+    ) -> tuple[Tensor, int, Tensor]:
+        """Summed Aligner CE, kept target tokens (incl. ``<eos>``), kept mask ``[B]``."""
+        targets = append_eos(tokens, token_lens)
+        target_lens = token_lens + 1
+        kept = target_lens <= encoder_lens
+        if not bool(kept.any()):
+            return self._zero_loss(), 0, kept
+        length = int(target_lens[kept].max())
+        logits = decoder(encoder_out[:, :length], targets[:, :length])
+        loss, kept = aligner_loss(
+            logits, targets[:, :length], target_lens, encoder_lens, self.cfg.aligner_label_smoothing, reduction="sum"
+        )
+        return loss, int(target_lens[kept].sum()), kept
+
+    # --- training forward ----------------------------------------------------------------
+    def forward_speech(self, batch: dict) -> ModelOutput:
+        """Paired speech batch -> losses ``aligner``, ``inter_aligner``, ``ctc``, ``inter_ctc``,
+        ``rnnt``, ``rnnt_simple``, ``astra`` (those enabled) and counts."""
+        cfg = self.cfg
+        features, feature_lens = self._check_features(batch)
+        tokens, token_lens = self._check_tokens(batch)
+        if tokens.size(0) != features.size(0):
+            raise ValueError(f"batch has {features.size(0)} feature rows but {tokens.size(0)} token rows")
+        counts: dict[str, float] = {}
+        keep = feature_lens > 0
+        self._drop(keep, "empty_audio", "zero-length audio", counts)
+        long_enough = feature_lens >= self.speech_encoder.subsampling.min_input_frames()
+        self._drop(long_enough | ~keep, "too_short_audio",
+                   f"audio shorter than {self.speech_encoder.subsampling.min_input_frames()} frames", counts)
+        keep &= long_enough
+        has_text = token_lens > 0
+        self._drop(has_text | ~keep, "empty_transcript", "empty transcript", counts)
+        keep &= has_text
+        names = self._enabled_losses("speech")
+        if not bool(keep.any()):
+            counts.update(utterances=0.0, frames=0.0, tokens=0.0)
+            return ModelOutput({name: self._zero_loss() for name in names}, counts)
+        index = torch.nonzero(keep).flatten()
+        features, feature_lens = features[index], feature_lens[index]
+        tokens, token_lens = tokens[index], token_lens[index]
+        width = int(feature_lens.max())
+        features, tokens = features[:, :width], tokens[:, : int(token_lens.max())]
+
+        wanted = {cfg.inter_ctc_layer, cfg.inter_aligner_layer, cfg.rnnt_layer, cfg.astra_layer, 0}
+        top, lens, layers = self.forward_encoder(features, feature_lens, tuple(sorted(wanted)))
+        num_tokens = float(token_lens.sum())
+        counts.update(utterances=float(len(index)), frames=float(lens.sum()), tokens=num_tokens,
+                      input_frames=float(feature_lens.sum()))
+        losses: dict[str, Tensor] = {}
+
+        loss, aligner_tokens, kept = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
+        self._drop(kept, "too_long", "transcript + <eos> longer than the encoder output (U+1 > T')", counts)
+        losses["aligner"] = loss / max(aligner_tokens, 1)
+        counts["aligner_tokens"] = float(aligner_tokens)
+        if self.inter_aligner is not None:
+            loss, n, _ = self.forward_aligner(self.inter_aligner, layers[cfg.inter_aligner_layer], lens, tokens, token_lens)
+            losses["inter_aligner"] = loss / max(n, 1)
+        if self.ctc is not None or self.inter_ctc is not None:
+            self._drop(lens >= token_lens, "ctc_too_short", "fewer encoder frames than tokens (CTC loss 0)", counts)
+        if self.ctc is not None:
+            losses["ctc"] = self.ctc.loss(top, lens, tokens, token_lens) / num_tokens
+        if self.inter_ctc is not None:
+            losses["inter_ctc"] = self.inter_ctc.loss(layers[cfg.inter_ctc_layer], lens, tokens, token_lens) / num_tokens
+        if self.rnnt is not None:
+            rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
+            losses["rnnt"] = rnnt.pruned / num_tokens
+            losses["rnnt_simple"] = rnnt.simple / num_tokens
+            if cfg.astra:
+                losses["astra"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, rnnt.px, rnnt.py)
+        return ModelOutput(losses, counts)
+
+    def _astra_loss(self, speech: Tensor, speech_lens: Tensor, tokens: Tensor, token_lens: Tensor,
+                    px: Tensor, py: Tensor) -> Tensor:
+        """ASTRA consistency between ``speech [B, T', D]`` (S or shared layer k) and the text
+        of the same transcript at the same place, weighted by the head's lattice."""
+        from astra.losses.astra_consistency import astra_consistency
+
+        cfg = self.cfg
+        layer = cfg.astra_layer
+        top, _, layers = self.forward_text_encoder(tokens, token_lens, (layer,), shared=layer > 0)
+        text = layers[layer][:, : tokens.size(1)]  # first U frames (drop the <eos> frame)
+        with torch.autocast(device_type=speech.device.type, enabled=False):
+            loss = astra_consistency(
+                speech.float(), speech_lens, text.float(), token_lens, px.float(), py.float(),
+                mode=cfg.astra_mode, distance=cfg.astra_distance, lam=cfg.astra_lam, reduction="sum",
+            )
+        return loss / float(token_lens.sum())
+
+    def forward_text(self, batch: dict) -> ModelOutput:
+        """Unpaired text batch -> losses ``text_aligner`` (and ``text_rnnt``) and counts."""
+        cfg = self.cfg
+        tokens, token_lens = self._check_tokens(batch)
+        counts: dict[str, float] = {}
+        keep = token_lens > 0
+        self._drop(keep, "empty_transcript", "empty text", counts)
+        names = self._enabled_losses("text")
+        if not bool(keep.any()):
+            counts.update(utterances=0.0, tokens=0.0)
+            return ModelOutput({name: self._zero_loss() for name in names}, counts)
+        index = torch.nonzero(keep).flatten()
+        tokens, token_lens = tokens[index][:, : int(token_lens[index].max())], token_lens[index]
+        top, lens, layers = self.forward_text_encoder(tokens, token_lens, (cfg.rnnt_layer,))
+        losses: dict[str, Tensor] = {}
+        loss, n, _ = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
+        losses["text_aligner"] = loss / max(n, 1)
+        if self.rnnt is not None:
+            rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
+            losses["text_rnnt"] = rnnt.pruned / float(token_lens.sum())
+        counts.update(utterances=float(len(index)), tokens=float(token_lens.sum()), aligner_tokens=float(n))
+        return ModelOutput(losses, counts)
+
+    # --- inference -----------------------------------------------------------------------
+    def _inference_inputs(self, batch: dict) -> tuple[Tensor, Tensor]:
+        features, lens = self._check_features(batch)
+        short = lens < self.speech_encoder.subsampling.min_input_frames()
+        if bool(short.any()):
+            raise ValueError(
+                f"cannot decode: utterance(s) {torch.nonzero(short).flatten().tolist()} have fewer than "
+                f"{self.speech_encoder.subsampling.min_input_frames()} feature frames"
+            )
+        return features, lens
+
+    @torch.no_grad()
+    def decode(self, batch: dict, method: str = "aligner_greedy", beam: int = 4) -> list[list[int]]:
+        """Token ids per utterance of a speech batch (methods: ``DECODE_METHODS``)."""
+        if method not in DECODE_METHODS:
+            raise ValueError(f"decode method {method!r}: use one of {DECODE_METHODS}")
+        features, lens = self._inference_inputs(batch)
+        cfg = self.cfg
+        if method.startswith("rnnt") and self.rnnt is None:
+            raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
+        if method == "ctc_greedy" and self.ctc is None and self.inter_ctc is None:
+            raise ValueError("decode method 'ctc_greedy' needs model.top_ctc or model.inter_ctc_layer")
+        layer = {"rnnt_greedy": cfg.rnnt_layer, "rnnt_beam": cfg.rnnt_layer}.get(method)
+        if method == "ctc_greedy":
+            layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
+        wanted = () if layer is None else (layer,)
+        top, enc_lens, layers = self.forward_encoder(features, lens, wanted)
+        if method == "aligner_greedy":
+            return decoding.aligner_greedy(self.aligner, top, enc_lens, EOS_ID)
+        if method == "aligner_beam":
+            return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam)
+        if method == "rnnt_greedy":
+            return decoding.rnnt_greedy(self.rnnt, layers[layer], enc_lens)
+        if method == "rnnt_beam":
+            return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam)
+        head = self.ctc if self.ctc is not None else self.inter_ctc
+        return head.greedy(layers.get(layer, top), enc_lens)
+
+    @torch.no_grad()
+    def transcribe_long(self, features: Tensor, chunk_seconds: float = 14.0, prime_tokens: int = 10) -> list[int]:
+        """Long-form Aligner decoding of one recording ``features [T, F]`` (seed 000).
+
+        The features are cut into chunks of ``chunk_seconds`` (a last piece shorter than a
+        quarter chunk joins the previous chunk); each chunk is encoded alone and decoded with
+        a reset prediction network primed with the last ``prime_tokens`` emitted tokens.
+        """
+        if features.dim() != 2 or features.size(1) != self.cfg.num_features:
+            raise ValueError(f"transcribe_long expects features [T, {self.cfg.num_features}], got {tuple(features.shape)}")
+        if chunk_seconds <= 0 or prime_tokens < 0:
+            raise ValueError(f"chunk_seconds={chunk_seconds} must be > 0 and prime_tokens={prime_tokens} >= 0")
+        from astra.model.long_form import chunk_bounds
+
+        minimum = self.speech_encoder.subsampling.min_input_frames()
+        chunk = max(int(round(chunk_seconds * FRAMES_PER_SECOND)), minimum)
+        emitted: list[int] = []
+        for start, end in chunk_bounds(features.size(0), chunk, minimum):
+            piece = features[start:end].unsqueeze(0)
+            top, lens, _ = self.forward_encoder(piece, torch.tensor([end - start], device=features.device))
+            history = emitted[-prime_tokens:] if prime_tokens else []
+            primed = self.aligner.prime([history], features.device)
+            emitted += decoding.aligner_greedy(self.aligner, top, lens, EOS_ID, start=primed)[0]
+        return emitted
+
+    @torch.no_grad()
+    def attention_maps(self, batch: dict) -> dict[str, Tensor]:
+        """Self-attention weights per layer: ``{"speech.i"|"text.i"|"shared.i": [B, H, T', T']}``
+        (i 0-based). Speech batches go through the speech encoder, text batches through the
+        text encoder; both through the shared encoder."""
+        named = {
+            f"{prefix}.{i}": block.attn
+            for prefix, encoder in (("speech", self.speech_encoder), ("text", self.text_encoder), ("shared", self.shared_encoder))
+            for i, block in enumerate(encoder.blocks)
+        }
+        for attn in named.values():
+            attn.store_weights, attn.last_weights = True, None
+        try:
+            if batch.get("kind", "speech") == "text" or "features" not in batch:
+                tokens, lens = self._check_tokens(batch)
+                self.forward_text_encoder(tokens, lens)
+            else:
+                features, lens = self._inference_inputs(batch)
+                self.forward_encoder(features, lens)
+            return {name: attn.last_weights for name, attn in named.items() if attn.last_weights is not None}
+        finally:
+            for attn in named.values():
+                attn.store_weights, attn.last_weights = False, None
+
+
+def count_summary(counts: dict[str, int]) -> str:
+    """``num_parameters()`` as ``name: 1.23M`` lines (for logs and docs)."""
+    return "\n".join(f"{name}: {n / 1e6:.3f}M" if n >= 1e5 else f"{name}: {n}" for name, n in counts.items())
+
+

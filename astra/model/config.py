@@ -1,0 +1,113 @@
+"""Model configuration: one typed dataclass, loaded from YAML by ``astra.config``.
+
+Layer indices of the shared encoder are 1-based (``k`` = after shared block k); ``0`` means
+"the encoder output before the shared encoder" (speech encoder output S for speech, text
+encoder output E for text) where a place is asked for, and "off" where a head is asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POSITION_ENCODINGS = ("rope", "rel_pos")
+SUBSAMPLING_FACTORS = (4, 6, 8)
+ASTRA_MODES = ("expected", "weighted_rnnt")
+ASTRA_DISTANCES = ("mae", "mse")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and loss options of :class:`astra.model.AstraModel`.
+
+    Loss *weights* are not here (they live in the training config); a head is built and its
+    loss returned only when it is enabled here.
+    """
+
+    # --- front end -------------------------------------------------------------------
+    num_features: int = 80  # F, log-mel bins from astra.features.fbank
+    subsampling: int = 4  # 4 (40 ms frames), 6 or 8
+    subsampling_channels: int = 0  # Conv2d channels; 0 = d_model
+    spec_augment: bool = True  # training only
+    freq_masks: int = 2
+    freq_mask_width: int = 27  # max bins per frequency mask
+    time_masks: int = 10
+    time_mask_width: int = 40  # max 10 ms frames per time mask
+    time_mask_ratio: float = 0.05  # a time mask covers at most this fraction of the utterance
+
+    # --- Conformer blocks (all encoders) --------------------------------------------------
+    d_model: int = 144  # D
+    num_heads: int = 4  # H
+    ff_mult: int = 4
+    conv_kernel: int = 31
+    dropout: float = 0.1
+    position_encoding: str = "rope"  # "rope" (rotary) or "rel_pos" (Transformer-XL style)
+    speech_layers: int = 4  # N blocks after subsampling
+    text_layers: int = 2  # M blocks after the token embedding
+    shared_layers: int = 8  # K blocks shared by speech and text
+
+    # --- Aligner decoder (seed 000) ---------------------------------------------------
+    pred_dim: int = 320  # LSTM prediction network width
+    pred_layers: int = 1
+    joint_dim: int = 320
+    aligner_label_smoothing: float = 0.0
+
+    # --- auxiliary heads ---------------------------------------------------------------
+    top_ctc: bool = False  # CTC on the last shared layer (competes with the Aligner)
+    inter_ctc_layer: int = 4  # shared layer of InterCTC; 0 = off
+    inter_aligner_layer: int = 0  # shared layer of InterAligner (seed 002); 0 = off
+
+    # --- RNN-T alignment head (pruned RNN-T through astra.lattice) ----------------------
+    rnnt_head: bool = True
+    rnnt_layer: int = 0  # 0 = speech-encoder output S (text: E); k = after shared layer k
+    rnnt_context: int = 2  # stateless prediction network: last tokens it sees
+    rnnt_pred_dim: int = 256
+    rnnt_joint_dim: int = 256
+    rnnt_prune_range: int = 5
+    rnnt_lm_only_scale: float = 0.25  # smoothing of the simple loss (k2 / icefall)
+    rnnt_am_only_scale: float = 0.0
+
+    # --- ASTRA consistency (seed 004) --------------------------------------------------
+    astra: bool = True  # needs rnnt_head
+    astra_layer: int = 0  # 0 = S vs E (encoder outputs); k = after shared layer k
+    astra_mode: str = "expected"  # "expected" or "weighted_rnnt"
+    astra_distance: str = "mae"  # "mae" or "mse"
+    astra_lam: float = 1.0  # lambda of the weighted-RNN-T form
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent field."""
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(f"model.position_encoding={self.position_encoding!r}: use one of {POSITION_ENCODINGS}")
+        if self.subsampling not in SUBSAMPLING_FACTORS:
+            raise ValueError(f"model.subsampling={self.subsampling}: use one of {SUBSAMPLING_FACTORS}")
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
+        if self.position_encoding == "rope" and (self.d_model // self.num_heads) % 2 != 0:
+            raise ValueError("model.position_encoding='rope' needs an even head dimension d_model/num_heads")
+        if self.conv_kernel % 2 != 1:
+            raise ValueError(f"model.conv_kernel={self.conv_kernel} must be odd")
+        for name in ("num_features", "d_model", "num_heads", "pred_dim", "joint_dim", "pred_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name}={getattr(self, name)} must be >= 1")
+        for name in ("speech_layers", "text_layers", "shared_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name}={getattr(self, name)} must be >= 0")
+        for name in ("inter_ctc_layer", "inter_aligner_layer", "rnnt_layer", "astra_layer"):
+            value = getattr(self, name)
+            if not 0 <= value <= self.shared_layers:
+                raise ValueError(f"model.{name}={value} must be in [0, shared_layers={self.shared_layers}]")
+        if self.inter_aligner_layer == self.shared_layers and self.shared_layers > 0:
+            raise ValueError("model.inter_aligner_layer equals the last shared layer: use a lower layer")
+        if self.rnnt_head and self.rnnt_context < 1:
+            raise ValueError(f"model.rnnt_context={self.rnnt_context} must be >= 1")
+        if self.rnnt_head and self.rnnt_prune_range < 2:
+            raise ValueError(f"model.rnnt_prune_range={self.rnnt_prune_range} must be >= 2")
+        if self.astra and not self.rnnt_head:
+            raise ValueError("model.astra=true needs model.rnnt_head=true (the lattice comes from it)")
+        if self.astra_mode not in ASTRA_MODES:
+            raise ValueError(f"model.astra_mode={self.astra_mode!r}: use one of {ASTRA_MODES}")
+        if self.astra_distance not in ASTRA_DISTANCES:
+            raise ValueError(f"model.astra_distance={self.astra_distance!r}: use one of {ASTRA_DISTANCES}")
+        if not 0.0 <= self.aligner_label_smoothing < 1.0:
+            raise ValueError(f"model.aligner_label_smoothing={self.aligner_label_smoothing} must be in [0, 1)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout={self.dropout} must be in [0, 1)")

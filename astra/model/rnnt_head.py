@@ -1,0 +1,116 @@
+"""RNN-T alignment head: stateless prediction network + joiner, trained with pruned RNN-T.
+
+Legend: B batch, T' encoder frames, U tokens, D model dim, P prediction width, J joint width,
+V vocabulary, R prune range.
+
+The prediction network is "stateless" (icefall/k2 style: embedding of the last ``context``
+tokens + grouped Conv1d), which keeps the head light and makes beam search a lookup on the
+last ``context`` tokens. The head gives
+
+* ``rnnt_simple``: the k2 "simple" loss with the trivial joiner ``lm + am`` (smoothed), whose
+  occupancies give the pruning ranges and whose lattice ``px/py`` (unsmoothed) weights the
+  ASTRA consistency;
+* ``rnnt``: the pruned RNN-T loss of the full joiner over R symbols per frame.
+
+All lattice math goes through :mod:`astra.lattice` in float32 (autocast is disabled inside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import astra.lattice as lattice
+
+
+@dataclass
+class RnntLosses:
+    """Summed (not averaged) losses over the batch and the unsmoothed simple lattice."""
+
+    simple: Tensor  # scalar, sum over utterances
+    pruned: Tensor  # scalar, sum over utterances
+    px: Tensor  # [B, U, T'+1] log-prob of emitting y_{u+1} at frame t (detached)
+    py: Tensor  # [B, U+1, T'] log-prob of blank (detached)
+
+
+class RnntHead(nn.Module):
+    """``loss(encoder_out [B, T', D], encoder_lens, tokens [B, U], token_lens) -> RnntLosses``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        vocab_size: int,
+        pred_dim: int,
+        joint_dim: int,
+        context: int,
+        prune_range: int,
+        lm_only_scale: float,
+        am_only_scale: float,
+        blank_id: int = 0,
+        sos_id: int = 2,
+    ) -> None:
+        super().__init__()
+        self.blank_id = blank_id
+        self.sos_id = sos_id
+        self.context = context
+        self.prune_range = prune_range
+        self.lm_only_scale = lm_only_scale
+        self.am_only_scale = am_only_scale
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, pred_dim)
+        groups = pred_dim // 4 if pred_dim % 4 == 0 else 1
+        self.context_conv = nn.Conv1d(pred_dim, pred_dim, context, groups=groups, bias=False) if context > 1 else None
+        self.encoder_proj = nn.Linear(d_model, joint_dim)
+        self.pred_proj = nn.Linear(pred_dim, joint_dim)
+        self.output = nn.Linear(joint_dim, vocab_size)
+        self.simple_am = nn.Linear(d_model, vocab_size)
+        self.simple_lm = nn.Linear(pred_dim, vocab_size)
+
+    # --- networks -------------------------------------------------------------------------
+    def predict(self, history: Tensor) -> Tensor:
+        """``history [B, L + context - 1]`` token ids -> ``[B, L, P]`` (one output per window)."""
+        x = self.embedding(history)
+        if self.context_conv is not None:
+            x = self.context_conv(x.transpose(1, 2)).transpose(1, 2)
+        return F.relu(x)
+
+    def predict_sequence(self, tokens: Tensor) -> Tensor:
+        """Outputs for histories ``<sos>, y_1, ..., y_U``: ``tokens [B, U] -> [B, U+1, P]``."""
+        start = torch.full((tokens.size(0), self.context), self.sos_id, dtype=torch.long, device=tokens.device)
+        return self.predict(torch.cat([start, tokens], dim=1))
+
+    def joint(self, encoder_proj: Tensor, pred_proj: Tensor) -> Tensor:
+        """Projected encoder ``[..., J]`` + projected prediction ``[..., J]`` -> logits ``[..., V]``."""
+        return self.output(torch.tanh(encoder_proj + pred_proj))
+
+    # --- losses --------------------------------------------------------------------------
+    def loss(self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> RnntLosses:
+        """Simple + pruned RNN-T losses (sums over the batch) and the simple lattice.
+
+        ``tokens`` padding may hold any id (it is masked by ``boundary``).
+        """
+        pred = self.predict_sequence(tokens)  # [B, U+1, P]
+        boundary = torch.zeros(tokens.size(0), 4, dtype=torch.long, device=tokens.device)
+        boundary[:, 2] = token_lens
+        boundary[:, 3] = encoder_lens
+        symbols = tokens.masked_fill(tokens >= self.vocab_size, self.blank_id)
+        device_type = encoder_out.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            lm = self.simple_lm(pred.float())
+            am = self.simple_am(encoder_out.float())
+            simple, (px_grad, py_grad) = lattice.rnnt_loss_simple(
+                lm, am, symbols, self.blank_id, boundary=boundary, reduction="sum", return_grad=True,
+                lm_only_scale=self.lm_only_scale, am_only_scale=self.am_only_scale,
+            )
+            with torch.no_grad():
+                px, py = lattice.get_rnnt_logprobs(lm, am, symbols, self.blank_id, boundary=boundary)
+            ranges = lattice.get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
+            am_pruned, lm_pruned = lattice.do_rnnt_pruning(
+                self.encoder_proj(encoder_out.float()), self.pred_proj(pred.float()), ranges
+            )
+            logits = self.joint(am_pruned, lm_pruned)  # [B, T', R, V]
+            pruned = lattice.rnnt_loss_pruned(logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum")
+        return RnntLosses(simple=simple, pruned=pruned, px=px.detach(), py=py.detach())

@@ -1,0 +1,337 @@
+"""Checkpoint folders: atomic save, retention, resume, inference loading, averaging.
+
+A checkpoint is a folder ``<out_dir>/checkpoints/step-00001000/`` holding
+
+* ``config.yaml`` - the full run config (``astra.config.save_config``),
+* ``model.safetensors`` - the state dict of the unwrapped model (with CMVN buffers),
+* ``tokenizer.model`` - a copy of the SentencePiece model,
+* ``trainer_state.json`` - step, epoch, counters, validation metrics (written last),
+* ``accelerate/`` - ``Accelerator.save_state`` (model, optimizer, grad scaler, RNG states of
+  every process) plus ``sampler_state_<rank>.pt``, the data stream state of every process.
+
+Saving writes everything into ``.tmp-step-...`` and renames it with ``os.replace`` only when
+complete, so a crash during a save never touches the previous checkpoints; leftover temp
+folders are ignored and removed by the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+STEP_PREFIX = "step-"
+TMP_PREFIX = ".tmp-"
+TRAINER_STATE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+TOKENIZER_FILE = "tokenizer.model"
+ACCELERATE_DIR = "accelerate"
+BEST_LINK = "best"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:08d}"
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoint folders under ``root``, oldest step first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if path.is_symlink() or not path.is_dir() or not path.name.startswith(STEP_PREFIX):
+            continue
+        if not (path / TRAINER_STATE).is_file():
+            continue
+        try:
+            step = int(path.name[len(STEP_PREFIX) :])
+        except ValueError:
+            continue
+        found.append((step, path))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step, or None."""
+    ckpts = list_checkpoints(root)
+    return ckpts[-1] if ckpts else None
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / TRAINER_STATE).read_text(encoding="utf-8"))
+
+
+def _fsync_tree(path: Path) -> None:
+    for sub in sorted(path.rglob("*")):
+        if sub.is_file():
+            with open(sub, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Write the model's state dict as safetensors (tied tensors are stored as copies)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def save_checkpoint(
+    accelerator,
+    root: str | Path,
+    step: int,
+    write_files: Callable[[Path], None],
+    sampler_state: Any,
+) -> Path:
+    """Save a checkpoint of ``step`` atomically; every process must call this.
+
+    ``write_files(folder)`` runs on the main process only and writes ``config.yaml``,
+    ``model.safetensors``, ``tokenizer.model`` and, last, ``trainer_state.json`` into the
+    temporary folder. ``sampler_state`` is this process's data-stream state.
+    """
+    root = Path(root)
+    final = root / checkpoint_name(step)
+    tmp = root / f"{TMP_PREFIX}{checkpoint_name(step)}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    acc_dir = tmp / ACCELERATE_DIR
+    accelerator.save_state(str(acc_dir))
+    torch.save(sampler_state, acc_dir / f"sampler_state_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_files(tmp)
+        if not (tmp / TRAINER_STATE).is_file():
+            raise RuntimeError(f"checkpoint writer did not write {TRAINER_STATE}")
+        _fsync_tree(tmp)
+        if final.exists():
+            old = root / f"{TMP_PREFIX}old-{final.name}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        log.info("saved checkpoint %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_sampler_state(path: str | Path, process_index: int) -> Any:
+    """The data-stream state process ``process_index`` saved into checkpoint ``path``."""
+    file = Path(path) / ACCELERATE_DIR / f"sampler_state_{process_index}.pt"
+    if not file.is_file():
+        raise ValueError(
+            f"{path} has no sampler state for process {process_index}: resume with the same "
+            "number of processes the checkpoint was written with"
+        )
+    return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def _metric_of(path: Path) -> float | None:
+    try:
+        value = read_trainer_state(path).get("metric")
+    except (OSError, ValueError):
+        return None
+    return None if value is None else float(value)
+
+
+def best_checkpoints(root: str | Path, keep_best: int) -> list[Path]:
+    """Up to ``keep_best`` checkpoints with the lowest recorded validation metric."""
+    scored = [(m, p) for p in list_checkpoints(root) if (m := _metric_of(p)) is not None]
+    scored.sort(key=lambda mp: (mp[0], -int(mp[1].name[len(STEP_PREFIX) :])))
+    return [p for _, p in scored[:keep_best]]
+
+
+def prune_checkpoints(root: str | Path, keep_last: int, keep_best: int) -> list[Path]:
+    """Delete all but the last ``keep_last`` and the best ``keep_best`` checkpoints.
+
+    Updates the ``best`` symlink to the best one. Returns the deleted folders.
+    """
+    root = Path(root)
+    ckpts = list_checkpoints(root)
+    best = best_checkpoints(root, keep_best) if keep_best > 0 else []
+    keep = set(ckpts[-keep_last:]) | set(best)
+    removed = []
+    for path in ckpts:
+        if path not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    link = root / BEST_LINK
+    if best:
+        tmp_link = root / f"{TMP_PREFIX}{BEST_LINK}"
+        if tmp_link.is_symlink() or tmp_link.exists():
+            tmp_link.unlink()
+        tmp_link.symlink_to(best[0].name)
+        os.replace(tmp_link, link)
+    elif link.is_symlink():
+        link.unlink()
+    return removed
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a checkpoint, a ``checkpoints/`` folder or a run folder."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file():
+        return path.resolve()
+    for root in (path, path / "checkpoints"):
+        latest = latest_checkpoint(root)
+        if latest is not None:
+            return latest
+    raise ValueError(f"no checkpoint found at {path} (expected a folder with {MODEL_FILE})")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_model_weights` did."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
+    unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
+
+    def summary(self) -> str:
+        def names(keys: list[str]) -> str:
+            shown = ", ".join(keys[:8])
+            return shown + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        parts = [f"loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            parts.append(f"kept initial values of {len(self.missing)}: {names(self.missing)}")
+        if self.unexpected:
+            parts.append(f"ignored {len(self.unexpected)} from the checkpoint: {names(self.unexpected)}")
+        return "; ".join(parts)
+
+
+def load_model_weights(
+    model: torch.nn.Module, state: dict[str, torch.Tensor] | str | Path, strict: bool = True
+) -> LoadReport:
+    """Copy weights into ``model``; a shape mismatch is always a ``ValueError`` naming the keys.
+
+    ``state`` is a state dict or a checkpoint folder / ``.safetensors`` file. With ``strict``,
+    missing or unexpected keys are errors too; otherwise they are reported.
+    """
+    if not isinstance(state, dict):
+        state = read_model_state(state)
+    own = model.state_dict()
+    mismatched = [
+        f"{k} {tuple(v.shape)} in checkpoint vs {tuple(own[k].shape)} in model"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if mismatched:
+        raise ValueError("checkpoint shapes do not fit the model: " + "; ".join(mismatched[:5]))
+    report = LoadReport(
+        loaded=sorted(k for k in state if k in own),
+        missing=sorted(k for k in own if k not in state),
+        unexpected=sorted(k for k in state if k not in own),
+    )
+    if strict and (report.missing or report.unexpected):
+        raise ValueError("checkpoint does not fit the model: " + report.summary())
+    model.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
+    return report
+
+
+def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state dict of a checkpoint folder or a ``.safetensors`` file."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    file = path if path.suffix == ".safetensors" else resolve_checkpoint(path) / MODEL_FILE
+    if not file.is_file():
+        raise ValueError(f"model weights not found: {file}")
+    return load_file(str(file))
+
+
+def load_inference_model(path: str | Path, device: str | torch.device = "cpu"):
+    """``(model, tokenizer, config)`` of a checkpoint, the model in eval mode on ``device``.
+
+    ``path`` is a checkpoint folder, or a run / ``checkpoints`` folder (its latest checkpoint).
+    """
+    from astra.config import load_config
+    from astra.data.tokenizer import Tokenizer
+    from astra.model import AstraModel
+    from astra.train.config import TrainConfig
+
+    folder = resolve_checkpoint(path)
+    cfg = load_config(TrainConfig, folder / CONFIG_FILE)
+    tokenizer = Tokenizer(str(folder / TOKENIZER_FILE))
+    model = AstraModel(cfg.model, tokenizer.vocab_size)
+    load_model_weights(model, folder / MODEL_FILE, strict=True)
+    model.to(device)
+    model.eval()
+    return model, tokenizer, cfg
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of ``paths`` (floating tensors, in float64).
+
+    Integer tensors (counters) are taken from the last checkpoint; every checkpoint must
+    have the same keys and shapes.
+    """
+    if not paths:
+        raise ValueError("average_checkpoints needs at least one checkpoint")
+    states = [read_model_state(p) for p in paths]
+    first = states[-1]
+    for p, s in zip(paths, states, strict=True):
+        if s.keys() != first.keys():
+            diff = sorted(set(s) ^ set(first))[:5]
+            raise ValueError(f"{p}: different weights than {paths[-1]} ({diff})")
+        for k, v in s.items():
+            if v.shape != first[k].shape:
+                raise ValueError(f"{p}: {k} has shape {tuple(v.shape)}, expected {tuple(first[k].shape)}")
+    averaged = {}
+    for k, v in first.items():
+        if v.is_floating_point():
+            total = torch.zeros_like(v, dtype=torch.float64)
+            for s in states:
+                total += s[k].to(torch.float64)
+            averaged[k] = (total / len(states)).to(v.dtype)
+        else:
+            averaged[k] = v.clone()
+    return averaged
+
+
+def write_averaged_checkpoint(paths: Sequence[str | Path], out: str | Path) -> Path:
+    """Average ``paths`` into a new checkpoint folder ``out`` usable by ``load_inference_model``."""
+    from safetensors.torch import save_file
+
+    paths = [resolve_checkpoint(p) for p in paths]
+    averaged = average_checkpoints(paths)
+    out = Path(out)
+    tmp = out.with_name(f"{TMP_PREFIX}{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in averaged.items()}, str(tmp / MODEL_FILE))
+    last = paths[-1]
+    for name in (CONFIG_FILE, TOKENIZER_FILE):
+        if (last / name).is_file():
+            shutil.copyfile(last / name, tmp / name)
+    state = read_trainer_state(last)
+    state["averaged_from"] = [str(p) for p in paths]
+    write_json(tmp / TRAINER_STATE, state)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,166 @@
+"""Training config sections that do not depend on the model or the data code.
+
+:class:`LossConfig`, :class:`OptimConfig`, :class:`RunConfig` and :class:`FinetuneConfig`
+are the ``losses``, ``optim``, ``run`` and ``finetune`` sections of
+:class:`astra.train.config.TrainConfig`; every field is documented in ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LOSS_NAMES = (
+    "aligner",
+    "ctc",
+    "inter_ctc",
+    "inter_aligner",
+    "rnnt",
+    "rnnt_simple",
+    "astra",
+    "text_aligner",
+    "text_rnnt",
+)
+LR_DECAYS = ("cosine", "linear", "inverse_sqrt", "constant")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+BEST_METRICS = ("valid_loss", "wer")
+
+
+@dataclass
+class RampConfig:
+    """A loss weight that is 0 before ``start`` and rises linearly to its value over ``steps``."""
+
+    start: int = 0
+    steps: int = 0
+
+    def validate(self) -> None:
+        if self.start < 0 or self.steps < 0:
+            raise ValueError(f"ramp start={self.start} and steps={self.steps} must be >= 0")
+
+
+@dataclass
+class LossConfig:
+    """Weights of the model's unweighted losses (``ModelOutput.losses``) and their schedules.
+
+    A loss whose weight is 0 is logged but not optimised. ``ramps`` schedules a weight:
+    e.g. ``astra: {start: 2000, steps: 2000}`` keeps ASTRA off until the RNN-T alignment
+    head has warmed up for 2000 steps, then ramps it in over the next 2000.
+    """
+
+    aligner: float = 1.0
+    ctc: float = 0.0
+    inter_ctc: float = 0.3
+    inter_aligner: float = 0.0
+    rnnt: float = 0.0
+    rnnt_simple: float = 0.5
+    astra: float = 0.1
+    text_aligner: float = 1.0
+    text_rnnt: float = 0.5
+    other: dict[str, float] = field(default_factory=dict)  # weights of further model losses
+    ramps: dict[str, RampConfig] = field(
+        default_factory=lambda: {"astra": RampConfig(start=1000, steps=1000)}
+    )
+    identity_attention_steps: int = 0  # seed 003: self-attention fixed to identity for N steps
+
+    def weight(self, name: str) -> float:
+        """The configured (un-ramped) weight of loss ``name``; KeyError if it has none."""
+        if name in LOSS_NAMES:
+            return float(getattr(self, name))
+        return float(self.other[name])
+
+    def validate(self) -> None:
+        for name in LOSS_NAMES:
+            if getattr(self, name) < 0:
+                raise ValueError(f"losses.{name}={getattr(self, name)} must be >= 0")
+        for name, value in self.other.items():
+            if name in LOSS_NAMES:
+                raise ValueError(f"losses.other.{name}: set it as losses.{name}")
+            if value < 0:
+                raise ValueError(f"losses.other.{name}={value} must be >= 0")
+        known = set(LOSS_NAMES) | set(self.other)
+        for name in self.ramps:
+            if name not in known:
+                raise ValueError(f"losses.ramps.{name}: no loss of that name (known: {sorted(known)})")
+        if self.identity_attention_steps < 0:
+            raise ValueError("losses.identity_attention_steps must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, a warm-up + decay learning-rate schedule, clipping and accumulation."""
+
+    lr: float = 1e-3  # peak learning rate, reached after warmup_steps
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    weight_decay: float = 1e-3  # not applied to biases and norm scales (1-d parameters)
+    warmup_steps: int = 1000  # linear warm-up from 0
+    decay: str = "cosine"  # after warm-up: cosine | linear (to min_lr_ratio*lr at max_steps) | inverse_sqrt | constant
+    min_lr_ratio: float = 0.05
+    max_grad_norm: float = 5.0  # global-norm clipping; 0 = off (the norm is still logged)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (per process)
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr={self.lr} must be > 0")
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas={self.betas} must have two values")
+        if self.decay not in LR_DECAYS:
+            raise ValueError(f"optim.decay={self.decay!r}: use one of {LR_DECAYS}")
+        if self.warmup_steps < 0:
+            raise ValueError("optim.warmup_steps must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        if self.max_grad_norm < 0:
+            raise ValueError("optim.max_grad_norm must be >= 0")
+        if self.grad_accum_steps < 1:
+            raise ValueError("optim.grad_accum_steps must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    """Where and how long to train, what to save, validate and plot."""
+
+    out_dir: str = "exp/run"
+    max_steps: int = 10000  # optimizer steps
+    seed: int = 1234
+    mixed_precision: str = "no"  # no | bf16 | fp16 (lattices and losses stay in fp32)
+    cpu: bool = False  # force CPU even when a GPU is visible
+    log_every: int = 10  # TensorBoard scalars every N steps
+    save_every: int = 1000  # checkpoint every N steps (and at the end)
+    keep_last: int = 3  # checkpoints kept besides the best ones
+    keep_best: int = 1  # checkpoints kept by best validation metric
+    best_metric: str = "valid_loss"  # valid_loss | wer (macro-average over languages)
+    validate_every: int = 1000  # 0 = never
+    valid_split: str = "dev"
+    valid_languages: list[str] = field(default_factory=list)  # [] = the data config's languages
+    valid_max_batches: int = 0  # 0 = all
+    decode_method: str = "aligner_greedy"  # for validation WER
+    plot_every: int = 0  # PNG of per-layer attention every N steps; 0 = never
+    max_nonfinite: int = 20  # stop after this many non-finite steps in a row
+    concat_fraction: float = 0.0  # fraction of a speech batch concatenated into long utterances
+    feature_stats_utterances: int = 2000  # utterances for the global CMVN stats
+
+    def validate(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"run.mixed_precision={self.mixed_precision!r}: use one of {MIXED_PRECISIONS}")
+        if self.best_metric not in BEST_METRICS:
+            raise ValueError(f"run.best_metric={self.best_metric!r}: use one of {BEST_METRICS}")
+        for name in ("max_steps", "log_every", "save_every", "max_nonfinite"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"run.{name}={getattr(self, name)} must be >= 1")
+        for name in ("keep_last", "keep_best", "validate_every", "valid_max_batches", "plot_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"run.{name}={getattr(self, name)} must be >= 0")
+        if self.keep_last < 1:
+            raise ValueError("run.keep_last must be >= 1 (resume needs the latest checkpoint)")
+        if not 0.0 <= self.concat_fraction <= 1.0:
+            raise ValueError(f"run.concat_fraction={self.concat_fraction} must be in [0, 1]")
+
+
+@dataclass
+class FinetuneConfig:
+    """Used by ``astra finetune --init CKPT`` (ignored by ``astra pretrain``)."""
+
+    freeze: list[str] = field(default_factory=list)  # module-name prefixes, e.g. [text_encoder]
+    text_injection: bool = True  # keep unpaired-text batches in the mix
+    strict: bool = False  # also fail on weights missing from / unexpected in the checkpoint
+    reset_feature_stats: bool = False  # recompute CMVN on the fine-tuning data

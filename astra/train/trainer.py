@@ -1,0 +1,647 @@
+"""The Accelerate training loop shared by ``astra pretrain`` and ``astra finetune``.
+
+One optimizer step = ``optim.grad_accum_steps`` micro-batches per process, each a speech or
+a text batch from the data stream (which shards itself by rank: it is *not* passed through
+``accelerator.prepare``). The model's unweighted losses are weighted by the ``losses``
+section (with ramps), summed in fp32 and back-propagated; gradients are clipped and AdamW
+steps with the scheduled learning rate. Non-finite steps are skipped and counted; K in a
+row stop the run. Checkpoints, validation and attention plots run every N steps; SIGINT /
+SIGTERM save a checkpoint before exiting.
+
+Everything a resumed run needs is a function of the checkpoint: model + optimizer + grad
+scaler + RNG states (``Accelerator.save_state``), the data stream state of every process,
+and the step counter (learning rate, loss-weight ramps and identity attention are pure
+functions of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from astra.config import save_config
+from astra.train import checkpoint as ckpt
+from astra.train.schedules import identity_attention, learning_rate, loss_weights
+from astra.train.signals import StopRequest
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (e.g. the loss stayed non-finite); the message says why."""
+
+
+@dataclass
+class TrainingParts:
+    """What the trainer trains on, built once the process rank is known.
+
+    ``model`` follows the ``AstraModel`` API (``forward_speech``/``forward_text`` returning
+    ``.losses``/``.counts``; optional ``set_identity_attention``, ``set_feature_stats``,
+    ``decode``, ``attention_maps``). ``train_stream`` is an iterable of batch dicts with
+    ``set_epoch``, ``state_dict`` and ``load_state_dict``. ``eval_batches()`` returns the
+    validation speech batches; ``feature_stats()`` returns global CMVN ``(mean [F], std [F])``.
+    """
+
+    model: torch.nn.Module
+    train_stream: Any
+    tokenizer: Any = None
+    tokenizer_path: str | Path | None = None
+    eval_batches: Callable[[], list[dict]] | None = None
+    feature_stats: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+@dataclass
+class TrainerState:
+    """Counters saved in ``trainer_state.json`` (main process view)."""
+
+    step: int = 0
+    nonfinite_total: int = 0
+    nonfinite_in_a_row: int = 0
+    metric: float | None = None  # validation metric at this step (None if not validated)
+    best_metric: float | None = None
+    valid: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)  # cumulative over processes
+    world_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _LossModule(torch.nn.Module):
+    """Wraps the model so DDP sees one ``forward``: batch -> weighted fp32 loss.
+
+    Returns ``(total, losses, counts)``: ``total`` the scalar to back-propagate (only losses
+    with a positive weight enter the graph), ``losses`` the unweighted values (detached).
+    """
+
+    def __init__(self, model: torch.nn.Module, losses_cfg):
+        super().__init__()
+        self.model = model
+        self.losses_cfg = losses_cfg
+        self.step = 0
+
+    def forward(self, batch: dict):
+        kind = batch.get("kind", "speech")
+        if kind == "speech":
+            out = self.model.forward_speech(batch)
+        elif kind == "text":
+            out = self.model.forward_text(batch)
+        else:
+            raise ValueError(f"batch kind {kind!r} is neither 'speech' nor 'text'")
+        weights = loss_weights(self.step, self.losses_cfg, list(out.losses))
+        total = None
+        for name, value in out.losses.items():
+            w = weights[name]
+            if w > 0:
+                term = w * value.float()
+                total = term if total is None else total + term
+        detached = {k: v.detach().float() for k, v in out.losses.items()}
+        return total, detached, dict(out.counts)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def freeze_modules(model: torch.nn.Module, prefixes: list[str]) -> list[str]:
+    """Set ``requires_grad=False`` on parameters under each module-name prefix.
+
+    Returns the frozen parameter names; a prefix that matches nothing is a ``ValueError``.
+    """
+    frozen = []
+    for prefix in prefixes:
+        matched = [
+            (n, p) for n, p in model.named_parameters() if n == prefix or n.startswith(prefix + ".")
+        ]
+        if not matched:
+            tops = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
+            raise ValueError(f"finetune.freeze: no parameters under '{prefix}' (modules: {tops})")
+        for n, p in matched:
+            p.requires_grad_(False)
+            frozen.append(n)
+    return frozen
+
+
+def _batch_audio_seconds(batch: dict) -> float:
+    durations = batch.get("durations")
+    if durations is None:
+        return 0.0
+    return float(torch.as_tensor(durations).sum())
+
+
+class Trainer:
+    """Runs one training job; see the module docstring.
+
+    ``cfg`` is a :class:`astra.train.config.TrainConfig` (or any dataclass with ``losses``,
+    ``optim``, ``run`` sections and, for fine-tuning, ``finetune``). ``build_parts(cfg, rank,
+    world_size)`` makes the model, data stream, tokenizer and validation data.
+    ``init`` is a pretrained checkpoint (fine-tuning) loaded unless the run resumes.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        build_parts: Callable[[Any, int, int], TrainingParts],
+        *,
+        resume: bool = False,
+        init: str | Path | None = None,
+    ):
+        self.cfg = cfg
+        self.build_parts = build_parts
+        self.resume = resume
+        self.init = Path(init) if init is not None else None
+        self.out_dir = Path(cfg.run.out_dir)
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.state = TrainerState()
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self._iter = None
+        self._last_saved_step = -1
+        self._writer = None
+        self._progress = None
+        self._stop: StopRequest | None = None
+        self._window = defaultdict(float)  # log-window sums (this process)
+        self._window_n = defaultdict(int)
+        self._window_start = time.time()
+        self._identity = None
+        self.stopped_by: str | None = None  # signal (or reason) that stopped the run early
+
+    # ------------------------------------------------------------------ set-up
+    def _make_accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        run = self.cfg.run
+        cpu = run.cpu or not torch.cuda.is_available()
+        try:
+            return Accelerator(
+                cpu=cpu,
+                mixed_precision=run.mixed_precision,
+                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            )
+        except (ValueError, RuntimeError) as e:
+            raise TrainingError(f"cannot set up Accelerate (run.mixed_precision={run.mixed_precision!r}): {e}") from None
+
+    def _setup(self) -> None:
+        from accelerate.utils import set_seed
+
+        self.accelerator = acc = self._make_accelerator()
+        set_seed(self.cfg.run.seed)
+        self.parts = self.build_parts(self.cfg, acc.process_index, acc.num_processes)
+        self.model = self.parts.model
+        self.stream = self.parts.train_stream
+        self.state.world_size = acc.num_processes
+
+        resume_from = ckpt.latest_checkpoint(self.ckpt_root) if self.resume else None
+        if self.resume and resume_from is None:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt_root)
+        if resume_from is None and self.init is not None:
+            self._load_init()
+        ft = getattr(self.cfg, "finetune", None)
+        if ft is not None and self.init is not None and ft.freeze:
+            frozen = freeze_modules(self.model, ft.freeze)
+            log.info("frozen %d parameter tensors under %s", len(frozen), ft.freeze)
+        if resume_from is None:
+            needs_stats = self.init is None or (ft is not None and ft.reset_feature_stats)
+            if needs_stats:
+                self._set_feature_stats()
+
+        optim = self.cfg.optim
+        optimizer = torch.optim.AdamW(
+            _param_groups(self.model, optim.weight_decay),
+            lr=optim.lr,
+            betas=tuple(optim.betas),
+            eps=optim.eps,
+        )
+        self.loss_module = _LossModule(self.model, self.cfg.losses)
+        self.wrapped, self.optimizer = acc.prepare(self.loss_module, optimizer)
+
+        self.stream.set_epoch(0)
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        self._iter = iter(self.stream)
+        if acc.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out_dir / "config.yaml")
+
+    def _load_init(self) -> None:
+        ft = getattr(self.cfg, "finetune", None)
+        strict = bool(ft.strict) if ft is not None else True
+        try:
+            report = ckpt.load_model_weights(self.model, ckpt.resolve_checkpoint(self.init), strict=strict)
+        except ValueError as e:
+            raise TrainingError(f"--init {self.init}: {e}") from None
+        log.info("initialised from %s: %s", self.init, report.summary())
+
+    def _set_feature_stats(self) -> None:
+        if self.parts.feature_stats is None or not hasattr(self.model, "set_feature_stats"):
+            return
+        from accelerate.utils import broadcast_object_list
+
+        acc = self.accelerator
+        stats = [None]
+        if acc.is_main_process:
+            mean, std = self.parts.feature_stats()
+            stats = [(mean.cpu(), std.cpu())]
+        if acc.num_processes > 1:
+            broadcast_object_list(stats, from_process=0)
+        mean, std = stats[0]
+        self.model.set_feature_stats(mean, std)
+        log.info("global CMVN stats set (%d features)", mean.numel())
+
+    def _load_checkpoint(self, path: Path) -> None:
+        acc = self.accelerator
+        saved = ckpt.read_trainer_state(path)
+        if saved.get("world_size", 1) != acc.num_processes:
+            raise TrainingError(
+                f"{path} was written by {saved.get('world_size')} processes, this run has "
+                f"{acc.num_processes}: resume with the same number of processes"
+            )
+        acc.load_state(str(path / ckpt.ACCELERATE_DIR))
+        sampler = ckpt.load_sampler_state(path, acc.process_index)
+        self.epoch = sampler["epoch"]
+        self.batches_in_epoch = sampler["batches_in_epoch"]
+        self.stream.set_epoch(self.epoch)
+        self.stream.load_state_dict(sampler["stream"])
+        for key, value in saved.items():
+            if hasattr(self.state, key):
+                setattr(self.state, key, value)
+        self._last_saved_step = self.state.step
+        log.info("resumed from %s at step %d (epoch %d)", path, self.state.step, self.epoch)
+
+    # ------------------------------------------------------------------ data
+    def _next_batch(self) -> dict:
+        while True:
+            try:
+                batch = next(self._iter)
+            except StopIteration:
+                if self.batches_in_epoch == 0:
+                    raise TrainingError(
+                        f"the training data gave no batch in epoch {self.epoch} on process "
+                        f"{self.accelerator.process_index}: check the data config"
+                    ) from None
+                self.epoch += 1
+                self.batches_in_epoch = 0
+                self.stream.set_epoch(self.epoch)
+                self._iter = iter(self.stream)
+                continue
+            self.batches_in_epoch += 1
+            if batch.get("kind", "speech") == "speech" and len(batch["keys"]) == 0:
+                self._window["counts/dropped/empty_batch"] += 1
+                continue
+            return self._maybe_concat(batch)
+
+    def _maybe_concat(self, batch: dict) -> dict:
+        """Concatenate a ``run.concat_fraction`` of a speech batch's utterances (long form).
+
+        Uses the model's ``concatenate_utterances`` (method or ``astra.model`` function) with
+        a generator seeded by (seed, step, process, batch), so a resumed run does the same.
+        """
+        fraction = self.cfg.run.concat_fraction
+        if fraction <= 0 or batch.get("kind", "speech") != "speech":
+            return batch
+        concat = getattr(self.model, "concatenate_utterances", None)
+        if not callable(concat):
+            from astra.model import concatenate_utterances as concat
+        run = self.cfg.run
+        seed = ((run.seed * 1_000_003 + self.state.step) * 1009 + self.accelerator.process_index) * 7919
+        generator = torch.Generator().manual_seed((seed + self.batches_in_epoch) % (2**31))
+        return concat(batch, fraction, generator=generator)
+
+    # ------------------------------------------------------------------ one step
+    def _any_process(self, flag: bool) -> bool:
+        """True if ``flag`` is true on any process (a collective when world size > 1)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=acc.device)
+        return bool(acc.reduce(t, reduction="sum").item() > 0)
+
+    def _set_identity_attention(self, step: int) -> None:
+        enabled = identity_attention(step, self.cfg.losses)
+        setter = getattr(self.model, "set_identity_attention", None)
+        if callable(setter) and enabled != self._identity:
+            setter(enabled)
+            if self._identity is not None or enabled:
+                log.info("identity attention %s at step %d", "on" if enabled else "off", step)
+        self._identity = enabled
+
+    def _train_step(self) -> dict[str, float]:
+        acc = self.accelerator
+        cfg = self.cfg
+        step = self.state.step
+        self._set_identity_attention(step)
+        lr = learning_rate(step, cfg.optim, cfg.run.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.loss_module.step = step
+        self.optimizer.zero_grad(set_to_none=True)
+        accum = cfg.optim.grad_accum_steps
+        info: dict[str, float] = {"lr": lr}
+        nonfinite_losses = None
+        for micro in range(accum):
+            batch = self._next_batch()
+            last = micro == accum - 1
+            sync = contextlib.nullcontext() if last else acc.no_sync(self.wrapped)
+            with sync:
+                with acc.autocast():
+                    total, losses, counts = self.wrapped(batch)
+                if total is None:
+                    raise TrainingError(
+                        f"step {step}: no loss with a positive weight for a {batch.get('kind')} batch "
+                        f"(model losses: {sorted(losses)}); check the losses section"
+                    )
+                bad = not bool(torch.isfinite(total).item())
+                if self._any_process(bad):
+                    nonfinite_losses = {k: float(v) for k, v in losses.items()}
+                    break
+                acc.backward(total / accum)
+            self._accumulate(batch, total, losses, counts)
+        if nonfinite_losses is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._count_nonfinite(step, f"loss {nonfinite_losses}")
+            return info
+        max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float(acc.clip_grad_norm_(params, max_norm))
+        info["grad_norm"] = grad_norm
+        if not math.isfinite(grad_norm) and cfg.run.mixed_precision != "fp16":
+            self.optimizer.zero_grad(set_to_none=True)
+            self._count_nonfinite(step, f"gradient norm {grad_norm}")
+            return info
+        self.optimizer.step()
+        if cfg.run.mixed_precision == "fp16" and acc.optimizer_step_was_skipped:
+            self._window["counts/fp16_overflow_skips"] += 1
+        self.state.nonfinite_in_a_row = 0
+        self._window["grad_norm"] += grad_norm if math.isfinite(grad_norm) else 0.0
+        self._window_n["grad_norm"] += 1
+        return info
+
+    def _count_nonfinite(self, step: int, what: str) -> None:
+        self.state.nonfinite_total += 1
+        self.state.nonfinite_in_a_row += 1
+        self._window["counts/nonfinite_skipped"] += 1
+        log.warning(
+            "step %d skipped: non-finite %s (%d in a row, %d in all)",
+            step, what, self.state.nonfinite_in_a_row, self.state.nonfinite_total,
+        )
+        limit = self.cfg.run.max_nonfinite
+        if self.state.nonfinite_in_a_row >= limit:
+            raise TrainingError(
+                f"stopping: the loss or gradient was non-finite for {limit} steps in a row "
+                f"(last at step {step}: {what}); lower optim.lr, raise optim.warmup_steps, "
+                "check the data, or use run.mixed_precision=no / bf16"
+            )
+
+    def _accumulate(self, batch: dict, total, losses: dict, counts: dict) -> None:
+        w = self._window
+        n = self._window_n
+        w["loss"] += float(total.detach())
+        n["loss"] += 1
+        for name, value in losses.items():
+            w[f"loss/{name}"] += float(value)
+            n[f"loss/{name}"] += 1
+        for name, value in counts.items():
+            w[f"counts/{name}"] += float(value)
+        w["audio_seconds"] += _batch_audio_seconds(batch)
+        w[f"batches/{batch.get('kind', 'speech')}"] += 1
+
+    # ------------------------------------------------------------------ logging
+    def _flush_window(self) -> dict[str, float]:
+        """Merge this log window over processes; returns scalars on the main process."""
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        local = {"sums": dict(self._window), "ns": dict(self._window_n)}
+        merged = gather_object([local]) if acc.num_processes > 1 else [local]
+        elapsed = max(time.time() - self._window_start, 1e-9)
+        self._window.clear()
+        self._window_n.clear()
+        self._window_start = time.time()
+        sums, ns = defaultdict(float), defaultdict(int)
+        for part in merged:
+            for k, v in part["sums"].items():
+                sums[k] += v
+            for k, v in part["ns"].items():
+                ns[k] += v
+        scalars = {}
+        for key, value in sums.items():
+            if key in ns:
+                scalars[key] = value / max(ns[key], 1)
+            elif key.startswith(("counts/", "batches/")):  # cumulative over the run
+                self.state.counts[key] = self.state.counts.get(key, 0.0) + value
+                scalars[key] = self.state.counts[key]
+        scalars["throughput/audio_seconds_per_second"] = sums["audio_seconds"] / elapsed
+        return scalars
+
+    def _log(self, step: int, info: dict[str, float]) -> None:
+        scalars = self._flush_window()
+        scalars["lr"] = info["lr"]
+        for name in getattr(self, "_weight_names", []):
+            ramp_weights = loss_weights(step - 1, self.cfg.losses, [name])
+            scalars[f"weight/{name}"] = ramp_weights[name]
+        if self.accelerator.is_main_process:
+            if self._writer is not None:
+                for key, value in scalars.items():
+                    self._writer.add_scalar(key, value, step)
+                self._writer.flush()
+            if self._progress is not None:
+                self._progress.set_postfix(
+                    loss=f"{scalars.get('loss', float('nan')):.3f}",
+                    lr=f"{info['lr']:.2e}",
+                    audio_s_per_s=f"{scalars['throughput/audio_seconds_per_second']:.1f}",
+                )
+            log.debug("step %d %s", step, scalars)
+        self._last_scalars = scalars
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, step: int) -> dict[str, float] | None:
+        """Validation loss and per-language WER on the main process (others wait)."""
+        from astra.train.validation import validate
+
+        acc = self.accelerator
+        result = None
+        if acc.is_main_process and self.parts.eval_batches is not None:
+            result = validate(
+                self.model,
+                self._eval_batches(),
+                self.cfg.losses,
+                self.parts.tokenizer,
+                decode_method=self.cfg.run.decode_method,
+                autocast=acc.autocast,
+            )
+            if self._writer is not None:
+                for key, value in result.items():
+                    self._writer.add_scalar(f"valid/{key}", value, step)
+            log.info(
+                "step %d validation: %s",
+                step,
+                ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())),
+            )
+        return result
+
+    def _eval_batches(self):
+        """Validation batches: the first ``run.valid_max_batches`` kept in memory, or (0) the
+        whole iterable, re-read at every validation."""
+        if not hasattr(self, "_eval_cache"):
+            batches = self.parts.eval_batches()
+            limit = self.cfg.run.valid_max_batches
+            self._eval_cache = list(itertools.islice(batches, limit)) if limit > 0 else batches
+        return self._eval_cache
+
+    def _first_eval_batch(self) -> dict | None:
+        if not hasattr(self, "_first_eval"):
+            self._first_eval = next(iter(self._eval_batches()), None)
+        return self._first_eval
+
+    def _plot(self, step: int) -> None:
+        if not self.accelerator.is_main_process or self.parts.eval_batches is None:
+            return
+        if not hasattr(self.model, "attention_maps"):
+            return
+        from astra.train.attention_plot import plot_attention
+
+        batch = self._first_eval_batch()
+        if batch is None:
+            return
+        path = self.out_dir / "plots" / f"attention_step{step:08d}.png"
+        plot_attention(self.model, batch, path, title=f"step {step}")
+        log.info("attention plot: %s", path)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, step: int) -> None:
+        if step == self._last_saved_step:
+            return
+        acc = self.accelerator
+        self.state.step = step
+        sampler = {
+            "stream": self.stream.state_dict(),
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+        }
+
+        def write_files(folder: Path) -> None:
+            save_config(self.cfg, folder / ckpt.CONFIG_FILE)
+            ckpt.save_model_weights(self.model, folder / ckpt.MODEL_FILE)
+            if self.parts.tokenizer_path is not None:
+                shutil.copyfile(self.parts.tokenizer_path, folder / ckpt.TOKENIZER_FILE)
+            ckpt.write_json(folder / ckpt.TRAINER_STATE, self.state.to_dict())
+
+        ckpt.save_checkpoint(acc, self.ckpt_root, step, write_files, sampler)
+        if acc.is_main_process:
+            run = self.cfg.run
+            removed = ckpt.prune_checkpoints(self.ckpt_root, run.keep_last, run.keep_best)
+            for path in removed:
+                log.debug("removed old checkpoint %s", path)
+        self._last_saved_step = step
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> Path:
+        """Train until ``run.max_steps``; returns the last checkpoint folder."""
+        with StopRequest() as stop:
+            self._stop = stop
+            return self._run()
+
+    def _run(self) -> Path:
+        self._setup()
+        acc = self.accelerator
+        run = self.cfg.run
+        self._weight_names = sorted(self.cfg.losses.ramps)
+        if acc.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+            from tqdm.auto import tqdm
+
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            self._progress = tqdm(
+                total=run.max_steps, initial=self.state.step, desc="train", dynamic_ncols=True
+            )
+        self.wrapped.train()
+        self._window_start = time.time()
+        info = {"lr": 0.0}
+        try:
+            while self.state.step < run.max_steps:
+                info = self._train_step()
+                self.state.step += 1
+                step = self.state.step
+                self.state.metric = None
+                if self._progress is not None:
+                    self._progress.update(1)
+                if step % run.log_every == 0 or step == run.max_steps:
+                    self._log(step, info)
+                is_best = False
+                if run.validate_every and step % run.validate_every == 0:
+                    is_best = self._after_validation(step)
+                if run.plot_every and step % run.plot_every == 0:
+                    self._plot(step)
+                    acc.wait_for_everyone()
+                if step % run.save_every == 0 or is_best or step == run.max_steps:
+                    self._save(step)
+                if self._any_process(self._stop.requested is not None):
+                    self.stopped_by = self._stop.requested or "a stop request on another process"
+                    log.warning("stopping at step %d on request (%s)", step, self.stopped_by)
+                    self._save(step)
+                    break
+        except KeyboardInterrupt:
+            # a second Ctrl-C: the current step may be half done, keep the last checkpoint
+            log.warning("interrupted twice: not saving the half-finished step %d", self.state.step)
+            raise
+        finally:
+            self._close()
+        if acc.is_main_process and hasattr(self.stream, "skip_summary"):
+            summary = self.stream.skip_summary()
+            if any(summary.values()) if isinstance(summary, dict) else summary:
+                log.info("data skipped: %s", summary)
+        return self.ckpt_root / ckpt.checkpoint_name(self._last_saved_step)
+
+    def _after_validation(self, step: int) -> bool:
+        from accelerate.utils import broadcast_object_list
+
+        acc = self.accelerator
+        result = self._validate(step)
+        flag = [False, None]
+        if acc.is_main_process and result:
+            key = "loss" if self.cfg.run.best_metric == "valid_loss" else "wer_macro"
+            metric = result.get(key)
+            if metric is not None and math.isfinite(metric):
+                best = self.state.best_metric
+                flag = [best is None or metric < best, metric]
+                self.state.valid = result
+        if acc.num_processes > 1:
+            broadcast_object_list(flag, from_process=0)
+        is_best, metric = flag
+        self.state.metric = metric
+        if is_best:
+            self.state.best_metric = metric
+        self.wrapped.train()
+        return bool(is_best) and self.cfg.run.keep_best > 0
+
+    def _close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # ------------------------------------------------------------------ results
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self.model

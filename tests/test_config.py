@@ -1,0 +1,116 @@
+"""astra.config: strict YAML <-> dataclass loading, overrides, one-line errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from astra.cli import main
+from astra.config import ConfigError, load_config, save_config, to_dict
+from astra.train.config import TrainConfig
+
+
+@dataclass
+class Inner:
+    rate: float = 0.5
+    names: list[str] = field(default_factory=list)
+    mode: Literal["a", "b"] = "a"
+    limit: int | None = None
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    steps: int = 10
+    flag: bool = False
+    table: dict[str, Inner] = field(default_factory=dict)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    path = write(tmp_path, "inner:\n  rate: 1\n  names: [x]\nsteps: 3\ntable:\n  k: {rate: 2.5}\n")
+    cfg = load_config(Outer, path, ["inner.names=[en_us, hi_in]", "flag=true", "inner.limit=7",
+                                    "table.k.mode=b", "table.new.rate=1e-3"])
+    assert cfg.inner.rate == 1.0 and isinstance(cfg.inner.rate, float)
+    assert cfg.inner.names == ["en_us", "hi_in"]
+    assert cfg.flag is True and cfg.steps == 3 and cfg.inner.limit == 7
+    assert cfg.table["k"] == Inner(rate=2.5, mode="b")
+    assert cfg.table["new"].rate == pytest.approx(1e-3)
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = write(tmp_path, "inner:\n  rat: 1.0\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, path)
+    msg = str(e.value)
+    assert "unknown key 'inner.rat'" in msg and str(path) in msg and "\n" not in msg
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    for text, needle in [
+        ("steps: 2.5\n", "steps: expected an integer, got 2.5"),
+        ("flag: 1\n", "flag: expected true/false"),
+        ("inner:\n  rate: fast\n", "inner.rate: expected a number, got 'fast'"),
+        ("inner:\n  names: en\n", "inner.names: expected a list"),
+        ("inner:\n  mode: c\n", "inner.mode: 'c' is not one of 'a', 'b'"),
+        ("inner: 3\n", "inner: expected a mapping"),
+    ]:
+        with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+            load_config(Outer, write(tmp_path, text))
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(Outer, tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"cfg.yaml line 2: invalid YAML"):
+        load_config(Outer, write(tmp_path, "steps: 1\n  bad: [\n"))
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_config(Outer, write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_bad_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'inner.nope'"):
+        load_config(Outer, None, ["inner.nope=1"])
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_config(Outer, None, ["steps"])
+    with pytest.raises(ConfigError, match="'steps' has no sub-keys"):
+        load_config(Outer, None, ["steps.x=1"])
+    with pytest.raises(ConfigError, match="steps: expected an integer"):
+        load_config(Outer, None, ["steps=many"])
+
+
+def test_train_config_round_trip_and_validation(tmp_path):
+    cfg = load_config(TrainConfig, None, ["losses.astra=0.25", "optim.lr=3e-4", "data.languages=[hi_in]"])
+    save_config(cfg, tmp_path / "saved.yaml")
+    again = load_config(TrainConfig, tmp_path / "saved.yaml")
+    assert to_dict(again) == to_dict(cfg)
+    assert again.losses.astra == 0.25 and again.data.languages == ["hi_in"]
+    with pytest.raises(ConfigError, match="model.num_heads"):
+        load_config(TrainConfig, None, ["model.d_model=100", "model.num_heads=3"])
+    with pytest.raises(ConfigError, match="optim.decay='cos'"):
+        load_config(TrainConfig, None, ["optim.decay=cos"])
+    with pytest.raises(ConfigError, match="losses.ramps.astro: no loss of that name"):
+        load_config(TrainConfig, None, ["losses.ramps.astro.start=3"])
+
+
+def test_cli_prints_one_line_errors(tmp_path, capsys):
+    assert main(["pretrain", "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "config file not found" in err and "missing.yaml" in err
+
+    path = write(tmp_path, "optim:\n  lr: 1e-3\n")
+    assert main(["pretrain", "--config", str(path), "--set", "optim.learning_rate=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown key 'optim.learning_rate'" in err
+
+    path = write(tmp_path, "run:\n  max_steps: ten\n")
+    assert main(["pretrain", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run.max_steps: expected an integer, got 'ten'" in err

@@ -1,0 +1,185 @@
+"""Batch stream: bad data skipped by name and counted, batch dicts, sharding, exact resume."""
+
+import json
+
+import pytest
+import soundfile as sf
+import torch
+
+from astra.data.config import DataConfig
+from astra.data.stream import build_eval_batches, build_train_stream, compute_feature_stats
+from astra.data.synthetic import tone, write_local_corpus
+from astra.data.tokenizer import TokenizerTrainConfig, train_tokenizer
+from astra.data.training_text import collect_training_text
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = write_local_corpus(tmp_path_factory.mktemp("corpus"), splits={"train": 10, "validation": 2, "test": 2},
+                              seconds=(0.8, 2.0))
+    tok = train_tokenizer(collect_training_text(DataConfig(corpora=[str(root)]))[0], root / "tok.model",
+                          TokenizerTrainConfig(vocab_size=60, language_tags=True, character_coverage=1.0))
+    return root, tok
+
+
+def _add_bad_rows(root):
+    lang = root / "en_us"
+    (lang / "audio" / "corrupt.wav").write_bytes(b"RIFF not really a wave file" * 20)
+    (lang / "audio" / "corrupt2.flac").write_bytes(b"fLaC garbage" * 20)
+    (lang / "audio" / "empty.wav").write_bytes(b"")
+    sf.write(str(lang / "audio" / "short.wav"), tone(0.3, 16000), 16000)
+    rows = [
+        "audio/corrupt.wav\tthe fox\ten_us\tspkX\t1.0",  # duration given: fails when decoded
+        "audio/corrupt2.flac\tthe dog\ten_us\tspkX\t",  # no duration: fails at the header
+        "audio/empty.wav\tthe dog\ten_us\tspkX\t",
+        "audio/short.wav\t ?! \ten_us\tspkX\t0.3",  # empty after normalisation
+        "audio/short.wav\t" + " ".join(["quick brown fox"] * 10) + "\ten_us\tspkX\t0.3",  # key repeats...
+        "audio/missing.wav\tthe fox\ten_us\tspkX\t1.0",
+    ]
+    rows[4] = rows[4].replace("audio/short.wav", "audio/../audio/short.wav")  # ...so give it another key
+    rows.append("audio/train_0000.wav\tthe fox ω\ten_us\tspkX\t")  # duplicate key, and ω
+    rows.append("audio/./train_0001.flac\tthe fox ω\ten_us\tspkX\t")  # unencodable ω
+    with open(lang / "train.tsv", "a", encoding="utf-8") as f:
+        f.write("\n".join(rows) + "\n")
+
+
+def test_bad_data_skipped_with_reasons_rest_intact(corpus, tmp_path):
+    import shutil
+
+    root = tmp_path / "c"
+    shutil.copytree(corpus[0], root)
+    good = [f"{lang}/train/{line.split(chr(9))[0]}" for lang in ("en_us", "ru_ru")
+            for line in (root / lang / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    assert len(good) == 20
+    _add_bad_rows(root)
+    tok = corpus[1]
+    stream = build_train_stream(DataConfig(corpora=[str(root)], max_batch_seconds=5.0), tok)
+    keys = [k for b in stream for k in b["keys"]]
+    assert sorted(keys) == sorted(good)  # every good utterance exactly once
+    assert stream.skip_summary()["speech"] == {
+        "duplicate_key": 1, "empty_audio": 1, "empty_transcript": 1, "missing_audio": 1,
+        "transcript_too_long": 1, "unencodable_text": 1, "unreadable_audio": 2,
+    }
+
+
+def test_check_cli_json_reports_problems(corpus, tmp_path, capsys):
+    import shutil
+
+    from astra.cli import main
+
+    root = tmp_path / "c"
+    shutil.copytree(corpus[0], root)
+    _add_bad_rows(root)
+    assert main(["data", "check", str(root), "--json", "--tokenizer", str(root / "tok.model")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"en_us", "ru_ru"}
+    en = report["en_us"]["train"]
+    assert en["utterances"] == 10 and en["speakers"] == 3 and en["hours"] > 0
+    assert en["skipped"] == {"empty_audio": 1, "empty_transcript": 1, "missing_audio": 1, "transcript_too_long": 1,
+                             "unencodable_text": 1, "unreadable_audio": 2}
+    assert report["en_us"]["manifest"]["skipped"] == {"duplicate_key": 1}
+    assert report["ru_ru"]["test"] == {"utterances": 2, "hours": report["ru_ru"]["test"]["hours"], "speakers": 2, "skipped": {}}
+    assert main(["data", "check", str(root), "--strict"]) == 1
+    out = capsys.readouterr().out
+    # without a tokenizer the text checks (unencodable, too long) do not run
+    assert "unreadable_audio" in out and "total: 30 utterances" in out and "duplicate_key" in out
+    assert main(["data", "check", str(tmp_path / "nothing")]) == 2
+
+
+def test_batch_dicts_follow_the_contract(corpus):
+    root, tok = corpus
+    cfg = DataConfig(corpora=[str(root)], max_batch_seconds=4.0, language_tags=True)
+    stream = build_train_stream(cfg, tok)
+    batch = next(iter(stream))
+    B = len(batch["keys"])
+    assert batch["kind"] == "speech" and B >= 1
+    assert batch["features"].dtype == torch.float32 and batch["features"].shape[0] == B and batch["features"].shape[2] == 80
+    assert batch["feature_lens"].dtype == torch.int64 and int(batch["feature_lens"].max()) == batch["features"].shape[1]
+    assert batch["tokens"].dtype == torch.int64 and batch["tokens"].shape == (B, int(batch["token_lens"].max()))
+    for b in range(B):
+        u = int(batch["token_lens"][b])
+        assert int(batch["tokens"][b, 0]) == tok.language_id(batch["languages"][b])  # <lang:xx> first
+        assert (batch["tokens"][b, u:] == 0).all() and (batch["tokens"][b, :u] >= 4).all()
+        assert abs(batch["durations"][b] * 100 - batch["feature_lens"][b]) < 3
+        assert (batch["features"][b, batch["feature_lens"][b]:] == 0).all()
+    assert batch["durations"].dtype == torch.float32 and len(batch["texts"]) == B
+
+
+def _keys(batch):
+    return batch["kind"], tuple(batch["keys"]) if batch["kind"] == "speech" else tuple(batch["texts"])
+
+
+def test_mixed_stream_resume_ranks_and_workers(corpus, tmp_path):
+    root, tok = corpus
+    text = tmp_path / "en.txt"
+    text.write_text("the lazy dog sings\nseven birds jump\nthe quick fox\nover the dog\n", encoding="utf-8")
+    cfg = DataConfig(corpora=[str(root)], max_batch_seconds=4.0, text_ratio=0.5, unpaired_text=[f"en_us={text}"],
+                     max_text_tokens_per_batch=30)
+    full_stream = build_train_stream(cfg, tok, seed=4)
+    full_stream.set_epoch(1)
+    full = [_keys(b) for b in full_stream]
+    assert len(full) == len(full_stream) and {k for k, _ in full} == {"speech", "text"}
+    # mid-epoch state -> a fresh stream yields exactly the rest
+    s = build_train_stream(cfg, tok, seed=4)
+    s.set_epoch(1)
+    it = iter(s)
+    head = [_keys(next(it)) for _ in range(4)]
+    state = json.loads(json.dumps(s.state_dict()))  # the state is plain JSON
+    resumed = build_train_stream(cfg, tok, seed=4)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)
+    assert head + [_keys(b) for b in resumed] == full
+    # workers give the same batches
+    cfg.num_workers = 2
+    assert [_keys(b) for b in build_train_stream(cfg, tok, seed=4)] == [_keys(b) for b in build_train_stream(
+        DataConfig(**{**cfg.__dict__, "num_workers": 0}), tok, seed=4)]
+    # two ranks: same number of batches, speech utterances split without overlap
+    cfg.num_workers = 0
+    ranks = [[_keys(b) for b in build_train_stream(cfg, tok, rank=r, world_size=2, seed=4)] for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1])
+    speech = [k for r in ranks for kind, ks in r if kind == "speech" for k in ks]
+    assert len(speech) == len(set(speech)) == 20
+
+
+def test_unpaired_text_dedup_against_eval(corpus, tmp_path):
+    root, tok = corpus
+    test_line = (root / "en_us" / "test.tsv").read_text(encoding="utf-8").splitlines()[1].split("\t")[1]
+    text = tmp_path / "en.txt"
+    text.write_text(f"{test_line.upper()}!\nthe lazy dog\nthe lazy dog\n\n", encoding="utf-8")
+    sentences, report = collect_training_text(DataConfig(corpora=[str(root)], unpaired_text=[f"en_us={text}"]))
+    assert "the lazy dog" in sentences["en_us"] and test_line not in sentences["en_us"]
+    assert "kept 1 of 4 lines" in report and "eval_overlap 1" in report and "duplicate_text 1" in report
+
+
+def test_eval_batches_cover_split_in_fixed_order(corpus):
+    root, tok = corpus
+    cfg = DataConfig(corpora=[str(root)])
+    a = [k for b in build_eval_batches(cfg, tok, split="validation", max_batch_seconds=2.5) for k in b["keys"]]
+    b = [k for b in build_eval_batches(cfg, tok, split="validation", max_batch_seconds=100) for k in b["keys"]]
+    assert len(a) == 4 and sorted(a) == sorted(b)
+    assert [k.split("/")[0] for k in a] == ["en_us", "en_us", "ru_ru", "ru_ru"]
+
+
+def test_feature_cache_speed_perturb_and_stats(corpus, tmp_path):
+    root, tok = corpus
+    cfg = DataConfig(corpora=[str(root)], max_batch_seconds=100, feature_cache=str(tmp_path / "fc"))
+    first = next(iter(build_train_stream(cfg, tok)))
+    assert any((tmp_path / "fc").rglob("*.pt"))
+    second = next(iter(build_train_stream(cfg, tok)))
+    assert torch.equal(first["features"], second["features"])
+    cfg_sp = DataConfig(corpora=[str(root)], max_batch_seconds=100, speed_perturb=True, speed_factors=[0.9, 1.1])
+    perturbed = next(iter(build_train_stream(cfg_sp, tok)))
+    assert perturbed["keys"] == first["keys"] and not torch.equal(perturbed["feature_lens"], first["feature_lens"])
+    mean, std = compute_feature_stats(DataConfig(corpora=[str(root)]), max_utterances=5)
+    assert mean.shape == (80,) and std.shape == (80,) and (std > 0).all()
+
+
+@pytest.mark.parametrize("factor", [4, 6, 8])
+def test_encoder_frames_match_the_model_front_end(factor):
+    from astra.data.dataset import subsampled_frames
+    from astra.model.frontend import Conv2dSubsampling
+
+    front = Conv2dSubsampling(80, 16, factor, 4)
+    frames = torch.arange(0, 400)
+    expected = front.output_lengths(frames).tolist()
+    assert [subsampled_frames(t, factor) for t in frames.tolist()] == expected

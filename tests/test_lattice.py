@@ -1,0 +1,286 @@
+"""astra.lattice: parity across backends and torchaudio, occupancies, pruning, errors.
+
+The helpers at the top (ragged batches, backend switching) are shared with the other
+lattice/consistency test files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import pytest
+import torch
+
+import astra.lattice as lattice
+
+FAST_RNNT_OK, FAST_RNNT_DETAIL = lattice.available_backends()["fast_rnnt"]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+requires_fast_rnnt = pytest.mark.skipif(
+    not FAST_RNNT_OK,
+    reason=f"fast_rnnt is not importable here ({FAST_RNNT_DETAIL}); build it with "
+    "`bash tools/setup_env.sh` (CI fails instead of skipping: test_ci_has_fast_rnnt)",
+)
+
+BACKENDS_WITH_REASON = [
+    pytest.param("torch"),
+    pytest.param("fast_rnnt", marks=requires_fast_rnnt),
+]
+
+
+@contextlib.contextmanager
+def using_backend(name: str):
+    """Force lattice backend ``name`` inside the block, then restore the default."""
+    lattice.set_backend(name)
+    try:
+        yield
+    finally:
+        lattice.set_backend(None)
+
+
+def ragged_batch(seed: int, B: int = 4, T: int = 60, U: int = 20, V: int = 32, dtype=torch.float32):
+    """Random joiner inputs with per-utterance lengths (item 0 has the maximal lengths).
+
+    Returns ``(am [B, T, V], lm [B, U+1, V], symbols [B, U] int64 (no blank), t_lens [B],
+    u_lens [B], boundary [B, 4])``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    t_lens = torch.randint(max(1, T // 3), T + 1, (B,), generator=g)
+    u_lens = torch.randint(1, U + 1, (B,), generator=g)
+    t_lens[0], u_lens[0] = T, U
+    u_lens[1] = min(U, int(t_lens[1]) + 3)  # one utterance with more tokens than frames allowed
+    symbols = torch.randint(1, V, (B, U), generator=g)
+    am = torch.randn(B, T, V, generator=g, dtype=dtype)
+    lm = torch.randn(B, U + 1, V, generator=g, dtype=dtype)
+    zeros = torch.zeros(B, dtype=torch.int64)
+    boundary = torch.stack([zeros, zeros, u_lens, t_lens], dim=1)
+    return am, lm, symbols, t_lens, u_lens, boundary
+
+
+def _torchaudio_rnnt(logits, symbols, t_lens, u_lens):
+    import torchaudio.functional as taf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # deprecated in torchaudio 2.9, still there
+        return taf.rnnt_loss(
+            logits, symbols.int(), t_lens.int(), u_lens.int(), blank=0, reduction="none"
+        )
+
+
+# ------------------------------------------------------------------------------ parity
+
+
+@pytest.mark.parametrize("backend", BACKENDS_WITH_REASON)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rnnt_loss_matches_torchaudio(backend, seed):
+    am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(seed, B=4, T=60, U=20, V=32)
+    logits = (am.unsqueeze(2) + lm.unsqueeze(1)) * 0.5  # [B, T, U+1, V]
+    ours_in = logits.detach().clone().requires_grad_(True)
+    ref_in = logits.detach().clone().requires_grad_(True)
+    with using_backend(backend):
+        ours = lattice.rnnt_loss(ours_in, symbols, 0, boundary=boundary, reduction="none")
+    ref = _torchaudio_rnnt(ref_in, symbols, t_lens, u_lens)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    weights = torch.linspace(0.5, 1.5, len(ours))  # distinct per-utterance output grads
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-4, atol=1e-5)
+
+
+@requires_fast_rnnt
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rnnt_loss_torch_equals_fast_rnnt(seed):
+    am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(seed, B=3, T=40, U=12, V=30)
+    logits = am.unsqueeze(2) + lm.unsqueeze(1)
+    results = {}
+    for backend in ("torch", "fast_rnnt"):
+        x = logits.detach().clone().requires_grad_(True)
+        with using_backend(backend):
+            loss = lattice.rnnt_loss(x, symbols, 0, boundary=boundary, reduction="sum")
+        loss.backward()
+        results[backend] = (loss.detach(), x.grad)
+    torch.testing.assert_close(results["torch"][0], results["fast_rnnt"][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results["torch"][1], results["fast_rnnt"][1], rtol=1e-4, atol=1e-5)
+
+
+@requires_fast_rnnt
+@pytest.mark.parametrize("modified", [False, True])
+def test_recursion_scores_and_occupancies_match_fast_rnnt(modified):
+    import fast_rnnt
+
+    g = torch.Generator().manual_seed(3)
+    B, S, T = 4, 9, 25
+    px = torch.randn(B, S, T if modified else T + 1, generator=g)
+    py = torch.randn(B, S + 1, T, generator=g)
+    boundary = torch.tensor([[0, 0, S, T], [0, 0, 4, 17], [2, 3, 8, 20], [0, 0, 0, 6]])
+    with using_backend("torch"):
+        ours, (ox, oy) = lattice.mutual_information_recursion(px, py, boundary, return_grad=True)
+    ref, (rx, ry) = fast_rnnt.mutual_information_recursion(px, py, boundary, return_grad=True)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ox, rx, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(oy, ry, rtol=1e-4, atol=1e-5)
+
+
+@requires_fast_rnnt
+@pytest.mark.parametrize("rnnt_type", ["regular", "modified", "constrained"])
+def test_shared_lattice_code_equals_fast_rnnt_functions(rnnt_type):
+    """astra.lattice builds lattices/ranges itself; they must equal fast_rnnt's own."""
+    import fast_rnnt
+
+    am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(4, B=3, T=30, U=8, V=30)
+    boundary[:, 2] = torch.minimum(boundary[:, 2], boundary[:, 3])  # modified needs T >= U
+    for smooth in (0.0, 0.2):
+        kw = dict(boundary=boundary, rnnt_type=rnnt_type, reduction="none")
+        ours, (gx, gy) = lattice.rnnt_loss_simple(
+            lm, am, symbols, 0, lm_only_scale=smooth, am_only_scale=smooth / 2, return_grad=True, **kw
+        )
+        if smooth:
+            ref = fast_rnnt.rnnt_loss_smoothed(lm, am, symbols, 0, smooth, smooth / 2, **kw)
+        else:
+            ref = fast_rnnt.rnnt_loss_simple(lm, am, symbols, 0, **kw)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+    for s_range in (2, 3, 5):
+        ranges = lattice.get_rnnt_prune_ranges(gx, gy, boundary, s_range)
+        assert torch.equal(ranges, fast_rnnt.get_rnnt_prune_ranges(gx, gy, boundary, s_range))
+        am_p, lm_p = lattice.do_rnnt_pruning(am, lm, ranges)
+        ours = lattice.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, **kw)
+        ref = fast_rnnt.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, **kw)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_ci_has_fast_rnnt():
+    """CI must never silently fall back to the torch backend."""
+    if not IN_CI:
+        pytest.skip("only enforced when CI=true")
+    assert FAST_RNNT_OK, f"CI=true but fast_rnnt is not usable: {FAST_RNNT_DETAIL}"
+
+
+# ------------------------------------------------------------------- torch backend only
+
+
+def test_gradcheck_torch_recursion_float64():
+    from astra.lattice.torch_backend import mutual_information_recursion
+
+    g = torch.Generator().manual_seed(5)
+    for modified in (False, True):
+        B, S, T = 3, 3, 5
+        px = torch.randn(B, S, T if modified else T + 1, generator=g, dtype=torch.float64)
+        py = torch.randn(B, S + 1, T, generator=g, dtype=torch.float64)
+        boundary = torch.tensor([[0, 0, 3, 5], [1, 1, 3, 4], [0, 0, 2, 3]])
+        for bd in (None, boundary):
+            assert torch.autograd.gradcheck(
+                lambda a, b, bd=bd: mutual_information_recursion(a, b, bd),
+                (px.requires_grad_(), py.requires_grad_()),
+            )
+
+
+@pytest.mark.parametrize("backend", BACKENDS_WITH_REASON)
+def test_emit_occupancy_rows_sum_to_one_and_vanish_outside(backend):
+    am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(6, B=4, T=30, U=10, V=30)
+    with using_backend(backend):
+        px, py = lattice.get_rnnt_logprobs(lm, am, symbols, 0, boundary=boundary)
+        _, (gx, gy) = lattice.mutual_information_recursion(px, py, boundary, return_grad=True)
+    for b in range(4):
+        u, t = int(u_lens[b]), int(t_lens[b])
+        torch.testing.assert_close(gx[b, :u].sum(1), torch.ones(u), atol=1e-4, rtol=0)
+        assert gx[b, u:].abs().sum() == 0
+        assert gx[b, :, t:].abs().max() == 0
+        assert gy[b, u + 1 :].abs().sum() == 0 and gy[b, :, t:].abs().sum() == 0
+        # every frame is left through exactly one blank
+        torch.testing.assert_close(gy[b, :, :t].sum(0), torch.ones(t), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS_WITH_REASON)
+def test_pruned_loss_with_full_range_equals_full_loss(backend):
+    am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(7, B=3, T=20, U=6, V=30)
+    with using_backend(backend):
+        full = lattice.rnnt_loss(am.unsqueeze(2) + lm.unsqueeze(1), symbols, 0, boundary, reduction="none")
+        _, (gx, gy) = lattice.rnnt_loss_simple(lm, am, symbols, 0, boundary, return_grad=True)
+        for s_range in (7, 9):  # >= U + 1
+            ranges = lattice.get_rnnt_prune_ranges(gx, gy, boundary, s_range)
+            am_p, lm_p = lattice.do_rnnt_pruning(am, lm, ranges)
+            pruned = lattice.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, boundary, reduction="none")
+            torch.testing.assert_close(pruned, full, rtol=1e-5, atol=1e-4)
+        # a narrow window keeps a path and only loses probability mass
+        ranges = lattice.get_rnnt_prune_ranges(gx, gy, boundary, 3)
+        am_p, lm_p = lattice.do_rnnt_pruning(am, lm, ranges)
+        narrow = lattice.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, boundary, reduction="none")
+    assert torch.isfinite(narrow).all() and (narrow >= full - 1e-4).all()
+
+
+def test_default_backend_is_best_available_and_env_var_forces(monkeypatch):
+    available = lattice.available_backends()
+    assert available["torch"][0]
+    best = next(n for n in ("k2", "fast_rnnt", "torch") if available[n][0])
+    monkeypatch.delenv("ASTRA_LATTICE_BACKEND", raising=False)
+    assert lattice.backend_name() == best
+    monkeypatch.setenv("ASTRA_LATTICE_BACKEND", "torch")
+    assert lattice.backend_name() == "torch"
+    monkeypatch.setenv("ASTRA_LATTICE_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="ASTRA_LATTICE_BACKEND"):
+        lattice.backend_name()
+
+
+def test_missing_backend_error_says_how_to_install(monkeypatch):
+    with pytest.raises(ValueError, match="unknown lattice backend"):
+        lattice.set_backend("warp")
+    missing = [n for n, (ok, _) in lattice.available_backends().items() if not ok]
+    if not missing:
+        pytest.skip("every backend is installed here")
+    name = missing[0]
+    hint = "k2's own index" if name == "k2" else "tools/setup_env.sh"
+    with pytest.raises(lattice.BackendUnavailableError, match=hint):
+        lattice.set_backend(name)
+    monkeypatch.setenv("ASTRA_LATTICE_BACKEND", name)
+    with pytest.raises(lattice.BackendUnavailableError, match=hint):
+        lattice.rnnt_loss(torch.zeros(1, 2, 2, 3), torch.ones(1, 1, dtype=torch.int64), 0)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _good():
+    am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(8, B=3, T=6, U=3, V=5)
+    return am.unsqueeze(2) + lm.unsqueeze(1), symbols, boundary
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda lg, sy, bd: (lg, sy[:2], bd), r"symbols must be \[B, S\]"),
+        (lambda lg, sy, bd: (lg, sy, bd[:2]), r"boundary must be \[B, 4\]"),
+        (lambda lg, sy, bd: (lg, sy.float(), bd), "symbols must be an int64"),
+        (lambda lg, sy, bd: (lg.long(), sy, bd), "floating-point"),
+        (lambda lg, sy, bd: (lg, sy, bd.int()), "boundary must be an int64"),
+        (lambda lg, sy, bd: (lg, sy, bd + torch.tensor([0, 0, 0, 1])), "t_end <= T"),
+        (lambda lg, sy, bd: (lg, sy, bd + torch.tensor([0, 0, 1, 0])), "s_end <= S"),
+        (lambda lg, sy, bd: (lg, sy + 10, bd), r"symbols must lie in \[0, 5\)"),
+        (lambda lg, sy, bd: (lg, sy, bd * torch.tensor([1, 1, 1, 0])), "T >= 1"),
+        (lambda lg, sy, bd: (lg[0], sy, bd), "must have 4 dims"),
+    ],
+)
+def test_bad_input_raises_value_error(mutate, match):
+    logits, symbols, boundary = mutate(*_good())
+    with pytest.raises(ValueError, match=match):
+        lattice.rnnt_loss(logits, symbols, 0, boundary=boundary)
+
+
+def test_bad_input_simple_and_recursion():
+    am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(9, B=3, T=6, U=3, V=5)
+    with pytest.raises(ValueError, match=r"lm must be \[B, S\+1, C\]"):
+        lattice.rnnt_loss_simple(lm[:2], am, symbols, 0)
+    with pytest.raises(ValueError, match="termination_symbol"):
+        lattice.rnnt_loss_simple(lm, am, symbols, 7)
+    with pytest.raises(ValueError, match="reduction"):
+        lattice.rnnt_loss_simple(lm, am, symbols, 0, reduction="avg")
+    short = boundary.clone()
+    short[1, 2], short[1, 3] = 3, 2  # U > T: fine for regular RNN-T, impossible for modified
+    assert torch.isfinite(lattice.rnnt_loss_simple(lm, am, symbols, 0, short, reduction="none")).all()
+    with pytest.raises(ValueError, match="T >= U"):
+        lattice.rnnt_loss_simple(lm, am, symbols, 0, short, rnnt_type="modified")
+    px, py = lattice.get_rnnt_logprobs(lm, am, symbols, 0)
+    with pytest.raises(ValueError, match="dtypes differ"):
+        lattice.mutual_information_recursion(px, py.double())
+    with pytest.raises(ValueError, match=r"py \[B, S\+1, T\]"):
+        lattice.mutual_information_recursion(px, py[:, 1:])

@@ -1,0 +1,146 @@
+"""Trainer loop on a tiny fake model: exact resume, crash during save, non-finite losses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from train_fakes import FakeTrainConfig, build_fake_parts
+
+from astra.config import load_config
+from astra.train import checkpoint as ckpt
+from astra.train.trainer import Trainer, TrainingError
+
+BASE = [
+    "run.max_steps=8",
+    "run.save_every=100",
+    "run.log_every=2",
+    "run.validate_every=3",
+    "run.keep_best=1",
+    "optim.warmup_steps=2",
+    "optim.grad_accum_steps=2",
+    "losses.ramps.astra.start=0",
+    "losses.identity_attention_steps=3",
+]
+
+
+def make_cfg(tmp_path, name: str, *overrides: str) -> FakeTrainConfig:
+    return load_config(FakeTrainConfig, None, [*BASE, f"run.out_dir={tmp_path / name}", *overrides])
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_params(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs by {(a[k] - b[k]).abs().max()}"
+
+
+def test_exact_resume_after_interrupt(tmp_path):
+    straight = Trainer(make_cfg(tmp_path, "straight"), build_fake_parts)
+    straight.run()
+    want = params(straight.model)
+    want_order = straight.stream.seen
+
+    # SIGINT while global batch 7 (micro-batch 2 of step 4) is made: step 4 finishes, is saved
+    cfg = make_cfg(tmp_path, "resumed", "data.interrupt_at_batch=7")
+    first = Trainer(cfg, build_fake_parts)
+    last = first.run()
+    assert first.state.step == 4 and last.name == "step-00000004"
+    assert not torch.equal(params(first.model)["head.weight"], want["head.weight"])
+
+    second = Trainer(cfg, build_fake_parts, resume=True)
+    second.run()
+    assert second.state.step == 8
+    assert_same_params(params(second.model), want)
+    assert first.stream.seen + second.stream.seen == want_order
+    # identity attention: on for steps 0-2, off afterwards, re-applied after resume
+    assert straight.model.identity_calls == [True, False]
+    assert second.model.identity_calls == [False]
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    straight = Trainer(make_cfg(tmp_path, "straight", "run.max_steps=6"), build_fake_parts)
+    straight.run()
+
+    cfg = make_cfg(tmp_path, "crashy", "run.max_steps=6", "run.save_every=2")
+    real_save = ckpt.save_model_weights
+    calls = {"n": 0}
+
+    def crash_on_second_save(model, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            path.write_bytes(b"half a file")
+            raise OSError("disk died during save")
+        real_save(model, path)
+
+    monkeypatch.setattr(ckpt, "save_model_weights", crash_on_second_save)
+    with pytest.raises(OSError, match="disk died"):
+        Trainer(cfg, build_fake_parts).run()
+    monkeypatch.setattr(ckpt, "save_model_weights", real_save)
+
+    root = tmp_path / "crashy" / "checkpoints"
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step-00000002"]
+    assert ckpt.latest_checkpoint(root).name == "step-00000002"
+    state = ckpt.read_model_state(root / "step-00000002")
+    assert "head.weight" in state
+
+    resumed = Trainer(cfg, build_fake_parts, resume=True)
+    resumed.run()
+    assert resumed.state.step == 6
+    assert_same_params(params(resumed.model), params(straight.model))
+    assert not any(p.name.startswith(".tmp") for p in root.iterdir())
+
+
+def test_nonfinite_loss_is_skipped_and_counted(tmp_path):
+    cfg = make_cfg(tmp_path, "nan", "optim.grad_accum_steps=1", "data.poison_batches=[3]")
+    trainer = Trainer(cfg, build_fake_parts)
+    trainer.run()
+    assert trainer.state.step == 8
+    assert trainer.state.nonfinite_total == 1
+    assert trainer.state.nonfinite_in_a_row == 0
+    assert all(torch.isfinite(v).all() for v in params(trainer.model).values())
+    saved = json.loads((tmp_path / "nan/checkpoints/step-00000008/trainer_state.json").read_text())
+    assert saved["nonfinite_total"] == 1
+    assert saved["counts"]["counts/nonfinite_skipped"] == 1
+
+
+def test_nonfinite_loss_k_in_a_row_stops(tmp_path):
+    cfg = make_cfg(
+        tmp_path, "nan", "optim.grad_accum_steps=1", "data.poison_batches=[2, 3, 4, 5]",
+        "run.max_nonfinite=3", "data.text_every=0",
+    )
+    trainer = Trainer(cfg, build_fake_parts)
+    with pytest.raises(TrainingError, match="non-finite for 3 steps in a row"):
+        trainer.run()
+    assert trainer.state.nonfinite_total == 3
+
+
+def test_validation_keeps_best_and_last(tmp_path):
+    cfg = make_cfg(tmp_path, "keep", "run.save_every=2", "run.keep_last=2", "run.max_steps=9")
+    Trainer(cfg, build_fake_parts).run()
+    root = tmp_path / "keep" / "checkpoints"
+    names = [p.name for p in ckpt.list_checkpoints(root)]
+    best = (root / "best").resolve()
+    assert names[-2:] == ["step-00000008", "step-00000009"]
+    assert best.name in names and len(names) <= 3
+    state = ckpt.read_trainer_state(best)
+    assert state["metric"] == pytest.approx(state["best_metric"])
+    assert "wer/xx" in state["valid"]
+    assert (best / "tokenizer.model").read_text() == "fake sentencepiece model"
+    assert (best / "config.yaml").is_file()
+
+
+def test_resume_with_other_world_size_is_refused(tmp_path):
+    cfg = make_cfg(tmp_path, "ws", "run.max_steps=2")
+    Trainer(cfg, build_fake_parts).run()
+    state_file = tmp_path / "ws/checkpoints/step-00000002/trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["world_size"] = 2
+    state_file.write_text(json.dumps(state))
+    cfg.run.max_steps = 4
+    with pytest.raises(TrainingError, match="same number of processes"):
+        Trainer(cfg, build_fake_parts, resume=True).run()
