@@ -46,7 +46,9 @@ def enumerate_consistency(speech, speech_lens, text, text_lens, px, py, distance
         log_z = math.log(sum(math.exp(w) for w, _ in paths))
         probs = [math.exp(w - log_z) for w, _ in paths]
         expected.append(sum(p * c for p, (_, c) in zip(probs, paths, strict=True)))
-        weighted.append(-math.log(sum(p * math.exp(-lam * c) for p, (_, c) in zip(probs, paths, strict=True))))
+        weighted.append(
+            -math.log(sum(p * math.exp(-lam * c) for p, (_, c) in zip(probs, paths, strict=True)))
+        )
     return torch.tensor(expected, dtype=torch.float64), torch.tensor(weighted, dtype=torch.float64)
 
 
@@ -131,14 +133,22 @@ def test_realistic_size_runs_on_float32_and_matches_across_backends():
     boundary = torch.stack([zeros, zeros, text_lens, speech_lens], 1)
     symbols = torch.randint(1, V, (B, U), generator=g)
     px, py = lattice.get_rnnt_logprobs(
-        torch.randn(B, U + 1, V, generator=g), torch.randn(B, T, V, generator=g), symbols, 0, boundary
+        torch.randn(B, U + 1, V, generator=g),
+        torch.randn(B, T, V, generator=g),
+        symbols,
+        0,
+        boundary,
     )
     results = []
     for backend in [n for n in ("torch", "fast_rnnt") if lattice.available_backends()[n][0]]:
         with using_backend(backend):
             results.append(
-                [astra_consistency(speech, speech_lens, text, text_lens, px, py, mode=m, reduction="none")
-                 for m in ("expected", "weighted_rnnt")]
+                [
+                    astra_consistency(
+                        speech, speech_lens, text, text_lens, px, py, mode=m, reduction="none"
+                    )
+                    for m in ("expected", "weighted_rnnt")
+                ]
             )
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
@@ -167,7 +177,9 @@ def test_realistic_size_runs_on_float32_and_matches_across_backends():
 )
 def test_bad_input_raises_value_error(change, match):
     speech, speech_lens, text, text_lens, px, py = tiny_batch(7)
-    args = dict(speech=speech, speech_lens=speech_lens, text=text, text_lens=text_lens, px=px, py=py)
+    args = dict(
+        speech=speech, speech_lens=speech_lens, text=text, text_lens=text_lens, px=px, py=py
+    )
     change(args)
     with pytest.raises(ValueError, match=match):
         astra_consistency(**args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -159,3 +160,28 @@ def test_gradient_alignment_recovers_a_known_dependence():
     assert gradient_peak_frames(g).tolist() == [0, 2, 4, 6]
     with pytest.raises(ValueError, match="T, D"):
         gradient_alignment(label_log_probs, torch.randn(frames))
+
+
+def test_model_alignment_report_on_a_tiny_model():
+    from astra.analysis.attention_stats import model_alignment_report
+    from astra.model import AstraModel, preset
+
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny"), vocab_size=20)
+    model.train()
+    lens = torch.tensor([120, 90, 60])
+    batch = {
+        "kind": "speech",
+        "features": torch.randn(3, 120, 80),
+        "feature_lens": lens,
+        "tokens": torch.randint(4, 20, (3, 5)),
+        "token_lens": torch.tensor([5, 3, 2]),
+    }
+    report = model_alignment_report(model, batch, max_utterances=2)
+    assert model.training  # mode restored
+    assert list(report["layers"]) == ["speech.0", "shared.0", "shared.1", "shared.2"]
+    flat = flatten_report(report)
+    assert set(flat) >= {"alignment/speech.0/locality", "alignment/reversal_alarm"}
+    assert all(math.isfinite(v) for v in flat.values())
+    with pytest.raises(ValueError, match="speech batch"):
+        model_alignment_report(model, {"kind": "text"})

@@ -114,3 +114,14 @@ def test_cli_prints_one_line_errors(tmp_path, capsys):
     assert main(["pretrain", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run.max_steps: expected an integer, got 'ten'" in err
+
+
+def test_recipe_training_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    files = sorted(p for p in root.rglob("*.yaml") if "pretrain" in p.name or "finetune" in p.name)
+    assert files, "no recipe training configs found"
+    for path in files:
+        cfg = load_config(TrainConfig, path)
+        assert cfg.run.max_steps >= 1, path

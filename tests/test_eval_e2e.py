@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import jiwer
 import pytest
-from tiny_eval_checkpoint import LANGUAGES, tiny_setup
+from tiny_eval_checkpoint import LANGUAGES, one_thread, tiny_setup
 
 from astra.cli import main
 from astra.eval.report import read_hyps_tsv
@@ -19,6 +19,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     return tiny_setup(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
 
 
 def _evaluate(tiny, out, *extra):
@@ -131,3 +137,54 @@ def test_transcribe_text_json_and_long_form(tiny, tmp_path, capsys):
     assert main(["transcribe", str(bad), "--checkpoint", str(tiny.checkpoint)]) == 1
     assert "skipped" in capsys.readouterr().err
     assert main(["transcribe", str(tmp_path / "missing.wav"), "--checkpoint", str(tiny.checkpoint)]) == 2
+
+
+def test_evaluate_fleurs_configs_from_a_local_parquet_copy(tiny, tmp_path):
+    import soundfile as sf
+
+    from astra.data.fleurs import write_fleurs_split
+
+    fleurs_dir = tmp_path / "fleurs"
+    for config in LANGUAGES:
+        rows = []
+        lines = (tiny.corpus / config / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        for line in lines:
+            rel, text = line.split("\t")[:2]
+            audio = tiny.corpus / config / rel
+            rows.append({
+                "num_samples": sf.info(str(audio)).frames,
+                "path": audio.name,
+                "audio": {"bytes": audio.read_bytes(), "path": audio.name},
+                "transcription": text,
+            })
+        write_fleurs_split(rows, fleurs_dir, config, "test")
+    out = tmp_path / "eval"
+    assert main([
+        "evaluate", "--checkpoint", str(tiny.checkpoint), "--fleurs", *LANGUAGES,
+        "--fleurs-dir", str(fleurs_dir), "--output-dir", str(out), "--no-progress",
+    ]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["fleurs"] == list(LANGUAGES) and data["utterances"] == 6
+    assert {d["language"]: d["metric"] for d in data["languages"]} == {
+        "cmn_hans_cn": "CER", "en_us": "WER",
+    }
+    hyps = read_hyps_tsv(out / "hyps.tsv")
+    assert all(h["key"].split("/")[0] in LANGUAGES for h in hyps)
+
+
+def test_evaluate_counts_unreadable_audio_as_skipped(tiny, tmp_path, capsys):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny.corpus, corpus)
+    victim = sorted((corpus / "en_us" / "audio").glob("test_*"))[0]
+    victim.write_bytes(b"this is not audio")
+    out = tmp_path / "eval"
+    assert main([
+        "evaluate", "--checkpoint", str(tiny.checkpoint), "--data", str(corpus),
+        "--output-dir", str(out), "--no-progress",
+    ]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["utterances"] == 5
+    assert sum(data["meta"]["skipped"].values()) == 1
+    assert "skipped utterances" in capsys.readouterr().out

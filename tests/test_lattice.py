@@ -133,7 +133,14 @@ def test_shared_lattice_code_equals_fast_rnnt_functions(rnnt_type):
     for smooth in (0.0, 0.2):
         kw = dict(boundary=boundary, rnnt_type=rnnt_type, reduction="none")
         ours, (gx, gy) = lattice.rnnt_loss_simple(
-            lm, am, symbols, 0, lm_only_scale=smooth, am_only_scale=smooth / 2, return_grad=True, **kw
+            lm,
+            am,
+            symbols,
+            0,
+            lm_only_scale=smooth,
+            am_only_scale=smooth / 2,
+            return_grad=True,
+            **kw,
         )
         if smooth:
             ref = fast_rnnt.rnnt_loss_smoothed(lm, am, symbols, 0, smooth, smooth / 2, **kw)
@@ -195,17 +202,23 @@ def test_emit_occupancy_rows_sum_to_one_and_vanish_outside(backend):
 def test_pruned_loss_with_full_range_equals_full_loss(backend):
     am, lm, symbols, t_lens, u_lens, boundary = ragged_batch(7, B=3, T=20, U=6, V=30)
     with using_backend(backend):
-        full = lattice.rnnt_loss(am.unsqueeze(2) + lm.unsqueeze(1), symbols, 0, boundary, reduction="none")
+        full = lattice.rnnt_loss(
+            am.unsqueeze(2) + lm.unsqueeze(1), symbols, 0, boundary, reduction="none"
+        )
         _, (gx, gy) = lattice.rnnt_loss_simple(lm, am, symbols, 0, boundary, return_grad=True)
         for s_range in (7, 9):  # >= U + 1
             ranges = lattice.get_rnnt_prune_ranges(gx, gy, boundary, s_range)
             am_p, lm_p = lattice.do_rnnt_pruning(am, lm, ranges)
-            pruned = lattice.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, boundary, reduction="none")
+            pruned = lattice.rnnt_loss_pruned(
+                am_p + lm_p, symbols, ranges, 0, boundary, reduction="none"
+            )
             torch.testing.assert_close(pruned, full, rtol=1e-5, atol=1e-4)
         # a narrow window keeps a path and only loses probability mass
         ranges = lattice.get_rnnt_prune_ranges(gx, gy, boundary, 3)
         am_p, lm_p = lattice.do_rnnt_pruning(am, lm, ranges)
-        narrow = lattice.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, boundary, reduction="none")
+        narrow = lattice.rnnt_loss_pruned(
+            am_p + lm_p, symbols, ranges, 0, boundary, reduction="none"
+        )
     assert torch.isfinite(narrow).all() and (narrow >= full - 1e-4).all()
 
 
@@ -276,7 +289,9 @@ def test_bad_input_simple_and_recursion():
         lattice.rnnt_loss_simple(lm, am, symbols, 0, reduction="avg")
     short = boundary.clone()
     short[1, 2], short[1, 3] = 3, 2  # U > T: fine for regular RNN-T, impossible for modified
-    assert torch.isfinite(lattice.rnnt_loss_simple(lm, am, symbols, 0, short, reduction="none")).all()
+    assert torch.isfinite(
+        lattice.rnnt_loss_simple(lm, am, symbols, 0, short, reduction="none")
+    ).all()
     with pytest.raises(ValueError, match="T >= U"):
         lattice.rnnt_loss_simple(lm, am, symbols, 0, short, rnnt_type="modified")
     px, py = lattice.get_rnnt_logprobs(lm, am, symbols, 0)
@@ -284,3 +299,14 @@ def test_bad_input_simple_and_recursion():
         lattice.mutual_information_recursion(px, py.double())
     with pytest.raises(ValueError, match=r"py \[B, S\+1, T\]"):
         lattice.mutual_information_recursion(px, py[:, 1:])
+
+
+def test_gradcheck_joiner_logprobs_float64():
+    """The hand-written backward of the full/pruned joiner's log-softmax reads."""
+    from astra.lattice.rnnt import _JoinerLogprobs
+
+    g = torch.Generator().manual_seed(13)
+    logits = torch.randn(2, 3, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 6, (2, 3, 3), generator=g)
+    assert torch.autograd.gradcheck(lambda x: _JoinerLogprobs.apply(x, index, 0), (logits,))
+    assert torch.autograd.gradcheck(lambda x: _JoinerLogprobs.apply(x, index, 2)[1], (logits,))

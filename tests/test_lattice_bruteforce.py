@@ -16,7 +16,8 @@ def lattice_paths(S: int, T: int, modified: bool):
     """Every monotone path from (0, 0) to (S, T) as a list of arcs ("x"|"y", s, t)."""
     if modified:  # T moves; S of them are x (s+1, t+1), the rest y (s, t+1)
         orders = (
-            ["x" if i in xs else "y" for i in range(T)] for xs in itertools.combinations(range(T), S)
+            ["x" if i in xs else "y" for i in range(T)]
+            for xs in itertools.combinations(range(T), S)
         )
     else:  # S + T moves; x (s+1, t), y (s, t+1)
         orders = (

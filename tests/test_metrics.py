@@ -39,6 +39,22 @@ def test_word_counts_by_hand_and_match_jiwer(ref, hyp, expected):
     assert c.error_rate == pytest.approx(jiwer.wer(ref, hyp))
 
 
+@pytest.mark.parametrize(
+    "ref, hyp, expected",  # expected (S, D, I, ref chars), counted by hand
+    [
+        ("今天好", "今天好", (0, 0, 0, 3)),
+        ("今天好", "啊今天好呀呀", (0, 0, 3, 3)),  # insertions at both ends
+        ("今天好", "", (0, 3, 0, 3)),  # empty hypothesis
+        ("今天好", "明天", (1, 1, 0, 3)),
+        ("abcd", "xbcdy", (1, 0, 1, 4)),
+    ],
+)
+def test_char_counts_by_hand_and_match_jiwer_cer(ref, hyp, expected):
+    c = edit_counts(ref, hyp, CHAR)
+    assert (c.substitutions, c.deletions, c.insertions, c.ref_units) == expected
+    assert c.error_rate == pytest.approx(jiwer.cer(ref, hyp))
+
+
 def test_empty_reference_is_scored_explicitly():
     c = edit_counts("", "two words", WORD)
     assert (c.insertions, c.ref_units, c.errors) == (2, 0, 2)

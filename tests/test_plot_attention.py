@@ -73,11 +73,15 @@ def test_lattice_and_gradient_pngs(tmp_path):
 
 @pytest.mark.slow
 def test_plot_attention_command_on_tiny_checkpoint(tmp_path_factory, tmp_path, capsys):
-    from tiny_eval_checkpoint import tiny_setup
+    from tiny_eval_checkpoint import one_thread, tiny_setup
 
     from astra.cli import main
 
-    tiny = tiny_setup(tmp_path_factory)
+    with one_thread():
+        _plot_attention_command(tiny_setup(tmp_path_factory), tmp_path, capsys, main)
+
+
+def _plot_attention_command(tiny, tmp_path, capsys, main):
     out = tmp_path / "plots"
     assert main([
         "plot-attention", str(tiny.audio), "--checkpoint", str(tiny.checkpoint),

@@ -26,13 +26,15 @@ needs_espeak = pytest.mark.skipif(
     reason="espeak-ng not installed (apt-get install -y espeak-ng); required in CI",
 )
 
+PAIRED = ("pretrain", "train", "validation", "test")
 SMALL = dict(
     languages=["en_us", "ru_ru"],
-    train_sentences=12,
+    pretrain_sentences=10,
+    train_sentences=6,
     validation_sentences=4,
     test_sentences=8,
     unpaired_sentences=60,
-    voices_per_train_sentence=2,
+    voices_per_sentence=2,
 )
 
 
@@ -87,7 +89,7 @@ def test_unknown_held_out_concept_is_a_clear_error():
         ({"test_voices": ["m1"]}, "test_voices must not occur in train_voices"),
         ({"test_text_only_fraction": 1.5}, "test_text_only_fraction"),
         ({"speed_wpm": [200, 100]}, "speed_wpm"),
-        ({"voices_per_train_sentence": 99}, "voices_per_train_sentence"),
+        ({"voices_per_sentence": 99}, "voices_per_sentence"),
     ],
 )
 def test_bad_settings_are_rejected_by_name(changes, message):
@@ -137,15 +139,16 @@ def test_layout_and_manifest_columns(corpus):
     assert (out / "corpus.json").is_file() and (out / "text_only_words.json").is_file()
     assert summary["status"] == "complete"
     for code in SMALL["languages"]:
-        for split in ("train", "validation", "test"):
+        for split in ("pretrain", "train", "validation", "test"):
             rows = read_tsv(out / code / f"{split}.tsv")
             assert rows, (code, split)
             assert list(rows[0]) == ["path", "transcription", "raw_transcription", "language", "speaker", "duration"]
             for row in rows:
                 assert (out / code / row["path"]).is_file()
                 assert row["language"] == LANGUAGES[code].name
-        expected = SMALL["train_sentences"] * SMALL["voices_per_train_sentence"]
-        assert len(read_tsv(out / code / "train.tsv")) == expected
+        for split in ("pretrain", "train"):
+            expected = SMALL[f"{split}_sentences"] * SMALL["voices_per_sentence"]
+            assert len(read_tsv(out / code / f"{split}.tsv")) == expected
         unpaired = (out / code / "unpaired.txt").read_text(encoding="utf-8").splitlines()
         assert len(unpaired) == SMALL["unpaired_sentences"] and all(unpaired)
 
@@ -169,14 +172,14 @@ def test_audio_is_16k_mono_speech_with_matching_durations(corpus):
 def test_splits_share_no_sentence_and_test_voice_is_unseen(corpus):
     out, summary = corpus
     for code in SMALL["languages"]:
-        texts = {s: {r["transcription"] for r in read_tsv(out / code / f"{s}.tsv")} for s in ("train", "validation", "test")}
+        texts = {s: {r["transcription"] for r in read_tsv(out / code / f"{s}.tsv")} for s in PAIRED}
         texts["unpaired"] = set((out / code / "unpaired.txt").read_text(encoding="utf-8").splitlines())
         for a in texts:
             for b in texts:
                 if a < b:
                     assert not texts[a] & texts[b], (code, a, b)
-        speakers = {s: {r["speaker"] for r in read_tsv(out / code / f"{s}.tsv")} for s in ("train", "validation", "test")}
-        assert not speakers["test"] & (speakers["train"] | speakers["validation"])
+        speakers = {s: {r["speaker"] for r in read_tsv(out / code / f"{s}.tsv")} for s in PAIRED}
+        assert not speakers["test"] & (speakers["pretrain"] | speakers["train"] | speakers["validation"])
         assert speakers["test"] <= set(summary["test_voices"])
 
 
@@ -187,7 +190,7 @@ def test_text_only_words_occur_only_in_unpaired_text_and_test(corpus):
     for code in SMALL["languages"]:
         words = set(text_only[code])
         assert words
-        for split in ("train", "validation"):
+        for split in ("pretrain", "train", "validation"):
             for row in read_tsv(out / code / f"{split}.tsv"):
                 assert not set(row["transcription"].split()) & words, (code, split, row["transcription"])
         test_words = [w for r in read_tsv(out / code / "test.tsv") for w in r["transcription"].split()]
@@ -205,7 +208,7 @@ def test_astra_reads_the_corpus(corpus):
     out, _ = corpus
     found = find_manifests(out)
     assert set(found) == set(SMALL["languages"])
-    assert all(set(splits) == {"train", "validation", "test"} for splits in found.values())
+    assert all(set(splits) == set(PAIRED) for splits in found.values())
     utts = load_local_corpus(out, splits=["test"])
     assert len(utts) == 2 * SMALL["test_sentences"]
     assert all(u.duration and u.speaker and Path(u.path).is_file() for u in utts)
@@ -226,8 +229,8 @@ def test_rerun_skips_done_work_and_refuses_other_settings(corpus):
 
 @needs_espeak
 def test_interrupted_build_is_finished(tmp_path):
-    cfg = small_config(languages=["en_us"], train_sentences=3, validation_sentences=1, test_sentences=2,
-                       unpaired_sentences=5, voices_per_train_sentence=1)
+    cfg = small_config(languages=["en_us"], pretrain_sentences=0, train_sentences=3, validation_sentences=1,
+                       test_sentences=2, unpaired_sentences=5, voices_per_sentence=1)
     out = tmp_path / "corpus"
     build_corpus(cfg, out, workers=2, progress=False)
     victim = out / "en_us" / "audio" / "test" / "en_us_test_00001.wav"

@@ -69,3 +69,23 @@ def test_balance_languages_keeps_small_languages_visible():
     assert abs(len(out["big"]) / len(out["small"]) - (900 / 4) ** 0.5) < 1.0
     natural = balance_languages({"a": ["x"] * 30, "b": ["y"] * 10}, alpha=1.0, max_sentences=10**6)
     assert (len(natural["a"]), len(natural["b"])) == (30, 10)
+
+
+def test_tokenizer_train_cli(tmp_path, capsys):
+    from astra.cli import main
+    from astra.data.synthetic import write_local_corpus
+
+    root = write_local_corpus(tmp_path / "c", languages=("en_us", "hi_in"), splits={"train": 4, "test": 1},
+                              seconds=(0.3, 0.5), formats=("wav",), sample_rates=(16000,))
+    test_line = (root / "hi_in" / "test.tsv").read_text(encoding="utf-8").splitlines()[1].split("\t")[1]
+    text = tmp_path / "hi.txt"
+    text.write_text(f"{test_line}\nसात पक्षी सुबह गाते हैं\n", encoding="utf-8")
+    out = tmp_path / "tok.model"
+    assert main(["tokenizer", "train", "--corpus", str(root), "--text", f"hi_in={text}", "--vocab-size", "80",
+                 "--language-tags", "--character-coverage", "1.0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "hi_in: kept 1 of 2 lines eval_overlap 1" in printed
+    tok = Tokenizer(out)
+    assert tok.languages == ["en_us", "hi_in"]
+    assert tok.decode(tok.encode("सात पक्षी")) == "सात पक्षी"
+    assert main(["tokenizer", "train", "--out", str(out)]) == 2

@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from astra.cli import main
+from astra.config import load_config
 from astra.data.synthetic import write_local_corpus
 from astra.model.presets import PRESETS
-from astra.config import load_config
 from astra.train import checkpoint as ckpt
 from astra.train.build import build_parts
 from astra.train.config import TrainConfig
@@ -119,7 +119,8 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
                  "text_ratio": 0.5, "max_batch_seconds": 5.0},
         "losses": {"ramps": {}},
         "optim": {"warmup_steps": 1, "lr": 1e-3},
-        "run": {"out_dir": str(tmp_path / "ft"), "max_steps": 2, "save_every": 1, "validate_every": 0},
+        "run": {"out_dir": str(tmp_path / "ft"), "max_steps": 2, "save_every": 1, "validate_every": 0,
+                "mixed_precision": "bf16"},
         "finetune": {"freeze": ["text_encoder"], "text_injection": False},
     }
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))

@@ -39,17 +39,19 @@ def assert_same_params(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), f"{k} differs by {(a[k] - b[k]).abs().max()}"
 
 
-def test_exact_resume_after_interrupt(tmp_path):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_exact_resume_after_interrupt(tmp_path, signal_name):
     straight = Trainer(make_cfg(tmp_path, "straight"), build_fake_parts)
     straight.run()
     want = params(straight.model)
     want_order = straight.stream.seen
 
-    # SIGINT while global batch 7 (micro-batch 2 of step 4) is made: step 4 finishes, is saved
-    cfg = make_cfg(tmp_path, "resumed", "data.interrupt_at_batch=7")
+    # a signal while global batch 7 (micro-batch 2 of step 4) is made: step 4 finishes, is saved
+    cfg = make_cfg(tmp_path, "resumed", "data.interrupt_at_batch=7", f"data.interrupt_signal={signal_name}")
     first = Trainer(cfg, build_fake_parts)
     last = first.run()
     assert first.state.step == 4 and last.name == "step-00000004"
+    assert first.stopped_by == signal_name
     assert not torch.equal(params(first.model)["head.weight"], want["head.weight"])
 
     second = Trainer(cfg, build_fake_parts, resume=True)
@@ -144,3 +146,37 @@ def test_resume_with_other_world_size_is_refused(tmp_path):
     cfg.run.max_steps = 4
     with pytest.raises(TrainingError, match="same number of processes"):
         Trainer(cfg, build_fake_parts, resume=True).run()
+
+
+def test_bf16_mixed_precision_trains(tmp_path):
+    cfg = make_cfg(tmp_path, "bf16", "run.mixed_precision=bf16", "run.max_steps=3")
+    trainer = Trainer(cfg, build_fake_parts)
+    trainer.run()
+    assert trainer.accelerator.mixed_precision == "bf16"
+    batch = next(iter(trainer.stream))
+    with trainer.accelerator.autocast():
+        total, losses, _ = trainer.loss_module(batch)
+    assert total.dtype == torch.float32 and torch.isfinite(total)
+    assert all(torch.isfinite(v).all() for v in params(trainer.model).values())
+
+
+def test_finetune_init_freeze_and_shape_errors(tmp_path):
+    pre = Trainer(make_cfg(tmp_path, "pre", "run.max_steps=2"), build_fake_parts)
+    init = pre.run()
+    init_state = ckpt.read_model_state(init)
+    cfg = make_cfg(tmp_path, "ft", "run.max_steps=3", "finetune.freeze=[speech_encoder]",
+                   "run.validate_every=0")
+    ft = Trainer(cfg, build_fake_parts, init=init)
+    ft.run()
+    after = params(ft.model)
+    assert torch.equal(after["speech_encoder.weight"], init_state["speech_encoder.weight"])
+    assert not torch.equal(after["head.weight"], init_state["head.weight"])
+    # CMVN stats come from the checkpoint, not recomputed
+    assert torch.equal(after["feature_mean"], init_state["feature_mean"])
+
+    bad = make_cfg(tmp_path, "bad", "model.dim=4")
+    with pytest.raises(TrainingError, match="shapes do not fit"):
+        Trainer(bad, build_fake_parts, init=init).run()
+    typo = make_cfg(tmp_path, "typo", "finetune.freeze=[spech_encoder]")
+    with pytest.raises(TrainingError, match="no parameters under 'spech_encoder'"):
+        Trainer(typo, build_fake_parts, init=init).run()

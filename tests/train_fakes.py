@@ -33,7 +33,8 @@ class FakeDataConfig:
     batch_size: int = 2
     text_every: int = 3  # every 3rd global batch is a text batch; 0 = none
     poison_batches: list[int] = field(default_factory=list)  # global batch indices -> NaN loss
-    interrupt_at_batch: int = -1  # raise SIGINT when this global batch index (epoch 0) is made
+    interrupt_at_batch: int = -1  # raise a signal when this global batch index (epoch 0) is made
+    interrupt_signal: str = "SIGINT"
 
 
 @dataclass
@@ -173,7 +174,7 @@ class FakeStream:
             index = self.position * self.world_size + self.rank
             self.position += 1
             if index == self.cfg.interrupt_at_batch and self.epoch == 0:
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(getattr(signal, self.cfg.interrupt_signal))
             batch = self._make(index, batches[index])
             self.seen.extend((self.epoch, k) for k in batch["keys"])
             yield batch

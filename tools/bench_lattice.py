@@ -99,9 +99,11 @@ def peak_memory(step, inputs, s_range) -> int:
     """Peak bytes of CPU tensors allocated during one step (profiler allocator events)."""
     from torch.profiler import ProfilerActivity, profile
 
+    am, lm = inputs[0], inputs[1]
+    am.grad = lm.grad = None  # freed before the profiler starts
     gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run_step(step, inputs, s_range)
+        step(*inputs, s_range)
     events = prof.profiler.kineto_results.events()
     deltas = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
     current = peak = 0
@@ -146,7 +148,11 @@ def main(argv=None) -> int:
             base = seconds if base is None else base
             rows.append(((B, T, U, V), label, seconds, seconds / base, memory))
             mem = "-" if memory is None else f"{memory / 2**20:.0f} MiB"
-            print(f"# {B}x{T}x{U}x{V} {label}: {seconds * 1e3:.1f} ms, {mem}", file=sys.stderr, flush=True)
+            print(
+                f"# {B}x{T}x{U}x{V} {label}: {seconds * 1e3:.1f} ms, {mem}",
+                file=sys.stderr,
+                flush=True,
+            )
         del inputs
         gc.collect()
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tiny_corpus.build import build_corpus  # noqa: E402
-from tiny_corpus.plan import TinyCorpusConfig  # noqa: E402
+from tiny_corpus.plan import PAIRED_SPLITS, TinyCorpusConfig  # noqa: E402
 from tiny_corpus.synth import ESPEAK_INSTALL_HINT, SynthesisError  # noqa: E402
 
 from astra.config import ConfigError, load_config  # noqa: E402
@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     for code, info in summary["languages"].items():
         splits = info["splits"]
         rows.append(
-            f"| {code} | " + " | ".join(str(splits.get(s, {}).get("utterances", 0)) for s in ("train", "validation", "test"))
+            f"| {code} | " + " | ".join(str(splits.get(s, {}).get("utterances", 0)) for s in PAIRED_SPLITS)
             + f" | {info['unpaired_sentences']} | {len(info['text_only_words'])} | {info['test_text_only_word_occurrences']} |"
         )
-    print("| language | train | validation | test | unpaired sentences | text-only words | their test occurrences |")
-    print("|---|---|---|---|---|---|---|")
+    print("| language | " + " | ".join(PAIRED_SPLITS) + " | unpaired sentences | text-only words | their test occurrences |")
+    print("|---" * (len(PAIRED_SPLITS) + 4) + "|")
     print("\n".join(rows))
     print(f"corpus: {args.out}  synthesis: {json.dumps(summary['synthesis'])}")
     return 0

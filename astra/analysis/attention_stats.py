@@ -248,3 +248,46 @@ def flatten_report(report: Mapping, prefix: str = "alignment") -> dict[str, floa
     layer = report["transducing_layer"]
     out[f"{prefix}/transducing_layer_index"] = float(names.index(layer)) if layer else -1.0
     return out
+
+
+def _first_utterances(batch: Mapping, count: int) -> dict:
+    """The first ``count`` utterances of a speech batch, padding trimmed to the longest."""
+    size = batch["features"].size(0)
+    count = min(count, size)
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == size:
+            out[key] = value[:count]
+        elif isinstance(value, list) and len(value) == size:
+            out[key] = value[:count]
+        else:
+            out[key] = value
+    out["features"] = out["features"][:, : int(out["feature_lens"].max())]
+    return out
+
+
+def model_alignment_report(
+    model,
+    batch: Mapping,
+    thresholds: AlignmentThresholds | None = None,
+    max_utterances: int = 4,
+    warn: bool = True,
+) -> dict:
+    """:func:`alignment_report` of an ``AstraModel`` on (the first utterances of) a speech batch.
+
+    Runs ``model.attention_maps`` in eval mode (the previous mode is restored), takes the
+    encoder lengths T' from the model's subsampling and U+1 output positions per utterance
+    (tokens plus ``<eos>``). This is the one call the trainer needs; log
+    ``flatten_report(report)`` as scalars.
+    """
+    if batch.get("kind", "speech") != "speech":
+        raise ValueError("model_alignment_report needs a speech batch")
+    small = _first_utterances(batch, max_utterances)
+    was_training = model.training
+    model.eval()
+    try:
+        maps = model.attention_maps(small)
+    finally:
+        model.train(was_training)
+    lengths = model.speech_encoder.subsampling.output_lengths(small["feature_lens"])
+    return alignment_report(maps, lengths, small["token_lens"] + 1, thresholds, warn)

@@ -8,7 +8,9 @@ All matrices are numpy arrays or CPU tensors; nothing here needs the model.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@contextmanager
+def _missing_glyphs_ok():
+    """Token pieces in scripts the default font lacks are drawn as boxes, without warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from font")
+        yield
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -125,8 +135,9 @@ def plot_attention_grid(
             ax.set_ylabel("output position", fontsize=5)
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with _missing_glyphs_ok():
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return width, height
 
@@ -173,8 +184,9 @@ def plot_token_frame_matrix(
     ax.tick_params(labelsize=6)
     if title:
         ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with _missing_glyphs_ok():
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return width, height
 

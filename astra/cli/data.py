@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     check.add_argument("--languages", help="comma-separated language codes to keep (default: all)")
     check.add_argument("--tokenizer", metavar="MODEL",
                        help="SentencePiece model: also check unencodable characters and transcripts too long for their audio")
-    check.add_argument("--subsampling-factor", type=int, default=4, help="encoder frames T' = fbank frames // this")
+    check.add_argument("--subsampling-factor", type=int, default=4, help="the model's subsampling (4, 6, 8): T' ~ fbank frames // this")
     check.add_argument("--max-utterance-seconds", type=float, default=0.0, help="flag longer audio (0: no limit)")
     check.add_argument("--raw-transcription", action="store_true", help="FLEURS: check raw_transcription instead of transcription")
     check.add_argument("--language-tags", action="store_true", help="count the <lang:xx> token in the length check")
@@ -41,8 +41,12 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def run_check(args) -> int:
+    import datasets
+
     from astra.data.check import check_sources
     from astra.data.config import DataConfig
+
+    datasets.disable_progress_bars()
 
     if not args.dirs and not args.fleurs:
         raise UserError("give at least one corpus DIR or --fleurs CONFIGS")

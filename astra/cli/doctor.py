@@ -93,7 +93,9 @@ def device_checks() -> list[Check]:
     else:
         checks.append(Check("devices", "CPU only (no CUDA device)"))
     checks.append(
-        Check("cpu threads", f"torch uses {torch.get_num_threads()} of {os.cpu_count()} logical CPUs")
+        Check(
+            "cpu threads", f"torch uses {torch.get_num_threads()} of {os.cpu_count()} logical CPUs"
+        )
     )
     return checks
 

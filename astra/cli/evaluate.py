@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     dec.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     dec.add_argument("--max-batch-seconds", type=float, default=None,
                      help="audio seconds per batch (default: the checkpoint's data config)")
+    dec.add_argument("--num-workers", type=int, default=0,
+                     help="DataLoader worker processes reading audio (default: 0)")
     sc = p.add_argument_group("scoring")
     sc.add_argument("--no-normalize", action="store_true",
                     help="score raw text (only whitespace collapsed) instead of normalised text")
@@ -85,7 +87,7 @@ def load_eval_batches(cfg, tokenizer, args: argparse.Namespace):
     if args.fleurs_dir is not None:
         data_cfg.fleurs_dir = args.fleurs_dir
     data_cfg.languages = []
-    data_cfg.num_workers = 0
+    data_cfg.num_workers = args.num_workers
     try:
         return build_eval_batches(
             data_cfg, tokenizer, args.split, args.languages, max_batch_seconds=args.max_batch_seconds
@@ -107,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--data {d}: not a folder")
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
+    if args.num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     try:
         checkpoint = resolve_checkpoint(args.checkpoint)
         model, tokenizer, cfg = load_inference_model(checkpoint, args.device)
@@ -146,9 +150,13 @@ def run(args: argparse.Namespace) -> int:
         "rtf": decoded.rtf,
         "device": args.device,
         "skipped": batches.skip_summary(),
+        "too_short_empty_hypothesis": decoded.too_short,
     }
     title = f"{checkpoint.name} on {data} ({args.method})"
     paths = write_reports(out_dir, result.scores, result.summary, meta, title)
     sys.stdout.write(markdown_table(result.summary, decoded.rtf, title))
+    if meta["skipped"]:
+        skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(meta["skipped"].items()))
+        sys.stdout.write(f"\nskipped utterances (not scored): {skipped}\n")
     sys.stdout.write(f"\nwrote {', '.join(p.name for p in paths.values())} to {out_dir}\n")
     return 0

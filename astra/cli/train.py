@@ -4,8 +4,8 @@
     astra finetune --config recipes/fleurs/finetune.yaml --init exp/pre/checkpoints/best [...]
     astra average --run exp/ft --last 5 --out exp/ft/averaged
 
-Several processes: ``accelerate launch -m astra.cli pretrain ...`` on GPUs, or
-``torchrun --nproc_per_node 2 -m astra.cli pretrain ...`` on CPU (see docs/training.md).
+Several processes: ``accelerate launch -m astra pretrain ...`` on GPUs, or
+``torchrun --nproc_per_node 2 -m astra pretrain ...`` on CPU (see docs/training.md).
 """
 
 from __future__ import annotations
@@ -111,10 +111,13 @@ def _train(args, init: Path | None) -> int:
         last = trainer.run()
     except TrainingError as e:
         raise UserError(str(e)) from None
+    main_process = trainer.accelerator.is_main_process
     if trainer.stopped_by:
-        print(f"stopped by {trainer.stopped_by} at step {trainer.state.step}; continue with --resume")
+        if main_process:
+            print(f"stopped by {trainer.stopped_by} at step {trainer.state.step}; continue with --resume")
         return 3
-    print(f"done: {trainer.state.step} steps, last checkpoint {last}")
+    if main_process:
+        print(f"done: {trainer.state.step} steps, last checkpoint {last}")
     return 0
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from astra.data import skips
 
 SAMPLE_RATE = 16_000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 AudioSource = str | os.PathLike | bytes
 

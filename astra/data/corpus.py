@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from astra.data import skips
 from astra.data.config import DataConfig
 from astra.data.fleurs import iter_fleurs, parse_configs
 from astra.data.local_corpus import canonical_split, is_fleurs_layout, load_local_corpus
@@ -72,4 +73,13 @@ def load_utterances(
                 streaming=cfg.fleurs_streaming, cache_dir=cfg.hf_cache_dir, skip_counter=skip_counter,
             )
         )
-    return out
+    seen: set[str] = set()
+    unique = []
+    for utt in out:  # the same key from two sources: keep the first
+        if utt.key in seen:
+            if skip_counter is not None:
+                skip_counter.add(skips.DUPLICATE_KEY, utt.key, utt.language, "in two sources")
+            continue
+        seen.add(utt.key)
+        unique.append(utt)
+    return unique

@@ -76,9 +76,15 @@ def load_fleurs_split(
             "parquet", data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir
         )
     else:
-        ds = datasets.load_dataset(
-            repo, revision=revision, data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir
-        )
+        try:
+            ds = datasets.load_dataset(
+                repo, revision=revision, data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir
+            )
+        except (ConnectionError, OSError) as e:
+            raise ValueError(
+                f"cannot read {repo} ({config}/{split}) at {revision} from the Hub: {e}; "
+                "give a local copy of the parquet conversion (fleurs_dir / --fleurs-dir)"
+            ) from e
     missing = {"audio", "path", "transcription"} - set(ds.column_names or [])
     if missing:
         raise ValueError(f"FLEURS {config}/{split} ({files}) lacks columns {sorted(missing)}")

@@ -31,6 +31,7 @@ class DecodeResult:
     hypotheses: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
+    too_short: list[str] = field(default_factory=list)  # keys scored with an empty hypothesis
 
     @property
     def rtf(self) -> float:
@@ -53,6 +54,37 @@ def _audio_seconds(batch: dict) -> float:
     return float(batch["feature_lens"].sum()) * FRAME_SECONDS
 
 
+def _select(batch: dict, index: list[int]) -> dict:
+    """The utterances ``index`` of a speech batch (tensors and lists indexed on dim 0)."""
+    import torch
+
+    size = len(batch["keys"])
+    rows = torch.tensor(index, dtype=torch.long)
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == size:
+            out[key] = value[rows]
+        elif isinstance(value, list) and len(value) == size:
+            out[key] = [value[i] for i in index]
+        else:
+            out[key] = value
+    return out
+
+
+def _decode_batch(model, batch: dict, method: str, beam: int, min_frames: int):
+    """Hypotheses of one batch; utterances shorter than ``min_frames`` get ``[]``."""
+    lens = batch["feature_lens"].tolist()
+    ok = [i for i, n in enumerate(lens) if n >= min_frames]
+    short = [i for i, n in enumerate(lens) if n < min_frames]
+    if not short:
+        return model.decode(batch, method=method, beam=beam), []
+    hyps: list[list[int]] = [[] for _ in lens]
+    if ok:
+        for i, h in zip(ok, model.decode(_select(batch, ok), method=method, beam=beam), strict=True):
+            hyps[i] = h
+    return hyps, short
+
+
 def decode_batches(
     model,
     tokenizer,
@@ -73,6 +105,11 @@ def decode_batches(
         beam: beam size of the beam-search methods.
         progress: show a tqdm progress bar (utterances) on stderr.
         total: number of utterances for the progress bar (``None``: unknown).
+
+    Utterances too short for the model's subsampling (fewer feature frames than
+    ``model.speech_encoder.subsampling.min_input_frames()``) are not decoded: they get an
+    empty hypothesis (so their reference words count as deletions), and their keys are
+    listed in ``DecodeResult.too_short`` and logged.
     Raises:
         ValueError: unknown ``method``, or a batch whose hypotheses do not match its size.
     """
@@ -82,6 +119,8 @@ def decode_batches(
     if method not in DECODE_METHODS:
         raise ValueError(f"unknown decoding method {method!r}; choose one of {DECODE_METHODS}")
     model.eval()
+    encoder = getattr(model, "speech_encoder", None)
+    min_frames = encoder.subsampling.min_input_frames() if encoder is not None else 1
     result = DecodeResult()
     bar = tqdm(total=total, unit="utt", desc=f"decode {method}", disable=not progress)
     with torch.inference_mode():
@@ -89,8 +128,9 @@ def decode_batches(
             if batch.get("kind", "speech") != "speech":
                 raise ValueError(f"evaluation needs speech batches, got kind={batch.get('kind')!r}")
             start = time.perf_counter()
-            ids = model.decode(batch, method=method, beam=beam)
+            ids, short = _decode_batch(model, batch, method, beam, min_frames)
             result.decode_seconds += time.perf_counter() - start
+            result.too_short += [batch["keys"][i] for i in short]
             if len(ids) != len(batch["keys"]):
                 raise ValueError(
                     f"model.decode returned {len(ids)} hypotheses for {len(batch['keys'])} utterances"
@@ -103,6 +143,11 @@ def decode_batches(
             bar.update(len(ids))
             bar.set_postfix(rtf=f"{result.rtf:.3f}")
     bar.close()
+    if result.too_short:
+        log.warning(
+            "%d utterance(s) shorter than %d feature frames were not decoded (empty hypothesis): %s",
+            len(result.too_short), min_frames, ", ".join(result.too_short[:5]),
+        )
     return result
 
 

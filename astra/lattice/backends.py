@@ -54,9 +54,7 @@ def _smoke_test(recursion: Callable) -> None:
     py = torch.tensor([[[-0.5, -0.7], [-0.3, -0.4]]])  # [B=1, S+1=2, T=2]
     score = recursion(px, py)
     # paths: x then y y | y x y | y y x(-inf)
-    expected = math.log(
-        math.exp(-1.0 - 0.3 - 0.4) + math.exp(-0.5 - 2.0 - 0.4)
-    )
+    expected = math.log(math.exp(-1.0 - 0.3 - 0.4) + math.exp(-0.5 - 2.0 - 0.4))
     if not math.isclose(float(score[0]), expected, rel_tol=1e-4, abs_tol=1e-5):
         raise RuntimeError(f"smoke test gave {float(score[0]):.6f}, expected {expected:.6f}")
 
@@ -80,7 +78,9 @@ def _load(name: str) -> Callable:
 def probe(name: str) -> tuple[bool, str]:
     """Return ``(ok, detail)`` for backend ``name``; cached after the first call."""
     if name not in BACKEND_NAMES:
-        raise ValueError(f"unknown lattice backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        raise ValueError(
+            f"unknown lattice backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}"
+        )
     with _lock:
         if name in _probe_cache:
             return _probe_cache[name]

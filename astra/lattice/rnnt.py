@@ -133,7 +133,9 @@ def mutual_information_recursion(
     if boundary is not None:
         check_recursion_boundary(boundary, B, S, T)
         boundary = boundary.to(px.device)
-    return get_recursion()(px.contiguous(), py.contiguous(), boundary=boundary, return_grad=return_grad)
+    return get_recursion()(
+        px.contiguous(), py.contiguous(), boundary=boundary, return_grad=return_grad
+    )
 
 
 # --------------------------------------------------------------------------- lattices
@@ -248,14 +250,18 @@ def get_rnnt_logprobs_smoothed(
     tiny = torch.finfo(lm_probs.dtype).tiny
     lm_sums = lm_probs.sum(dim=2, keepdim=True)  # [B, S+1, 1]
     unigram = (lm_probs / lm_sums).mean(dim=(0, 1)) + tiny  # [C]
-    am_only_norm = (torch.matmul(am_probs, unigram).log() + am_max.squeeze(2)).unsqueeze(1)  # [B, 1, T]
+    am_only_norm = (torch.matmul(am_probs, unigram).log() + am_max.squeeze(2)).unsqueeze(
+        1
+    )  # [B, 1, T]
     log_unigram = unigram.log()
     lm_only_norm = lm_sums.log() + lm_max  # [B, S+1, 1]
 
     px_am = torch.gather(am.transpose(1, 2), 1, symbols.unsqueeze(2).expand(B, S, T))  # [B, S, T]
     px_amonly = px_am + log_unigram[symbols].unsqueeze(2) - am_only_norm
     px_lmonly = torch.gather(lm[:, :S], 2, symbols.unsqueeze(2)) - lm_only_norm[:, :S]  # [B, S, 1]
-    py_amonly = am[:, :, termination_symbol].unsqueeze(1) + log_unigram[termination_symbol] - am_only_norm
+    py_amonly = (
+        am[:, :, termination_symbol].unsqueeze(1) + log_unigram[termination_symbol] - am_only_norm
+    )
     py_lmonly = lm[:, :, termination_symbol].unsqueeze(2) - lm_only_norm  # [B, S+1, 1]
 
     combined = 1.0 - lm_only_scale - am_only_scale
@@ -280,18 +286,56 @@ def get_rnnt_logprobs_joint(
     S = S1 - 1
     _check_symbols(symbols, B, S, C, termination_symbol)
     check_boundary(boundary, B, S, T, rnnt_type)
-    normalizers = torch.logsumexp(logits, dim=3).transpose(1, 2)  # [B, S+1, T]
-    index = symbols.view(B, 1, S, 1).expand(B, T, S, 1)
-    px = torch.gather(logits[:, :, :S], 3, index).squeeze(3).transpose(1, 2)  # [B, S, T]
-    px = _add_pad_column(px - normalizers[:, :S], rnnt_type)
-    py = logits[..., termination_symbol].transpose(1, 2) - normalizers  # [B, S+1, T]
-    return _finish_lattice(px, py, rnnt_type, boundary)
+    index = symbols.view(B, 1, S).expand(B, T, S)
+    px, py = _JoinerLogprobs.apply(logits, index, termination_symbol)  # [B, T, S], [B, T, S+1]
+    px = _add_pad_column(px.transpose(1, 2), rnnt_type)  # [B, S, T+1]
+    return _finish_lattice(px, py.transpose(1, 2), rnnt_type, boundary)
+
+
+class _JoinerLogprobs(torch.autograd.Function):
+    """``log_softmax(logits)`` read at a few symbols, without a full-size log-softmax.
+
+    ``logits [B, T, R, C]``, ``index [B, T, R']`` (``R' <= R``: the symbol of slot r) ->
+    ``(sym [B, T, R'], blank [B, T, R])`` log-probs. The backward pass builds the logits'
+    gradient in one full-size tensor: ``-softmax * (sum of the slot's output grads)`` plus
+    the output grads scattered at the read symbols — autograd through logsumexp/gather/
+    select would allocate three.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, index, blank):
+        normalizers = torch.logsumexp(logits, dim=3)  # [B, T, R]
+        R1 = index.shape[2]
+        sym = torch.gather(logits[:, :, :R1], 3, index.unsqueeze(3)).squeeze(3) - normalizers[:, :, :R1]
+        blank_lp = logits[..., blank] - normalizers
+        ctx.save_for_backward(logits, normalizers, index)
+        ctx.blank = blank
+        return sym, blank_lp
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_sym, g_blank):
+        logits, normalizers, index = ctx.saved_tensors
+        R1 = index.shape[2]
+        if g_sym is None:
+            g_sym = torch.zeros_like(index, dtype=logits.dtype)
+        if g_blank is None:
+            g_blank = torch.zeros_like(normalizers)
+        slot_total = g_blank.clone()
+        slot_total[:, :, :R1] += g_sym
+        grad = torch.sub(logits, normalizers.unsqueeze(3)).exp_()
+        grad.mul_(slot_total.neg_().unsqueeze(3))
+        grad[..., ctx.blank] += g_blank
+        grad[:, :, :R1].scatter_add_(3, index.unsqueeze(3), g_sym.unsqueeze(3))
+        return grad, None, None
 
 
 # ------------------------------------------------------------------------------ losses
 
 
-def _delay_penalty(px: Tensor, boundary: Optional[Tensor], rnnt_type: str, penalty: float) -> Tensor:
+def _delay_penalty(
+    px: Tensor, boundary: Optional[Tensor], rnnt_type: str, penalty: float
+) -> Tensor:
     """Add ``penalty * ((T_b - 1) / 2 - t)`` to emissions at frame t (k2's delay penalty)."""
     if penalty <= 0.0:
         return px
@@ -391,8 +435,17 @@ def rnnt_loss_smoothed(
 ):
     """k2's ``rnnt_loss_smoothed``: :func:`rnnt_loss_simple` with smoothing scales."""
     return rnnt_loss_simple(
-        lm, am, symbols, termination_symbol, boundary, rnnt_type, delay_penalty, reduction,
-        return_grad, lm_only_scale=lm_only_scale, am_only_scale=am_only_scale,
+        lm,
+        am,
+        symbols,
+        termination_symbol,
+        boundary,
+        rnnt_type,
+        delay_penalty,
+        reduction,
+        return_grad,
+        lm_only_scale=lm_only_scale,
+        am_only_scale=am_only_scale,
     )
 
 
@@ -417,7 +470,9 @@ def _adjust_pruning_lower_bound(s_begin: Tensor, s_range: int) -> Tensor:
     return slope - s_begin
 
 
-def get_rnnt_prune_ranges(px_grad: Tensor, py_grad: Tensor, boundary: Tensor, s_range: int) -> Tensor:
+def get_rnnt_prune_ranges(
+    px_grad: Tensor, py_grad: Tensor, boundary: Tensor, s_range: int
+) -> Tensor:
     """Symbol windows to keep per frame, from the occupancies of a (simple) RNN-T lattice.
 
     For each frame t the window ``[s, s + s_range)`` with the largest blank occupancy
@@ -452,7 +507,9 @@ def get_rnnt_prune_ranges(px_grad: Tensor, py_grad: Tensor, boundary: Tensor, s_
             s_range = needed
     s_range = min(s_range, S + 1)
     if s_range < (2 if regular else 1):
-        raise ValueError(f"s_range must be >= {2 if regular else 1} for this lattice, got {s_range}")
+        raise ValueError(
+            f"s_range must be >= {2 if regular else 1} for this lattice, got {s_range}"
+        )
 
     num_starts = S + 2 - s_range  # window starts 0..S+1-s_range
     csum = torch.nn.functional.pad(py_grad.cumsum(dim=1), (0, 0, 1, 0))  # [B, S+2, T]
@@ -501,7 +558,11 @@ def get_rnnt_logprobs_pruned(
     ``px [B, S, T+1]`` (``[B, S, T]`` unless regular), ``py [B, S+1, T]``."""
     _check_float("logits", logits, 4)
     B, T, R, C = logits.shape
-    if not isinstance(ranges, Tensor) or ranges.dtype != torch.int64 or tuple(ranges.shape) != (B, T, R):
+    if (
+        not isinstance(ranges, Tensor)
+        or ranges.dtype != torch.int64
+        or tuple(ranges.shape) != (B, T, R)
+    ):
         raise ValueError(f"ranges must be an int64 tensor [B, T, R] = [{B}, {T}, {R}]")
     if not isinstance(symbols, Tensor) or symbols.dim() != 2:
         raise ValueError("symbols must be an int64 tensor [B, S]")
@@ -510,11 +571,9 @@ def get_rnnt_logprobs_pruned(
     check_boundary(boundary, B, S, T, rnnt_type)
     if ranges.numel() and (ranges.min() < 0 or ranges.max() > S):
         raise ValueError(f"ranges must lie in [0, S={S}]")
-    normalizers = torch.logsumexp(logits, dim=3)  # [B, T, R]
     with_end = torch.cat([symbols, symbols.new_full((B, 1), termination_symbol)], dim=1)  # [B, S+1]
     pruned_symbols = torch.gather(with_end.unsqueeze(1).expand(B, T, S + 1), 2, ranges)  # [B, T, R]
-    px_win = torch.gather(logits, 3, pruned_symbols.unsqueeze(3)).squeeze(3) - normalizers
-    py_win = logits[..., termination_symbol] - normalizers  # [B, T, R]
+    px_win, py_win = _JoinerLogprobs.apply(logits, pruned_symbols, termination_symbol)  # [B, T, R]
     full = logits.new_full((B, T, S + 1), float("-inf"))
     px = full.scatter(2, ranges, px_win)[:, :, :S].transpose(1, 2)  # [B, S, T]
     py = full.scatter(2, ranges, py_win).transpose(1, 2)  # [B, S+1, T]
@@ -536,5 +595,7 @@ def rnnt_loss_pruned(
     """RNN-T loss of a pruned joiner output ``logits [B, T, R, C]`` on ``ranges [B, T, R]``
     (from :func:`get_rnnt_prune_ranges`; joiner inputs from :func:`do_rnnt_pruning`)."""
     _check_reduction(reduction)
-    px, py = get_rnnt_logprobs_pruned(logits, symbols, ranges, termination_symbol, boundary, rnnt_type)
+    px, py = get_rnnt_logprobs_pruned(
+        logits, symbols, ranges, termination_symbol, boundary, rnnt_type
+    )
     return _loss_from_lattice(px, py, boundary, rnnt_type, delay_penalty, reduction, return_grad)

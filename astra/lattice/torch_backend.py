@@ -77,6 +77,22 @@ def _mask_outside(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor) -> tuple
     return px.masked_fill(~px_ok, NEG_INF), py.masked_fill(~py_ok, NEG_INF)
 
 
+def _sweep(src_shifted, src, arc_shifted, arc, dst, steps) -> None:
+    """One wavefront step per ``(d, p, x, y)`` in ``steps``:
+    ``dst[d] = logaddexp(src_shifted[p] + arc_shifted[x], src[p] + arc[y])``.
+
+    All arguments are tuples of per-step views (``Tensor.unbind``), so each step is three
+    kernel calls into two preallocated buffers and no Python-level slicing.
+    """
+    buf_x = torch.empty_like(arc[0])
+    buf_y = torch.empty_like(arc[0])
+    add, logaddexp = torch.add, torch.logaddexp
+    for d, p, x, y in steps:
+        add(src_shifted[p], arc_shifted[x], out=buf_x)
+        add(src[p], arc[y], out=buf_y)
+        logaddexp(buf_x, buf_y, out=dst[d])
+
+
 def _regular_alpha_beta(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor, need_beta: bool):
     """Forward (and optionally backward) sweeps of the regular lattice along anti-diagonals.
 
@@ -95,10 +111,14 @@ def _regular_alpha_beta(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor, ne
 
     alpha = px.new_full((K, B, S + 2), NEG_INF)
     alpha[0, :, 1] = 0.0
-    for k in range(1, K):
-        prev = alpha[k - 1]
-        torch.logaddexp(prev[:, : S + 1] + px_in[k, :, : S + 1], prev[:, 1:] + py_out[k - 1],
-                        out=alpha[k, :, 1:])
+    _sweep(
+        src_shifted=alpha[:, :, : S + 1].unbind(0),  # alpha_{k-1}[s-1]
+        src=alpha[:, :, 1:].unbind(0),  # alpha_{k-1}[s]
+        arc_shifted=px_in[:, :, : S + 1].unbind(0),
+        arc=py_out.unbind(0),
+        dst=alpha[:, :, 1:].unbind(0),
+        steps=[(k, k - 1, k, k - 1) for k in range(1, K)],
+    )
     batch = torch.arange(B, device=px.device)
     scores = alpha[s_end + t_end, batch, s_end + 1]
     if not need_beta:
@@ -110,13 +130,27 @@ def _regular_alpha_beta(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor, ne
     for b, k in enumerate(end_diag):
         ends.setdefault(k, []).append(b)
     s_end_list = s_end.tolist()
-    for k in range(K - 1, -1, -1):
-        nxt = beta[k + 1]
-        torch.logaddexp(px_in[k + 1, :, 1:] + nxt[:, 1:], py_out[k] + nxt[:, : S + 1],
-                        out=beta[k, :, : S + 1])
-        if k in ends:
-            bs = ends[k]
-            beta[k, bs, [s_end_list[b] for b in bs]] = 0.0
+    src_shifted = beta[:, :, 1:].unbind(0)  # beta_{k+1}[s+1]
+    src = beta[:, :, : S + 1].unbind(0)  # beta_{k+1}[s]
+    arc_shifted = px_in[:, :, 1:].unbind(0)
+    arc = py_out.unbind(0)
+    dst = beta[:, :, : S + 1].unbind(0)
+    top = K - 1
+    for k in sorted(ends, reverse=True):  # sweep down to each end diagonal, then seed it
+        _sweep(
+            src_shifted,
+            src,
+            arc_shifted,
+            arc,
+            dst,
+            [(j, j + 1, j + 1, j) for j in range(top, k - 1, -1)],
+        )
+        bs = ends[k]
+        beta[k, bs, [s_end_list[b] for b in bs]] = 0.0
+        top = k - 1
+    _sweep(
+        src_shifted, src, arc_shifted, arc, dst, [(j, j + 1, j + 1, j) for j in range(top, -1, -1)]
+    )
     return scores, alpha, beta, px_in, py_out
 
 
@@ -125,7 +159,12 @@ def _regular_occupancy(scores, alpha, beta, px_in, py_out, S: int, T: int):
     K = alpha.shape[0]
     finite = torch.isfinite(scores)
     tot = torch.where(finite, scores, torch.zeros_like(scores)).view(1, -1, 1)
-    gx = (alpha[:, :, 1 : S + 1] + px_in[1 : K + 1, :, 1 : S + 1] + beta[1 : K + 1, :, 1 : S + 1] - tot).exp()
+    gx = (
+        alpha[:, :, 1 : S + 1]
+        + px_in[1 : K + 1, :, 1 : S + 1]
+        + beta[1 : K + 1, :, 1 : S + 1]
+        - tot
+    ).exp()
     gy = (alpha[:, :, 1:] + py_out + beta[1 : K + 1, :, : S + 1] - tot).exp()
     px_grad = _unskew(gx, T + 1)
     py_grad = _unskew(gy, T)
@@ -145,10 +184,14 @@ def _modified_alpha_beta(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor, n
     pyt = py.permute(2, 0, 1).contiguous()
     alpha = px.new_full((T + 1, B, S + 2), NEG_INF)
     alpha[0, :, 1] = 0.0
-    for t in range(1, T + 1):
-        prev = alpha[t - 1]
-        torch.logaddexp(prev[:, : S + 1] + pxt[t - 1, :, : S + 1], prev[:, 1:] + pyt[t - 1],
-                        out=alpha[t, :, 1:])
+    _sweep(
+        src_shifted=alpha[:, :, : S + 1].unbind(0),
+        src=alpha[:, :, 1:].unbind(0),
+        arc_shifted=pxt[:, :, : S + 1].unbind(0),
+        arc=pyt.unbind(0),
+        dst=alpha[:, :, 1:].unbind(0),
+        steps=[(t, t - 1, t - 1, t - 1) for t in range(1, T + 1)],
+    )
     batch = torch.arange(B, device=px.device)
     scores = alpha[t_end, batch, s_end + 1]
     if not need_beta:
@@ -158,14 +201,25 @@ def _modified_alpha_beta(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor, n
     for b, t in enumerate(t_end.tolist()):
         ends.setdefault(t, []).append(b)
     s_end_list = s_end.tolist()
-    for t in range(T, -1, -1):
-        if t < T:
-            nxt = beta[t + 1]
-            torch.logaddexp(pxt[t, :, 1:] + nxt[:, 1:], pyt[t] + nxt[:, : S + 1],
-                            out=beta[t, :, : S + 1])
-        if t in ends:
-            bs = ends[t]
-            beta[t, bs, [s_end_list[b] for b in bs]] = 0.0
+    src_shifted = beta[:, :, 1:].unbind(0)
+    src = beta[:, :, : S + 1].unbind(0)
+    arc_shifted = pxt[:, :, 1:].unbind(0)
+    arc = pyt.unbind(0)
+    dst = beta[:, :, : S + 1].unbind(0)
+    top = T - 1
+    for t in sorted(ends, reverse=True):
+        _sweep(
+            src_shifted,
+            src,
+            arc_shifted,
+            arc,
+            dst,
+            [(j, j + 1, j, j) for j in range(top, t - 1, -1)],
+        )
+        bs = ends[t]
+        beta[t, bs, [s_end_list[b] for b in bs]] = 0.0
+        top = t - 1
+    _sweep(src_shifted, src, arc_shifted, arc, dst, [(j, j + 1, j, j) for j in range(top, -1, -1)])
     return scores, alpha, beta, pxt, pyt
 
 
@@ -173,7 +227,9 @@ def _modified_occupancy(scores, alpha, beta, pxt, pyt, S: int, T: int):
     finite = torch.isfinite(scores)
     tot = torch.where(finite, scores, torch.zeros_like(scores)).view(1, -1, 1)
     # px[s, t]: node (s, t) -> (s+1, t+1); py[s, t]: node (s, t) -> (s, t+1)
-    gx = (alpha[:T, :, 1 : S + 1] + pxt[:, :, 1 : S + 1] + beta[1 : T + 1, :, 1 : S + 1] - tot).exp()
+    gx = (
+        alpha[:T, :, 1 : S + 1] + pxt[:, :, 1 : S + 1] + beta[1 : T + 1, :, 1 : S + 1] - tot
+    ).exp()
     gy = (alpha[:T, :, 1:] + pyt + beta[1 : T + 1, :, : S + 1] - tot).exp()
     keep = finite.view(-1, 1, 1).to(gx.dtype)
     return gx.permute(1, 2, 0) * keep, gy.permute(1, 2, 0) * keep
@@ -214,7 +270,7 @@ class _MutualInformation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, px, py, boundary, return_grad, grads_out):
-        need = return_grad or px.requires_grad or py.requires_grad
+        need = return_grad or ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         with torch.no_grad():
             scores, px_grad, py_grad = _forward(px.detach(), py.detach(), boundary, need)
         if need:

@@ -99,7 +99,10 @@ class _LossModule(torch.nn.Module):
             out = self.model.forward_text(batch)
         else:
             raise ValueError(f"batch kind {kind!r} is neither 'speech' nor 'text'")
-        weights = loss_weights(self.step, self.losses_cfg, list(out.losses))
+        try:
+            weights = loss_weights(self.step, self.losses_cfg, list(out.losses))
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
         total = None
         for name, value in out.losses.items():
             w = weights[name]
@@ -188,10 +191,14 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _make_accelerator(self):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import DistributedDataParallelKwargs
 
         run = self.cfg.run
         cpu = run.cpu or not torch.cuda.is_available()
+        if AcceleratorState._shared_state and AcceleratorState().mixed_precision != run.mixed_precision:
+            # a second trainer in the same process (tests, notebooks) with another precision
+            AcceleratorState._reset_state(reset_partial_state=False)
         try:
             return Accelerator(
                 cpu=cpu,
@@ -205,6 +212,8 @@ class Trainer:
         from accelerate.utils import set_seed
 
         self.accelerator = acc = self._make_accelerator()
+        if not acc.is_main_process:  # one copy of the progress messages is enough
+            logging.getLogger("astra").setLevel(logging.WARNING)
         set_seed(self.cfg.run.seed)
         self.parts = self.build_parts(self.cfg, acc.process_index, acc.num_processes)
         self.model = self.parts.model
@@ -218,7 +227,10 @@ class Trainer:
             self._load_init()
         ft = getattr(self.cfg, "finetune", None)
         if ft is not None and self.init is not None and ft.freeze:
-            frozen = freeze_modules(self.model, ft.freeze)
+            try:
+                frozen = freeze_modules(self.model, ft.freeze)
+            except ValueError as e:
+                raise TrainingError(str(e)) from None
             log.info("frozen %d parameter tensors under %s", len(frozen), ft.freeze)
         if resume_from is None:
             needs_stats = self.init is None or (ft is not None and ft.reset_feature_stats)
@@ -292,7 +304,10 @@ class Trainer:
     def _next_batch(self) -> dict:
         while True:
             try:
-                batch = next(self._iter)
+                # the data pipeline must not draw from the model's RNG (a DataLoader takes a
+                # seed from it when an epoch starts, which a resumed run would do again)
+                with torch.random.fork_rng(devices=[]):
+                    batch = next(self._iter)
             except StopIteration:
                 if self.batches_in_epoch == 0:
                     raise TrainingError(
@@ -460,6 +475,7 @@ class Trainer:
             ramp_weights = loss_weights(step - 1, self.cfg.losses, [name])
             scalars[f"weight/{name}"] = ramp_weights[name]
         if self.accelerator.is_main_process:
+            scalars.update(self._data_skip_scalars())
             if self._writer is not None:
                 for key, value in scalars.items():
                     self._writer.add_scalar(key, value, step)
@@ -472,6 +488,20 @@ class Trainer:
                 )
             log.debug("step %d %s", step, scalars)
         self._last_scalars = scalars
+
+    def _data_skip_scalars(self) -> dict[str, float]:
+        """``data_skipped/<kind>/<reason>`` from the stream's ``skip_summary()`` (main process:
+        index-time skips of the whole corpus plus decode-time skips of its own batches)."""
+        summary = self.stream.skip_summary() if hasattr(self.stream, "skip_summary") else {}
+        scalars = {}
+        for kind, reasons in (summary or {}).items():
+            if isinstance(reasons, dict):
+                for reason, n in reasons.items():
+                    if isinstance(n, (int, float)):
+                        scalars[f"data_skipped/{kind}/{reason}"] = float(n)
+            elif isinstance(reasons, (int, float)):
+                scalars[f"data_skipped/{kind}"] = float(reasons)
+        return scalars
 
     # ------------------------------------------------------------------ validation
     def _validate(self, step: int) -> dict[str, float] | None:

@@ -5,7 +5,9 @@ Output (docs/data.md "Local corpus layout", docs/recipe_tiny.md)::
     OUT/
       corpus.json              settings, per-language counts, voices, synthesis speed
       text_only_words.json     {lang: [words that occur only in unpaired text and test]}
-      {lang}/train.tsv         path, transcription, raw_transcription, language, speaker, duration
+      {lang}/pretrain.tsv      paired speech for pretraining (larger; not a FLEURS split)
+      {lang}/train.tsv         low-resource training set; every manifest has the columns
+                               path, transcription, raw_transcription, language, speaker, duration
       {lang}/validation.tsv
       {lang}/test.tsv
       {lang}/unpaired.txt      one normalised sentence a line (no sentence of any split)

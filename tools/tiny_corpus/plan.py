@@ -3,8 +3,10 @@
 :func:`make_plan` is pure and deterministic (one seeded RNG per language and split), so a
 re-run plans exactly the same utterances and the builder only synthesises what is missing.
 The splits of one language share no sentence (normalised text), and neither does the
-unpaired text with any of them. Paired ``train``/``validation`` sentences never contain a
-held-out concept; ``test`` has a fixed fraction of sentences that do (so the text-only words
+unpaired text with any of them. ``pretrain`` is the larger paired set for ``astra pretrain``;
+``train``/``validation``/``test`` are the small FLEURS-like target corpus (``train`` is the
+low-resource fine-tuning set). Paired ``pretrain``/``train``/``validation`` sentences never
+contain a held-out concept; ``test`` has a fixed fraction of sentences that do (so the text-only words
 can be scored) and is spoken only by the test voices, none of which speaks in training.
 """
 
@@ -16,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from .grammar import Sentence, SentenceGrammar
 from .lexicon import LANGUAGES
 
-PAIRED_SPLITS = ("train", "validation", "test")
+PAIRED_SPLITS = ("pretrain", "train", "validation", "test")
+TRAINING_SPLITS = ("pretrain", "train")
 
 
 @dataclass
@@ -24,11 +27,12 @@ class TinyCorpusConfig:
     """Settings of the tiny corpus (``recipes/tiny/corpus*.yaml``)."""
 
     languages: list[str] = field(default_factory=lambda: ["en_us", "de_de", "es_419", "it_it", "ru_ru"])
-    train_sentences: int = 600
+    pretrain_sentences: int = 500
+    train_sentences: int = 100
     validation_sentences: int = 40
     test_sentences: int = 80
     unpaired_sentences: int = 6000
-    voices_per_train_sentence: int = 1
+    voices_per_sentence: int = 1  # of pretrain and train sentences
     test_text_only_fraction: float = 0.5
     held_out_concepts: list[str] = field(
         default_factory=lambda: ["bicycle", "basket", "vase", "picture", "bottle", "yellow", "paint"]
@@ -48,10 +52,10 @@ class TinyCorpusConfig:
             raise ValueError(f"languages: unknown {unknown or 'empty list'}; available: {sorted(LANGUAGES)}")
         if len(set(self.languages)) != len(self.languages):
             raise ValueError(f"languages: duplicates in {self.languages}")
-        for key in ("train_sentences", "test_sentences", "voices_per_train_sentence"):
+        for key in ("train_sentences", "test_sentences", "voices_per_sentence"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("validation_sentences", "unpaired_sentences"):
+        for key in ("pretrain_sentences", "validation_sentences", "unpaired_sentences"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 0.0 <= self.test_text_only_fraction <= 1.0:
@@ -63,9 +67,9 @@ class TinyCorpusConfig:
         shared = sorted(set(self.train_voices) & set(self.test_voices))
         if shared:
             raise ValueError(f"test_voices must not occur in train_voices; shared: {shared}")
-        if self.voices_per_train_sentence > len(self.train_voices):
+        if self.voices_per_sentence > len(self.train_voices):
             raise ValueError(
-                f"voices_per_train_sentence={self.voices_per_train_sentence} exceeds the "
+                f"voices_per_sentence={self.voices_per_sentence} exceeds the "
                 f"{len(self.train_voices)} train_voices"
             )
         for key, lo_hi in (("speed_wpm", (80, 450)), ("pitch", (0, 99))):
@@ -162,8 +166,8 @@ def plan_language(cfg: TinyCorpusConfig, code: str) -> LanguagePlan:
     """Sentences, voices and file names of one language (deterministic in ``cfg``)."""
     grammar = SentenceGrammar(LANGUAGES[code], cfg.held_out_concepts, cfg.number_max)
     seen: set[str] = set()
-    # test first, then validation, train, unpaired: each split's sentences do not depend on
-    # the sizes of the splits drawn after it
+    # test first, then validation, train, pretrain, unpaired: each split's sentences do not
+    # depend on the sizes of the splits drawn after it
     n_text_only = round(cfg.test_sentences * cfg.test_text_only_fraction)
     test = _draw_unique(grammar, _rng(cfg.seed, code, "test", "text_only"), n_text_only, seen, True, True, "test")
     test += _draw_unique(
@@ -176,6 +180,9 @@ def plan_language(cfg: TinyCorpusConfig, code: str) -> LanguagePlan:
     sentences["train"] = _draw_unique(
         grammar, _rng(cfg.seed, code, "train"), cfg.train_sentences, seen, False, False, "train"
     )
+    sentences["pretrain"] = _draw_unique(
+        grammar, _rng(cfg.seed, code, "pretrain"), cfg.pretrain_sentences, seen, False, False, "pretrain"
+    )
     unpaired = _draw_unique(
         grammar, _rng(cfg.seed, code, "unpaired"), cfg.unpaired_sentences, seen, True, None, "unpaired"
     )
@@ -184,7 +191,7 @@ def plan_language(cfg: TinyCorpusConfig, code: str) -> LanguagePlan:
     for split in PAIRED_SPLITS:
         rng = _rng(cfg.seed, code, split, "voices")
         variants = cfg.test_voices if split == "test" else cfg.train_voices
-        per_sentence = cfg.voices_per_train_sentence if split == "train" else 1
+        per_sentence = cfg.voices_per_sentence if split in TRAINING_SPLITS else 1
         rows = []
         for sentence in sentences[split]:
             for voice in _voices(rng, cfg, variants, per_sentence):

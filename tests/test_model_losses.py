@@ -1,0 +1,121 @@
+"""Model losses: names, counts, RNN-T head vs the full loss, ASTRA wiring, mixed precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import astra.lattice as lattice
+from astra.model import AstraModel, preset
+
+VOCAB = 20
+
+
+def _speech_batch(b=3, frames=(120, 100, 60), token_lens=(6, 4, 3), seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    width = max(token_lens)
+    tokens = torch.randint(4, VOCAB, (b, width), generator=g)
+    for i, n in enumerate(token_lens):
+        tokens[i, n:] = 0
+    return dict(kind="speech", features=torch.randn(b, max(frames), 80, generator=g),
+                feature_lens=torch.tensor(frames), tokens=tokens, token_lens=torch.tensor(token_lens))
+
+
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        ({}, {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "astra"}),
+        (dict(top_ctc=True, inter_aligner_layer=2, position_encoding="rel_pos", astra_layer=1, rnnt_layer=1,
+              astra_mode="weighted_rnnt", astra_distance="mse", subsampling=6),
+         {"aligner", "inter_aligner", "ctc", "inter_ctc", "rnnt", "rnnt_simple", "astra"}),
+        (dict(rnnt_head=False, astra=False, inter_ctc_layer=0, top_ctc=True, subsampling=8), {"aligner", "ctc"}),
+    ],
+)
+def test_forward_speech_and_text_return_the_enabled_losses(overrides, names):
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", **overrides), VOCAB)
+    batch = _speech_batch()
+    out = model.forward_speech(batch)
+    assert set(out.losses) == names
+    for name, value in out.losses.items():
+        assert value.dim() == 0 and torch.isfinite(value) and value.dtype == torch.float32, name
+    sum(out.losses.values()).backward()
+    assert out.counts["utterances"] == 3 and out.counts["tokens"] == 13
+    assert out.counts["aligner_tokens"] == 16 and out.counts["dropped/too_long"] == 0
+    text = model.forward_text(dict(kind="text", tokens=batch["tokens"], token_lens=batch["token_lens"]))
+    expected = {"text_aligner"} | ({"text_rnnt"} if model.rnnt is not None else set())
+    assert set(text.losses) == expected
+    sum(text.losses.values()).backward()
+
+
+def test_pruned_rnnt_equals_the_full_loss_when_nothing_is_pruned():
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", rnnt_prune_range=8), VOCAB)
+    head = model.rnnt
+    enc = torch.randn(2, 9, 64)
+    enc_lens = torch.tensor([9, 7])
+    tokens = torch.tensor([[5, 6, 7, 8], [9, 4, 0, 0]])
+    token_lens = torch.tensor([4, 2])
+    losses = head.loss(enc, enc_lens, tokens, token_lens)
+    pred = head.predict_sequence(tokens)  # [B, U+1, P]
+    logits = head.joint(head.encoder_proj(enc)[:, :, None], head.pred_proj(pred)[:, None])  # [B, T', U+1, V]
+    boundary = torch.tensor([[0, 0, 4, 9], [0, 0, 2, 7]])
+    full = lattice.rnnt_loss(logits, tokens, 0, boundary=boundary, reduction="sum")
+    assert losses.pruned.item() == pytest.approx(full.item(), rel=1e-4)
+    assert losses.px.shape == (2, 4, 10) and losses.py.shape == (2, 5, 9)
+    assert not losses.px.requires_grad
+
+
+def _peaked_lattice(frames: list[int], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """px [1, U, T+1], py [1, U+1, T] that put (almost) all mass on emitting token u at frames[u]."""
+    u_count, low = len(frames), -30.0
+    px = torch.full((1, u_count, num_frames + 1), low)
+    py = torch.full((1, u_count + 1, num_frames), low)
+    previous = 0
+    for u, t in enumerate(frames):
+        px[0, u, t] = 0.0
+        py[0, u, previous:t] = 0.0
+        previous = t
+    py[0, u_count, previous:] = 0.0
+    px[:, :, num_frames] = float("-inf")
+    return px, py
+
+
+def test_astra_loss_is_zero_when_speech_equals_the_aligned_text_and_grows_otherwise():
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny"), VOCAB).eval()
+    tokens, token_lens = torch.tensor([[5, 6, 7]]), torch.tensor([3])
+    text, _, _ = model.forward_text_encoder(tokens, token_lens, (0,), shared=False)
+    frames, num_frames = [1, 4, 6], 8
+    speech = torch.randn(1, num_frames, 64)
+    for u, t in enumerate(frames):
+        speech[0, t] = text[0, u]
+    px, py = _peaked_lattice(frames, num_frames)
+    lens = torch.tensor([num_frames])
+    matched = model._astra_loss(speech, lens, tokens, token_lens, px, py)
+    assert matched.item() < 1e-4
+    shifted = torch.roll(speech, 1, dims=1)
+    assert model._astra_loss(shifted, lens, tokens, token_lens, px, py).item() > 0.1
+    noisy = speech + 0.5 * torch.randn_like(speech)
+    assert model._astra_loss(noisy, lens, tokens, token_lens, px, py).item() > matched.item() + 0.1
+
+
+def test_losses_stay_float32_under_bfloat16_autocast():
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny"), VOCAB)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_speech(_speech_batch())
+    for name, value in out.losses.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value), name
+    sum(out.losses.values()).backward()
+
+
+def test_identity_attention_switch_reaches_every_attention_module():
+    model = AstraModel(preset("tiny"), VOCAB)
+    model.set_identity_attention(True)
+    blocks = [*model.speech_encoder.blocks, *model.text_encoder.blocks, *model.shared_encoder.blocks]
+    assert all(block.attn.identity for block in blocks)
+    out = model.forward_speech(_speech_batch())
+    sum(out.losses.values()).backward()
+    model.set_identity_attention(False)
+    assert not any(block.attn.identity for block in blocks)

@@ -1,0 +1,171 @@
+"""Front end, attention, Conformer masking, identity attention, presets, config checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from astra.model import AstraModel, ModelConfig, preset
+from astra.model.attention import MultiHeadSelfAttention, relative_shift
+from astra.model.frontend import Conv2dSubsampling, SpecAugment
+
+VOCAB = 20
+
+
+def _model(**overrides) -> AstraModel:
+    torch.manual_seed(0)
+    return AstraModel(preset("tiny", **overrides), VOCAB).eval()
+
+
+@pytest.mark.parametrize("position_encoding", ["rope", "rel_pos"])
+def test_valid_frames_do_not_change_when_padding_is_added(position_encoding):
+    model = _model(position_encoding=position_encoding)
+    torch.manual_seed(1)
+    features = torch.randn(1, 90, 80)
+    alone, lens, _ = model.forward_encoder(features, torch.tensor([90]), (0, 1))
+    padded = torch.cat([features, torch.randn(1, 70, 80) * 5], dim=1)  # garbage padding
+    other = torch.randn(1, 160, 80)
+    batch = torch.cat([padded, other])
+    together, lens2, layers = model.forward_encoder(batch, torch.tensor([90, 160]), (0, 1))
+    n = int(lens[0])
+    assert int(lens2[0]) == n and together.size(1) > n
+    torch.testing.assert_close(together[0, :n], alone[0], atol=1e-5, rtol=1e-4)
+    assert torch.count_nonzero(together[0, n:]) == 0
+    # the text path too
+    tokens = torch.tensor([[5, 6, 7, 0, 0, 0, 0]])
+    text_alone, _, _ = model.forward_text_encoder(tokens[:, :3], torch.tensor([3]))
+    text_batch = torch.tensor([[5, 6, 7, 9, 9, 9, 9], [4, 5, 6, 7, 8, 9, 10]])
+    text_both, _, _ = model.forward_text_encoder(text_batch, torch.tensor([3, 7]))
+    torch.testing.assert_close(text_both[0, :4], text_alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_identity_attention_warm_up_gives_identity_attention():
+    model = _model()
+    features = torch.randn(2, 100, 80)
+    batch = dict(features=features, feature_lens=torch.tensor([100, 80]))
+    model.set_identity_attention(True)
+    maps = model.attention_maps(batch)
+    assert set(maps) == {"speech.0", "shared.0", "shared.1", "shared.2"}
+    for weights in maps.values():
+        eye = torch.eye(weights.size(-1)).expand_as(weights)
+        assert torch.equal(weights, eye)
+    # the attention output at a frame depends on that frame only
+    attn = model.shared_encoder.blocks[0].attn
+    x = torch.randn(1, 6, 64)
+    pad = torch.zeros(1, 6, dtype=torch.bool)
+    y = attn(x, pad)
+    x2 = x.clone()
+    x2[0, 3:] = torch.randn(3, 64)
+    torch.testing.assert_close(attn(x2, pad)[0, :3], y[0, :3])
+    model.set_identity_attention(False)
+    maps = model.attention_maps(batch)
+    assert not torch.equal(maps["shared.0"], torch.eye(maps["shared.0"].size(-1)).expand_as(maps["shared.0"]))
+
+
+@pytest.mark.parametrize("position_encoding", ["rope", "rel_pos"])
+def test_attention_weights_path_matches_the_fast_path(position_encoding):
+    torch.manual_seed(0)
+    attn = MultiHeadSelfAttention(16, 2, 0.0, position_encoding).eval()
+    x = torch.randn(2, 7, 16)
+    pad = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
+    fast = attn(x, pad)
+    assert attn.last_weights is None
+    attn.store_weights = True
+    slow = attn(x, pad)
+    torch.testing.assert_close(slow, fast, atol=1e-5, rtol=1e-4)
+    weights = attn.last_weights
+    assert weights.shape == (2, 2, 7, 7)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 7))
+    assert torch.count_nonzero(weights[1, :, :, 4:]) == 0
+
+
+def test_attention_maps_are_row_stochastic_and_switched_off_afterwards():
+    model = _model()
+    batch = dict(features=torch.randn(2, 100, 80), feature_lens=torch.tensor([100, 60]))
+    maps = model.attention_maps(batch)
+    tprime = model.speech_encoder.subsampling.output_lengths(torch.tensor([100, 60])).tolist()
+    for weights in maps.values():
+        assert weights.shape == (2, 2, tprime[0], tprime[0])
+        assert torch.count_nonzero(weights[1, :, :, tprime[1]:]) == 0
+    assert all(not b.attn.store_weights for b in model.shared_encoder.blocks)
+    text_maps = model.attention_maps(dict(kind="text", tokens=torch.tensor([[5, 6, 7]]), token_lens=torch.tensor([3])))
+    assert {"text.0", "shared.0"} <= set(text_maps) and text_maps["text.0"].shape == (1, 2, 4, 4)
+
+
+def test_relative_shift_indexes_relative_positions():
+    t = 4
+    scores = torch.randn(1, 1, t, 2 * t - 1)  # column k <-> relative position (t-1) - k
+    shifted = relative_shift(scores)
+    for i in range(t):
+        for j in range(t):
+            assert shifted[0, 0, i, j] == scores[0, 0, i, (t - 1) - (i - j)]
+
+
+@pytest.mark.parametrize("factor", [4, 6, 8])
+def test_subsampling_lengths_match_the_convolutions(factor):
+    sub = Conv2dSubsampling(80, 32, factor, 8)
+    for frames in (sub.min_input_frames(), 57, 100, 301):
+        out, lens = sub(torch.randn(1, frames, 80), torch.tensor([frames]))
+        assert out.shape == (1, int(lens[0]), 32)
+    assert int(sub.output_lengths(torch.tensor([sub.min_input_frames()]))[0]) == 1
+    assert int(sub.output_lengths(torch.tensor([sub.min_input_frames() - 1]))[0]) == 0
+    assert int(sub.output_lengths(torch.tensor([1000]))[0]) in range(1000 // factor - 3, 1000 // factor + 1)
+
+
+def test_spec_augment_only_in_training_and_only_on_valid_frames():
+    torch.manual_seed(0)
+    aug = SpecAugment(2, 10, 3, 20, 0.2)
+    x = torch.randn(2, 120, 80) + 10.0
+    x[1, 60:] = 0.0
+    lens = torch.tensor([120, 60])
+    aug.eval()
+    assert torch.equal(aug(x, lens), x)
+    aug.train()
+    y = aug(x, lens)
+    assert (y[:, :60] == 0).any()
+    assert torch.count_nonzero(y[1, 60:]) == 0
+    assert (y != x).any()
+
+
+def test_feature_stats_are_buffers_and_normalise():
+    model = _model()
+    mean, std = torch.full((80,), 2.0), torch.full((80,), 4.0)
+    model.set_feature_stats(mean, std)
+    state = model.state_dict()
+    assert torch.equal(state["cmvn.mean"], mean) and torch.equal(state["cmvn.std"], std)
+    x = torch.full((1, 3, 80), 6.0)
+    torch.testing.assert_close(model.cmvn(x, torch.tensor([2])), torch.tensor([1.0, 1.0, 0.0])[None, :, None].expand(1, 3, 80))
+    with pytest.raises(ValueError, match="shape"):
+        model.set_feature_stats(torch.zeros(40), torch.ones(40))
+
+
+def test_presets_span_tiny_to_paper_sizes():
+    tiny = AstraModel(preset("tiny"), 64).num_parameters()
+    assert 1e5 < tiny["total"] < 1e6
+    with torch.device("meta"):
+        big = AstraModel(preset("aligner_librispeech"), 1024).num_parameters()
+        maestro_cfg = preset("astra_maestro")
+        maestro = AstraModel(maestro_cfg, 1024).num_parameters()
+    speech_path = big["speech_encoder"] + big["shared_encoder"] + big["aligner"]
+    assert 90e6 < speech_path < 130e6
+    assert (maestro_cfg.speech_layers, maestro_cfg.shared_layers) == (6, 18)
+    assert maestro["total"] == sum(v for k, v in maestro.items() if k != "total")
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset("huge")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(position_encoding="alibi"), "position_encoding"),
+        (dict(subsampling=5), "subsampling"),
+        (dict(d_model=66, num_heads=4), "divisible"),
+        (dict(inter_ctc_layer=99), "inter_ctc_layer"),
+        (dict(rnnt_head=False, astra=True), "rnnt_head"),
+        (dict(astra_mode="sampled"), "astra_mode"),
+        (dict(conv_kernel=4), "conv_kernel"),
+    ],
+)
+def test_config_validation_names_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**overrides).validate()

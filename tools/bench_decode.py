@@ -1,0 +1,120 @@
+"""Decode-speed benchmark (Aligner paper, Table 5 setting): prints a markdown table.
+
+One encoder configuration (a preset, default ``aligner_librispeech``), B=8 utterances of
+T'=300 encoder frames (1203 fbank frames, 12 s) and U=100 output tokens, on CPU. Reported:
+median wall time of encoding and of each decoder, each as a ratio to Aligner greedy.
+
+The model is untrained, so to make every decoder do the work of a real U=100 transcript the
+decoders read crafted encoder frames: one frame dimension drives the ``<eos>`` logit of the
+Aligner joint (low on frames < U, high from frame U on) and the blank logit of the RNN-T
+joiner (low on every third frame, high elsewhere: 100 emissions in 300 frames). This changes
+joint weights only (no shapes), so the cost per step is that of a real model.
+
+Usage: ``python tools/bench_decode.py [--preset NAME] [--repeats 5] [--vocab 1024] [--threads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from astra.model import AstraModel, preset
+from astra.model import decoding
+from astra.model.astra_model import BLANK_ID, EOS_ID
+
+BATCH, FRAMES_OUT, TOKENS = 8, 300, 100
+INPUT_FRAMES = 1203  # -> 300 encoder frames with 4x Conv2d subsampling
+
+
+def _craft(model: AstraModel, encoder_out: torch.Tensor) -> torch.Tensor:
+    """Steer the joints with encoder dimension 0 (see the module docstring); returns frames."""
+    frames = encoder_out.clone()
+    t = torch.arange(frames.size(1))
+    with torch.no_grad():
+        for joint_in, output, token, on in (
+            (model.aligner.encoder_proj, model.aligner.output, EOS_ID, t >= TOKENS),
+        ):
+            joint_in.weight[0].zero_()
+            joint_in.weight[0, 0] = 10.0
+            joint_in.bias[0] = 0.0
+            output.weight[:, 0] = 0.0
+            output.weight[token, 0] = 50.0
+            frames[:, :, 0] = torch.where(on, 1.0, -1.0)
+        head = model.rnnt
+        head.encoder_proj.weight[0].zero_()
+        head.encoder_proj.weight[0, 1] = 10.0
+        head.encoder_proj.bias[0] = 0.0
+        head.output.weight[:, 0] = 0.0
+        head.output.weight[BLANK_ID, 0] = 50.0
+        frames[:, :, 1] = torch.where(t % 3 == 0, -1.0, 1.0)
+    return frames
+
+
+def _median_ms(fn, repeats: int) -> tuple[float, object]:
+    fn()  # warm-up
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="aligner_librispeech")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = AstraModel(preset(args.preset, dropout=0.0), args.vocab).eval()
+    features = torch.randn(BATCH, INPUT_FRAMES, model.cfg.num_features)
+    lens = torch.full((BATCH,), INPUT_FRAMES)
+
+    with torch.no_grad():
+        encode_ms, (top, enc_lens, layers) = _median_ms(
+            lambda: model.forward_encoder(features, lens, (model.cfg.rnnt_layer, model.cfg.inter_ctc_layer)),
+            args.repeats,
+        )
+    if int(enc_lens[0]) != FRAMES_OUT:
+        raise SystemExit(f"expected T'={FRAMES_OUT}, got {int(enc_lens[0])} (use a 4x-subsampling preset)")
+    frames = _craft(model, top)
+    ctc_head = model.ctc if model.ctc is not None else model.inter_ctc
+    ctc_in = top if model.ctc is not None else layers[model.cfg.inter_ctc_layer]
+    rows = {
+        "Aligner greedy": lambda: decoding.aligner_greedy(model.aligner, frames, enc_lens, EOS_ID),
+        "RNN-T greedy": lambda: decoding.rnnt_greedy(model.rnnt, frames, enc_lens),
+        "CTC greedy": lambda: ctc_head.greedy(ctc_in, enc_lens),
+        f"Aligner beam {args.beam}": lambda: decoding.aligner_beam(model.aligner, frames, enc_lens, EOS_ID, args.beam),
+        f"RNN-T beam {args.beam} (modified)": lambda: decoding.rnnt_beam(model.rnnt, frames, enc_lens, args.beam),
+    }
+    results = {"Encoding": (encode_ms, None)}
+    for name, fn in rows.items():
+        with torch.no_grad():
+            results[name] = _median_ms(fn, args.repeats)
+    base = results["Aligner greedy"][0]
+    counts = model.num_parameters()
+    print(f"Preset `{args.preset}` ({counts['total'] / 1e6:.1f}M parameters, vocab {args.vocab}), "
+          f"B={BATCH}, T'={FRAMES_OUT}, U={TOKENS}, CPU, {torch.get_num_threads()} thread(s), "
+          f"median of {args.repeats}\n")
+    print("| step | median ms | x Aligner greedy | tokens / utt |")
+    print("|---|---:|---:|---:|")
+    for name, (ms, hyps) in results.items():
+        tokens = "" if hyps is None else f"{statistics.mean(len(h) for h in hyps):.0f}"
+        print(f"| {name} | {ms:.1f} | {ms / base:.2f} | {tokens} |")
+    total_aligner = encode_ms + base
+    total_rnnt = encode_ms + results["RNN-T greedy"][0]
+    print(f"\nTotal (encode + greedy decode): Aligner {total_aligner:.0f} ms, RNN-T {total_rnnt:.0f} ms "
+          f"(RNN-T / Aligner = {total_rnnt / total_aligner:.2f}); decode only: RNN-T / Aligner = "
+          f"{results['RNN-T greedy'][0] / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
