@@ -149,3 +149,61 @@ def test_output_dir_name_is_safe(tmp_path):
     assert name == "run-a_step-100__fleurs-hi_in-ta_in-test"
     nested = output_dir_name(tmp_path / "tiny" / "checkpoints" / "step-00000030", "corpus_test")
     assert nested == "tiny_step-00000030__corpus_test"
+
+
+class _FakeSubsampling:
+    def min_input_frames(self):
+        return 7
+
+
+class _FakeModel:
+    """decode() emits token 5 once per 10 frames; records the batch sizes it saw."""
+
+    def __init__(self):
+        self.speech_encoder = type("E", (), {"subsampling": _FakeSubsampling()})()
+        self.seen = []
+
+    def eval(self):
+        return self
+
+    def decode(self, batch, method="aligner_greedy", beam=4):
+        self.seen.append((method, batch["keys"]))
+        return [[5] * (int(n) // 10) for n in batch["feature_lens"]]
+
+
+class _FakeTokenizer:
+    def decode(self, ids):
+        return " ".join("la" for _ in ids)
+
+
+def test_decode_loop_scores_rtf_and_short_audio():
+    import torch
+
+    from astra.eval.evaluate import decode_batches, evaluate_batches
+
+    batches = [
+        {
+            "kind": "speech", "features": torch.zeros(2, 30, 80),
+            "feature_lens": torch.tensor([30, 3]), "keys": ["a", "b"],
+            "languages": ["en", "en"], "texts": ["la la la", "la"],
+            "durations": torch.tensor([0.3, 0.03]),
+        },
+        {
+            "kind": "speech", "features": torch.zeros(1, 20, 80),
+            "feature_lens": torch.tensor([20]), "keys": ["c"], "languages": ["de"],
+            "texts": ["la la"], "durations": torch.tensor([0.2]),
+        },
+    ]
+    model = _FakeModel()
+    result = evaluate_batches(model, _FakeTokenizer(), batches, method="ctc_greedy", progress=False)
+    decoded = result.decoded
+    assert decoded.hypotheses == ["la la la", "", "la la"]
+    assert decoded.too_short == ["b"]
+    assert model.seen == [("ctc_greedy", ["a"]), ("ctc_greedy", ["c"])]  # "b" never decoded
+    assert decoded.audio_seconds == pytest.approx(0.53)
+    assert decoded.rtf == pytest.approx(decoded.decode_seconds / 0.53)
+    summary = result.summary
+    assert [lang.language for lang in summary.languages] == ["de", "en"]
+    assert summary.languages[1].counts.deletions == 1 and summary.pooled.errors == 1
+    with pytest.raises(ValueError, match="unknown decoding method"):
+        decode_batches(model, _FakeTokenizer(), batches, method="nope", progress=False)

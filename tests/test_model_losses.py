@@ -85,7 +85,7 @@ def test_astra_loss_is_zero_when_speech_equals_the_aligned_text_and_grows_otherw
     torch.manual_seed(0)
     model = AstraModel(preset("tiny"), VOCAB).eval()
     tokens, token_lens = torch.tensor([[5, 6, 7]]), torch.tensor([3])
-    text, _, _ = model.forward_text_encoder(tokens, token_lens, (0,), shared=False)
+    text, _, _ = model.forward_text_encoder(tokens, token_lens, (0,), num_shared=0)
     frames, num_frames = [1, 4, 6], 8
     speech = torch.randn(1, num_frames, 64)
     for u, t in enumerate(frames):

@@ -169,3 +169,35 @@ def test_presets_span_tiny_to_paper_sizes():
 def test_config_validation_names_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**overrides).validate()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decoder_step_matches_the_lstm(layers):
+    from astra.model.aligner_decoder import AlignerDecoder
+
+    torch.manual_seed(0)
+    decoder = AlignerDecoder(16, 12, 8, layers, 10, 0.0).eval()
+    tokens = torch.tensor([[2, 5, 7, 9], [2, 4, 4, 11]])
+    g_seq, (h_seq, c_seq) = decoder.predict(tokens)
+    g, state = decoder.start_state(2, torch.device("cpu"))
+    torch.testing.assert_close(g, g_seq[:, 0])
+    for i in range(1, tokens.size(1)):
+        g, state = decoder.step(tokens[:, i], state)
+        torch.testing.assert_close(g, g_seq[:, i], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(state[0], h_seq, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(state[1], c_seq, atol=1e-6, rtol=1e-5)
+
+
+def test_decoder_gate_table_cache_follows_weight_updates():
+    from astra.model.aligner_decoder import AlignerDecoder
+
+    torch.manual_seed(0)
+    decoder = AlignerDecoder(16, 12, 8, 1, 10, 0.0).eval()
+    tokens = torch.tensor([[2, 5], [2, 7]])
+    with torch.no_grad():
+        for _ in range(2):  # the second round changes the weights after the table was cached
+            g, state = decoder.start_state(2, torch.device("cpu"))
+            g, _ = decoder.step(tokens[:, 1], state)
+            torch.testing.assert_close(g, decoder.predict(tokens)[0][:, 1], atol=1e-6, rtol=1e-5)
+            decoder.embedding.weight.add_(0.5)
+            decoder.lstm.bias_ih_l0.add_(0.1)

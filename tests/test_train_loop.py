@@ -144,6 +144,8 @@ def test_resume_with_other_world_size_is_refused(tmp_path):
     state["world_size"] = 2
     state_file.write_text(json.dumps(state))
     cfg.run.max_steps = 4
+    with pytest.raises(TrainingError, match="already has checkpoints .* pass --resume"):
+        Trainer(cfg, build_fake_parts).run()
     with pytest.raises(TrainingError, match="same number of processes"):
         Trainer(cfg, build_fake_parts, resume=True).run()
 
@@ -180,3 +182,12 @@ def test_finetune_init_freeze_and_shape_errors(tmp_path):
     typo = make_cfg(tmp_path, "typo", "finetune.freeze=[spech_encoder]")
     with pytest.raises(TrainingError, match="no parameters under 'spech_encoder'"):
         Trainer(typo, build_fake_parts, init=init).run()
+
+
+def test_all_weights_ramping_in_still_steps(tmp_path):
+    # text losses off for the first 4 steps: text batches back-propagate zeros, no error
+    cfg = make_cfg(tmp_path, "ramp", "run.max_steps=4", "optim.grad_accum_steps=1",
+                   "losses.ramps.text_aligner.start=10")
+    trainer = Trainer(cfg, build_fake_parts)
+    trainer.run()
+    assert trainer.state.step == 4 and trainer.state.counts["batches/text"] >= 1

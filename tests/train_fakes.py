@@ -188,7 +188,7 @@ class FakeTokenizer:
 def build_fake_parts(cfg: FakeTrainConfig, rank: int, world_size: int) -> TrainingParts:
     model = FakeModel(cfg.model)
     stream = FakeStream(cfg.data, rank, world_size, cfg.run.seed)
-    eval_stream = FakeStream(FakeDataConfig(utterances=6, text_every=0), 0, 1, seed=99)
+    eval_stream = FakeStream(FakeDataConfig(utterances=6, text_every=0), rank, world_size, seed=99)
 
     def stats():
         feats = torch.cat([u[1] for u in stream.utts])

@@ -1,6 +1,6 @@
 """Run the trainer on the fake model/stream in one process of a ``torchrun`` job.
 
-    torchrun --standalone --nproc_per_node 2 tests/train_worker.py OUT_DIR [KEY=VALUE ...]
+    torchrun --standalone --nproc_per_node 2 tests/train_worker.py OUT_DIR [--resume] [KEY=VALUE ...]
 
 Each process writes ``OUT_DIR/result_rank<r>.pt``: final parameters and the keys it saw.
 """
@@ -21,8 +21,10 @@ from astra.train.trainer import Trainer  # noqa: E402
 
 def main() -> None:
     out_dir = Path(sys.argv[1])
-    cfg = load_config(FakeTrainConfig, None, [f"run.out_dir={out_dir / 'run'}", *sys.argv[2:]])
-    trainer = Trainer(cfg, build_fake_parts, resume=False)
+    resume = "--resume" in sys.argv[2:]
+    overrides = [a for a in sys.argv[2:] if a != "--resume"]
+    cfg = load_config(FakeTrainConfig, None, [f"run.out_dir={out_dir / 'run'}", *overrides])
+    trainer = Trainer(cfg, build_fake_parts, resume=resume)
     trainer.run()
     rank = trainer.accelerator.process_index
     torch.save(
@@ -31,6 +33,8 @@ def main() -> None:
             "seen": trainer.stream.seen,
             "world_size": trainer.accelerator.num_processes,
             "distributed_type": str(trainer.accelerator.distributed_type),
+            "step": trainer.state.step,
+            "stopped_by": trainer.stopped_by,
         },
         out_dir / f"result_rank{rank}.pt",
     )

@@ -6,11 +6,16 @@ median wall time of encoding and of each decoder, each as a ratio to Aligner gre
 
 The model is untrained, so to make every decoder do the work of a real U=100 transcript the
 decoders read crafted encoder frames: one frame dimension drives the ``<eos>`` logit of the
-Aligner joint (low on frames < U, high from frame U on) and the blank logit of the RNN-T
-joiner (low on every third frame, high elsewhere: 100 emissions in 300 frames). This changes
-joint weights only (no shapes), so the cost per step is that of a real model.
+Aligner joint (low on frames < U, high from frame U on) and another the blank logit of the
+RNN-T joiner (low on every third frame, high elsewhere: 100 emissions in 300 frames); the
+joint output layers are scaled up so that one token dominates each step, as in a trained
+model (beam searches then keep their hypotheses to the end). This changes joint weights
+only (no shapes), so the cost per step is that of a real model. RNN-T greedy runs with one
+symbol per frame (like modified beam search); ``decode()``'s default allows 3, which costs
+one more joiner call per emitted token.
 
-Usage: ``python tools/bench_decode.py [--preset NAME] [--repeats 5] [--vocab 1024] [--threads N]``
+Usage: ``python tools/bench_decode.py [--preset NAME] [--repeats 5] [--vocab 1024] [--threads N]
+[--same-joint]``
 """
 
 from __future__ import annotations
@@ -21,8 +26,7 @@ import time
 
 import torch
 
-from astra.model import AstraModel, preset
-from astra.model import decoding
+from astra.model import AstraModel, decoding, preset
 from astra.model.astra_model import BLANK_ID, EOS_ID
 
 BATCH, FRAMES_OUT, TOKENS = 8, 300, 100
@@ -40,15 +44,17 @@ def _craft(model: AstraModel, encoder_out: torch.Tensor) -> torch.Tensor:
             joint_in.weight[0].zero_()
             joint_in.weight[0, 0] = 10.0
             joint_in.bias[0] = 0.0
+            output.weight.mul_(10.0)  # a confident model: one token dominates each step
             output.weight[:, 0] = 0.0
-            output.weight[token, 0] = 50.0
+            output.weight[token, 0] = 500.0
             frames[:, :, 0] = torch.where(on, 1.0, -1.0)
         head = model.rnnt
         head.encoder_proj.weight[0].zero_()
         head.encoder_proj.weight[0, 1] = 10.0
         head.encoder_proj.bias[0] = 0.0
+        head.output.weight.mul_(10.0)
         head.output.weight[:, 0] = 0.0
-        head.output.weight[BLANK_ID, 0] = 50.0
+        head.output.weight[BLANK_ID, 0] = 500.0
         frames[:, :, 1] = torch.where(t % 3 == 0, -1.0, 1.0)
     return frames
 
@@ -70,11 +76,17 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--same-joint", action="store_true",
+                        help="give the RNN-T head the Aligner's prediction/joint widths (seed 000's comparison)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = AstraModel(preset(args.preset, dropout=0.0), args.vocab).eval()
+    overrides = dict(dropout=0.0)
+    if args.same_joint:
+        base_cfg = preset(args.preset)
+        overrides.update(rnnt_pred_dim=base_cfg.pred_dim, rnnt_joint_dim=base_cfg.joint_dim)
+    model = AstraModel(preset(args.preset, **overrides), args.vocab).eval()
     features = torch.randn(BATCH, INPUT_FRAMES, model.cfg.num_features)
     lens = torch.full((BATCH,), INPUT_FRAMES)
 
@@ -90,7 +102,7 @@ def main() -> None:
     ctc_in = top if model.ctc is not None else layers[model.cfg.inter_ctc_layer]
     rows = {
         "Aligner greedy": lambda: decoding.aligner_greedy(model.aligner, frames, enc_lens, EOS_ID),
-        "RNN-T greedy": lambda: decoding.rnnt_greedy(model.rnnt, frames, enc_lens),
+        "RNN-T greedy": lambda: decoding.rnnt_greedy(model.rnnt, frames, enc_lens, max_symbols=1),
         "CTC greedy": lambda: ctc_head.greedy(ctc_in, enc_lens),
         f"Aligner beam {args.beam}": lambda: decoding.aligner_beam(model.aligner, frames, enc_lens, EOS_ID, args.beam),
         f"RNN-T beam {args.beam} (modified)": lambda: decoding.rnnt_beam(model.rnnt, frames, enc_lens, args.beam),
@@ -101,7 +113,10 @@ def main() -> None:
             results[name] = _median_ms(fn, args.repeats)
     base = results["Aligner greedy"][0]
     counts = model.num_parameters()
-    print(f"Preset `{args.preset}` ({counts['total'] / 1e6:.1f}M parameters, vocab {args.vocab}), "
+    cfg = model.cfg
+    print(f"Preset `{args.preset}` ({counts['total'] / 1e6:.1f}M parameters, vocab {args.vocab}; Aligner LSTM "
+          f"{cfg.pred_dim} x{cfg.pred_layers} + joint {cfg.joint_dim}; RNN-T head stateless {cfg.rnnt_pred_dim} "
+          f"+ joint {cfg.rnnt_joint_dim}), "
           f"B={BATCH}, T'={FRAMES_OUT}, U={TOKENS}, CPU, {torch.get_num_threads()} thread(s), "
           f"median of {args.repeats}\n")
     print("| step | median ms | x Aligner greedy | tokens / utt |")

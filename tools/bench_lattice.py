@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -113,6 +114,25 @@ def peak_memory(step, inputs, s_range) -> int:
     return peak
 
 
+def time_recursion(B: int, T: int, U: int, backend: str, runs: int) -> float:
+    """Median seconds of ``mutual_information_recursion`` forward+backward on a [B, U, T+1] lattice."""
+    g = torch.Generator().manual_seed(1)
+    px = torch.randn(B, U, T + 1, generator=g).requires_grad_(True)
+    py = torch.randn(B, U + 1, T, generator=g).requires_grad_(True)
+    lattice.set_backend(backend)
+    try:
+        times = []
+        for i in range(runs + 1):
+            px.grad = py.grad = None
+            t0 = time.perf_counter()
+            lattice.mutual_information_recursion(px, py).sum().backward()
+            if i:  # the first run is a warm-up
+                times.append(time.perf_counter() - t0)
+    finally:
+        lattice.set_backend(None)
+    return statistics.median(times)
+
+
 def methods(backends: list[str]):
     out = [("torchaudio", None, step_torchaudio)]
     out += [(f"full / {b}", b, step_full) for b in backends]
@@ -133,6 +153,7 @@ def main(argv=None) -> int:
     runs = 3 if args.quick and args.runs == 5 else args.runs
     backends = [n for n, (ok, _) in lattice.available_backends().items() if ok]
 
+    load_before = os.getloadavg()[0]
     rows = []
     for B, T, U, V in sizes:
         inputs = make_inputs(B, T, U, V)
@@ -161,13 +182,28 @@ def main(argv=None) -> int:
         f"time = median of {runs} runs, ratio = time / torchaudio's in the same run; peak memory = "
         "maximum of live CPU tensor bytes allocated during one step, replayed from torch.profiler's "
         "allocator events (profile_memory=True), inputs excluded. Joiner = am[t] + lm[u]; "
-        f"pruned uses s_range={args.s_range}; lengths ragged (utterance 0 full length).\n"
+        f"pruned uses s_range={args.s_range}; lengths ragged (utterance 0 full length). "
+        f"Machine: {os.cpu_count()} logical CPUs, 1-min load average {load_before:.1f} at the "
+        f"start and {os.getloadavg()[0]:.1f} at the end (other jobs share the CPUs: times are noisy).\n"
     )
     print("| B, T, U, V | method | time (ms) | ratio to torchaudio | peak memory (MiB) |")
     print("|---|---|---:|---:|---:|")
     for (B, T, U, V), label, seconds, ratio, memory in rows:
         mem = "-" if memory is None else f"{memory / 2**20:.0f}"
         print(f"| {B}, {T}, {U}, {V} | {label} | {seconds * 1e3:.1f} | {ratio:.2f} | {mem} |")
+
+    print(
+        f"\nThe recursion alone: `mutual_information_recursion` forward+backward on random "
+        f"px [B, U, T+1], py [B, U+1, T]; median of {max(runs, 10)} runs (ms).\n"
+    )
+    print("| B, T, U | " + " | ".join(backends) + " | torch / fastest compiled |")
+    print("|---|" + "---:|" * (len(backends) + 1))
+    for B, T, U, _ in sizes:
+        times = {b: time_recursion(B, T, U, b, max(runs, 10)) for b in backends}
+        compiled = [times[b] for b in backends if b != "torch"]
+        ratio = f"{times['torch'] / min(compiled):.2f}" if compiled else "-"
+        cells = " | ".join(f"{times[b] * 1e3:.1f}" for b in backends)
+        print(f"| {B}, {T}, {U} | {cells} | {ratio} |")
     return 0
 
 

@@ -91,6 +91,10 @@ def _load(args, init: Path | None):
     if args.out_dir:
         overrides.append(f"run.out_dir={args.out_dir}")
     raw = apply_overrides(TrainConfig, raw, overrides)
+    model, data = raw.get("model") or {}, raw.get("data") or {}
+    if "subsampling" in model and "subsampling_factor" not in data:
+        # the data guards (tokens vs encoder frames) follow the model unless set explicitly
+        raw["data"] = {**data, "subsampling_factor": model["subsampling"]}
     try:
         return from_dict(TrainConfig, raw)
     except ConfigError as e:

@@ -85,7 +85,7 @@ class BucketBatchSampler:
         self.epoch = 0
         self.position = 0
         self.padded_batches = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._cache: dict[int, list[list[int]]] = {}
 
     # ---- the epoch's batches -------------------------------------------------
     def _pack(self, order: list[int]) -> list[list[int]]:
@@ -143,9 +143,11 @@ class BucketBatchSampler:
     def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
         """This rank's batches of ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
-        if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, self.global_batches(epoch)[self.rank :: self.world_size])
-        return self._cache[1]
+        if epoch not in self._cache:
+            if len(self._cache) >= 2:  # keep the current epoch and one look-ahead
+                self._cache.pop(min(self._cache, key=lambda e: (e == self.epoch, e)))
+            self._cache[epoch] = self.global_batches(epoch)[self.rank :: self.world_size]
+        return self._cache[epoch]
 
     # ---- iteration and state ---------------------------------------------------
     def __len__(self) -> int:
@@ -214,7 +216,7 @@ class BucketBatchSampler:
             )
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
-        self._cache = None
+        self._cache = {}
         position = int(state["position"])
         if int(state["world_size"]) != self.world_size:
             consumed = position * int(state["world_size"])

@@ -98,6 +98,7 @@ def load_unpaired_text(
     out = UnpairedText()
     for lang in sorted(sources):
         if languages is not None and lang not in languages:
+            log.info("unpaired text %s: not among the configured languages, not used", lang)
             continue
         seen: set[str] = set()
         kept: list[str] = []

@@ -71,6 +71,11 @@ def _select(batch: dict, index: list[int]) -> dict:
     return out
 
 
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") and hasattr(v, "device") else v
+            for k, v in batch.items()}
+
+
 def _decode_batch(model, batch: dict, method: str, beam: int, min_frames: int):
     """Hypotheses of one batch; utterances shorter than ``min_frames`` get ``[]``."""
     lens = batch["feature_lens"].tolist()
@@ -121,12 +126,15 @@ def decode_batches(
     model.eval()
     encoder = getattr(model, "speech_encoder", None)
     min_frames = encoder.subsampling.min_input_frames() if encoder is not None else 1
+    device = next(iter(model.parameters()), torch.empty(0)).device if hasattr(model, "parameters") else None
     result = DecodeResult()
     bar = tqdm(total=total, unit="utt", desc=f"decode {method}", disable=not progress)
     with torch.inference_mode():
         for batch in batches:
             if batch.get("kind", "speech") != "speech":
                 raise ValueError(f"evaluation needs speech batches, got kind={batch.get('kind')!r}")
+            if device is not None:
+                batch = _to_device(batch, device)
             start = time.perf_counter()
             ids, short = _decode_batch(model, batch, method, beam, min_frames)
             result.decode_seconds += time.perf_counter() - start

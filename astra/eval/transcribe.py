@@ -33,16 +33,17 @@ class Transcript:
 
 
 def single_batch(features, key: str = "utt", language: str = "", text: str = "") -> dict:
-    """A one-utterance speech batch (CONTRIBUTING.md "Batches") from ``features [T, F]``."""
+    """A one-utterance speech batch (CONTRIBUTING.md "Batches") from ``features [T, F]``
+    (tensors on the features' device)."""
     import torch
 
-    frames = features.size(0)
+    frames, device = features.size(0), features.device
     return {
         "kind": "speech",
         "features": features.unsqueeze(0),
-        "feature_lens": torch.tensor([frames], dtype=torch.long),
-        "tokens": torch.zeros(1, 0, dtype=torch.long),
-        "token_lens": torch.zeros(1, dtype=torch.long),
+        "feature_lens": torch.tensor([frames], dtype=torch.long, device=device),
+        "tokens": torch.zeros(1, 0, dtype=torch.long, device=device),
+        "token_lens": torch.zeros(1, dtype=torch.long, device=device),
         "keys": [key],
         "languages": [language],
         "texts": [text],

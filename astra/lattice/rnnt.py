@@ -306,7 +306,10 @@ class _JoinerLogprobs(torch.autograd.Function):
     def forward(ctx, logits, index, blank):
         normalizers = torch.logsumexp(logits, dim=3)  # [B, T, R]
         R1 = index.shape[2]
-        sym = torch.gather(logits[:, :, :R1], 3, index.unsqueeze(3)).squeeze(3) - normalizers[:, :, :R1]
+        sym = (
+            torch.gather(logits[:, :, :R1], 3, index.unsqueeze(3)).squeeze(3)
+            - normalizers[:, :, :R1]
+        )
         blank_lp = logits[..., blank] - normalizers
         ctx.save_for_backward(logits, normalizers, index)
         ctx.blank = blank

@@ -11,6 +11,7 @@ No blank, no lattice: decoding takes one LSTM step per emitted token.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -41,6 +42,50 @@ class AlignerDecoder(nn.Module):
         """LSTM over previous tokens: ``[B, L]`` -> ``(g [B, L, P], (h, c) each [layers, B, P])``."""
         g, state = self.lstm(self.embedding_dropout(self.embedding(prev_tokens)), state)
         return g, state
+
+    def step(self, tokens: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One LSTM step for decoding: ``tokens [B]``, state ``(h, c)`` each ``[layers, B, P]``
+        -> ``(g [B, P], state)``. Same math as :meth:`predict` (PyTorch's gate order i, f, g, o),
+        written out because a one-step ``nn.LSTM`` call costs ~7x more on CPU; the first
+        layer's input gates come from a per-token table (see :meth:`_input_gate_table`)."""
+        x = None
+        hs, cs = [], []
+        for layer in range(self.lstm.num_layers):
+            w_hh = getattr(self.lstm, f"weight_hh_l{layer}")
+            if layer == 0:
+                gates = torch.addmm(self._input_gate_table()[tokens], state[0][0], w_hh.t())
+            else:
+                w_ih = getattr(self.lstm, f"weight_ih_l{layer}")
+                b = getattr(self.lstm, f"bias_ih_l{layer}") + getattr(self.lstm, f"bias_hh_l{layer}")
+                gates = torch.addmm(torch.addmm(b, x, w_ih.t()), state[0][layer], w_hh.t())
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(x)
+            cs.append(c)
+        return x, (torch.stack(hs), torch.stack(cs))
+
+    def _input_gate_table(self) -> Tensor:
+        """``[V, 4P]`` first-layer input gates (+ both biases) of every token.
+
+        Computed once and cached while the weights are unchanged (keyed on their version
+        counters) when gradients are off; recomputed otherwise, so training is unaffected.
+        """
+        params = (self.embedding.weight, self.lstm.weight_ih_l0, self.lstm.bias_ih_l0, self.lstm.bias_hh_l0)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = getattr(self, "_gate_cache", None)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
+        table = F.linear(self.embedding.weight, self.lstm.weight_ih_l0, self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0)
+        if not torch.is_grad_enabled():
+            self._gate_cache = (key, table)
+        return table
+
+    def start_state(self, batch: int, device: torch.device) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``(g [B, P], state)`` after reading ``<sos>`` from the zero state."""
+        zeros = torch.zeros(self.lstm.num_layers, batch, self.lstm.hidden_size, device=device)
+        sos = torch.full((batch,), self.sos_id, dtype=torch.long, device=device)
+        return self.step(sos, (zeros, zeros.clone()))
 
     def joint(self, encoder_frames: Tensor, pred: Tensor) -> Tensor:
         """``joint(h [..., D], g [..., P]) -> logits [..., V]``."""

@@ -189,16 +189,14 @@ class AstraModel(nn.Module):
         return top, lens, layers
 
     def forward_text_encoder(
-        self, tokens: Tensor, token_lens: Tensor, return_layers: tuple[int, ...] = (), shared: bool = True
+        self, tokens: Tensor, token_lens: Tensor, return_layers: tuple[int, ...] = (), num_shared: int | None = None
     ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
         """Tokens ``[B, U]`` -> ``(H [B, U+1, D], U+1 [B], {k: layer k})``; the text encoder
-        reads ``y_1..y_U, <eos>``; layer 0 is the text-encoder output E. With
-        ``shared=False`` the shared encoder is skipped and H is E."""
+        reads ``y_1..y_U, <eos>``; layer 0 is the text-encoder output E. ``num_shared``
+        runs only that many shared blocks (0: H is E)."""
         inputs = append_eos(tokens, token_lens)
         text, lens = self.text_encoder(inputs, token_lens + 1)
-        if not shared:
-            return text, lens, {0: text}
-        top, layers = self.shared_encoder(text, lens, return_layers)
+        top, layers = self.shared_encoder(text, lens, return_layers, num_blocks=num_shared)
         return top, lens, layers
 
     # --- heads ---------------------------------------------------------------------------
@@ -283,7 +281,7 @@ class AstraModel(nn.Module):
 
         cfg = self.cfg
         layer = cfg.astra_layer
-        top, _, layers = self.forward_text_encoder(tokens, token_lens, (layer,), shared=layer > 0)
+        _, _, layers = self.forward_text_encoder(tokens, token_lens, (layer,), num_shared=layer)
         text = layers[layer][:, : tokens.size(1)]  # first U frames (drop the <eos> frame)
         with torch.autocast(device_type=speech.device.type, enabled=False):
             loss = astra_consistency(

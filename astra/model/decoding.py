@@ -7,6 +7,8 @@ utterance, without ``<sos>``/``<eos>``/blank.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -33,26 +35,24 @@ def aligner_greedy(
     """
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
-    enc = decoder.encoder_proj(encoder_out)  # [B, T', J], projected once
-    if start is None:
-        g, state = decoder.predict(torch.full((batch, 1), decoder.sos_id, dtype=torch.long, device=device))
-        g = g[:, 0]
-    else:
-        g, state = start
-    hyps: list[list[int]] = [[] for _ in range(batch)]
+    # joint(h_i, g) = out(tanh(W_e h_i + b_e + W_p g + b_p)): the encoder half once for all frames
+    enc = decoder.encoder_proj(encoder_out) + decoder.pred_proj.bias  # [B, T', J]
+    pred_weight = decoder.pred_proj.weight.t()
+    g, state = decoder.start_state(batch, device) if start is None else start
+    emitted = torch.full((batch, frames), eos_id, dtype=torch.long, device=device)
     active = lengths > 0
     for i in range(frames):
         if not bool(active.any()):
             break
-        logits = decoder.output(torch.tanh(enc[:, i] + decoder.pred_proj(g)))
-        tokens = logits.argmax(dim=-1)
-        for b in torch.nonzero(active & (tokens != eos_id)).flatten().tolist():
-            hyps[b].append(int(tokens[b]))
+        tokens = decoder.output(torch.tanh(torch.addmm(enc[:, i], g, pred_weight))).argmax(dim=-1)
+        tokens = tokens.masked_fill(~active, eos_id)
+        emitted[:, i] = tokens
         active = active & (tokens != eos_id) & (lengths > i + 1)
-        if not bool(active.any()):
-            break
-        out, state = decoder.predict(tokens[:, None], state)
-        g = out[:, 0]
+        if bool(active.any()):
+            g, state = decoder.step(tokens, state)
+    hyps = []
+    for row in emitted.tolist():
+        hyps.append(row[: row.index(eos_id)] if eos_id in row else row)
     return hyps
 
 
@@ -60,50 +60,63 @@ def aligner_greedy(
 def aligner_beam(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4
 ) -> list[list[int]]:
-    """Aligner beam search: at frame i every live hypothesis is extended by its ``beam`` best
-    tokens; ``<eos>`` (or the last frame) ends a hypothesis; the best total log-prob wins."""
-    results = []
-    for b in range(encoder_out.size(0)):
-        enc = decoder.encoder_proj(encoder_out[b, : int(lengths[b])])  # [T'_b, J]
-        results.append(_aligner_beam_one(decoder, enc, eos_id, beam))
-    return results
+    """Batched Aligner beam search.
 
-
-def _aligner_beam_one(decoder: AlignerDecoder, enc: Tensor, eos_id: int, beam: int) -> list[int]:
-    device = enc.device
-    g, (h, c) = decoder.predict(torch.full((1, 1), decoder.sos_id, dtype=torch.long, device=device))
-    g = g[:, 0]
-    live_tokens: list[list[int]] = [[]]
-    live_scores = torch.zeros(1, device=device)
-    finished: list[tuple[float, list[int]]] = []
-    for i in range(enc.size(0)):
-        logp = decoder.output(torch.tanh(enc[i][None] + decoder.pred_proj(g))).log_softmax(dim=-1)  # [N, V]
-        total = (live_scores[:, None] + logp).flatten()
-        top_scores, top_index = total.topk(min(beam, total.numel()))
-        vocab = logp.size(1)
-        rows, next_tokens, next_scores = [], [], []
-        for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
-            row, token = divmod(index, vocab)
-            if token == eos_id:
-                finished.append((score, live_tokens[row]))
-            else:
-                rows.append(row)
-                next_tokens.append(token)
-                next_scores.append(score)
-        best_finished = max((s for s, _ in finished), default=float("-inf"))
-        if not rows or max(next_scores) <= best_finished:
+    At frame i each of the ``beam`` live hypotheses of an utterance is extended by every
+    token; ``<eos>`` ends a hypothesis (so does the utterance's last frame, like greedy
+    decoding); the ``beam`` best continuations stay live. An utterance stops when no live
+    hypothesis can beat its best finished one (scores only decrease); the best finished
+    hypothesis (total log-prob) is returned.
+    """
+    batch, frames = encoder_out.size(0), encoder_out.size(1)
+    device = encoder_out.device
+    enc = decoder.encoder_proj(encoder_out) + decoder.pred_proj.bias  # [B, T', J]
+    pred_weight = decoder.pred_proj.weight.t()
+    g, state = decoder.start_state(batch * beam, device)  # rows b * beam + k
+    scores = torch.full((batch, beam), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
+    best_scores = torch.full((batch,), float("-inf"), device=device)
+    best: list[list[int]] = [[] for _ in range(batch)]
+    live = lengths > 0
+    rows = torch.arange(batch, device=device)
+    for i in range(frames):
+        if not bool(live.any()):
             break
-        if i == enc.size(0) - 1:  # out of frames: live hypotheses end without <eos>
-            finished += [(s, live_tokens[r] + [t]) for r, t, s in zip(rows, next_tokens, next_scores, strict=True)]
+        frame = enc[:, i].repeat_interleave(beam, dim=0)  # [B*K, J]
+        logp = decoder.output(torch.tanh(torch.addmm(frame, g, pred_weight))).log_softmax(dim=-1)
+        total = scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
+        vocab = total.size(-1)
+        # hypotheses ending here: <eos>, or any token on the utterance's last frame
+        last = live & (lengths == i + 1)
+        end_scores = total[:, :, eos_id].clone()
+        end_tokens = torch.full((batch, beam), -1, dtype=torch.long, device=device)
+        if bool(last.any()):
+            best_token = total.clone()
+            best_token[:, :, eos_id] = float("-inf")
+            token_scores, tokens = best_token.max(dim=-1)
+            use = last[:, None] & (token_scores > end_scores)
+            end_scores = torch.where(use, token_scores, end_scores)
+            end_tokens = torch.where(use, tokens, end_tokens)
+        end_best, end_k = end_scores.max(dim=1)
+        better = live & (end_best > best_scores)
+        for b in torch.nonzero(better).flatten().tolist():
+            k = int(end_k[b])
+            tail = [int(end_tokens[b, k])] if int(end_tokens[b, k]) >= 0 else []
+            best[b] = history[b, k].tolist() + tail
+        best_scores = torch.where(better, end_best, best_scores)
+        # continue with the best non-<eos> extensions
+        total[:, :, eos_id] = float("-inf")
+        top_scores, top_index = total.view(batch, -1).topk(beam, dim=1)  # [B, K]
+        live = live & ~last & (top_scores[:, 0] > best_scores)
+        if not bool(live.any()):
             break
-        index = torch.tensor(rows, device=device)
-        live_tokens = [live_tokens[r] + [t] for r, t in zip(rows, next_tokens, strict=True)]
-        live_scores = torch.tensor(next_scores, device=device)
-        out, (h, c) = decoder.predict(torch.tensor(next_tokens, device=device)[:, None], (h[:, index], c[:, index]))
-        g = out[:, 0]
-    if not finished:
-        return []
-    return max(finished, key=lambda item: item[0])[1]
+        parents, tokens = top_index // vocab, top_index % vocab
+        flat = (rows[:, None] * beam + parents).flatten()
+        history = torch.cat([history[rows[:, None], parents], tokens[:, :, None]], dim=2)
+        scores = top_scores
+        g, state = decoder.step(tokens.flatten(), (state[0][:, flat], state[1][:, flat]))
+    return best
 
 
 @torch.no_grad()
@@ -162,11 +175,14 @@ def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int) -> list[int]:
         total = (scores[:, None] + logp).flatten()
         top_scores, top_index = total.topk(min(beam, total.numel()))
         vocab = logp.size(1)
-        merged: dict[tuple[int, ...], Tensor] = {}
-        for score, index in zip(top_scores, top_index.tolist(), strict=True):
+        merged: dict[tuple[int, ...], float] = {}
+        for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
             row, token = divmod(index, vocab)
             key = hyps[row] if token == head.blank_id else hyps[row] + (token,)
-            merged[key] = torch.logaddexp(merged[key], score) if key in merged else score
+            if key in merged:
+                high, low = max(merged[key], score), min(merged[key], score)
+                score = high + math.log1p(math.exp(low - high))
+            merged[key] = score
         hyps = list(merged)
-        scores = torch.stack([merged[k] for k in hyps])
+        scores = torch.tensor([merged[k] for k in hyps], device=device)
     return list(hyps[int(scores.argmax())])

@@ -75,11 +75,14 @@ class SharedEncoder(nn.Module):
         super().__init__()
         self.blocks = _blocks(cfg, cfg.shared_layers)
 
-    def forward(self, x: Tensor, lengths: Tensor, return_layers: Sequence[int] = ()) -> tuple[Tensor, dict[int, Tensor]]:
+    def forward(
+        self, x: Tensor, lengths: Tensor, return_layers: Sequence[int] = (), num_blocks: int | None = None
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        """``num_blocks`` stops after that many blocks (default: all); H is then layer k."""
         pad = lengths_to_padding_mask(lengths, x.size(1))
         wanted = set(return_layers)
         layers: dict[int, Tensor] = {0: x} if 0 in wanted else {}
-        for index, block in enumerate(self.blocks, start=1):
+        for index, block in enumerate(self.blocks[:num_blocks], start=1):
             x = block(x, pad)
             if index in wanted:
                 layers[index] = x

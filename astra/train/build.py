@@ -46,7 +46,10 @@ def build_parts(cfg: TrainConfig, rank: int, world_size: int, finetune: bool = F
 
     def eval_batches():
         try:
-            return build_eval_batches(data, tokenizer, split=cfg.run.valid_split, languages=languages)
+            return build_eval_batches(
+                data, tokenizer, split=cfg.run.valid_split, languages=languages,
+                rank=rank, world_size=world_size,
+            )
         except ValueError as e:
             log.warning("no validation data (%s): validation skipped", e)
             return []

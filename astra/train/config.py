@@ -26,8 +26,6 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Cross-section checks (each section checks itself when loaded)."""
-        if self.losses.astra > 0 and not self.model.astra:
-            raise ValueError("losses.astra > 0 but model.astra is false: set one of them")
         if self.data.subsampling_factor != self.model.subsampling:
             raise ValueError(
                 f"data.subsampling_factor={self.data.subsampling_factor} differs from "

@@ -130,7 +130,7 @@ class RunConfig:
     keep_best: int = 1  # checkpoints kept by best validation metric
     best_metric: str = "valid_loss"  # valid_loss | wer (macro-average over languages)
     validate_every: int = 1000  # 0 = never
-    valid_split: str = "dev"
+    valid_split: str = "validation"  # "dev" is an alias
     valid_languages: list[str] = field(default_factory=list)  # [] = the data config's languages
     valid_max_batches: int = 0  # 0 = all
     decode_method: str = "aligner_greedy"  # for validation WER

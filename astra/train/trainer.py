@@ -49,8 +49,9 @@ class TrainingParts:
     ``model`` follows the ``AstraModel`` API (``forward_speech``/``forward_text`` returning
     ``.losses``/``.counts``; optional ``set_identity_attention``, ``set_feature_stats``,
     ``decode``, ``attention_maps``). ``train_stream`` is an iterable of batch dicts with
-    ``set_epoch``, ``state_dict`` and ``load_state_dict``. ``eval_batches()`` returns the
-    validation speech batches; ``feature_stats()`` returns global CMVN ``(mean [F], std [F])``.
+    ``set_epoch``, ``state_dict`` and ``load_state_dict``. ``eval_batches()`` returns this
+    process's shard of the validation speech batches (an iterable, re-iterated at every
+    validation); ``feature_stats()`` returns global CMVN ``(mean [F], std [F])``.
     """
 
     model: torch.nn.Module
@@ -109,6 +110,10 @@ class _LossModule(torch.nn.Module):
             if w > 0:
                 term = w * value.float()
                 total = term if total is None else total + term
+        if total is None and out.losses:
+            # every weight is 0 at this step (e.g. text losses still ramping in): back-propagate
+            # zeros so all processes take part in the gradient all-reduce
+            total = sum(0.0 * v.float() for v in out.losses.values())
         detached = {k: v.detach().float() for k, v in out.losses.items()}
         return total, detached, dict(out.counts)
 
@@ -142,6 +147,14 @@ def freeze_modules(model: torch.nn.Module, prefixes: list[str]) -> list[str]:
             p.requires_grad_(False)
             frozen.append(n)
     return frozen
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """The batch with its tensors on ``device`` (lists and strings unchanged)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def _batch_audio_seconds(batch: dict) -> float:
@@ -220,7 +233,13 @@ class Trainer:
         self.stream = self.parts.train_stream
         self.state.world_size = acc.num_processes
 
-        resume_from = ckpt.latest_checkpoint(self.ckpt_root) if self.resume else None
+        latest = ckpt.latest_checkpoint(self.ckpt_root)
+        if latest is not None and not self.resume:
+            raise TrainingError(
+                f"{self.out_dir} already has checkpoints (latest {latest.name}): pass --resume to "
+                "continue that run, or choose another run.out_dir"
+            )
+        resume_from = latest if self.resume else None
         if self.resume and resume_from is None:
             log.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt_root)
         if resume_from is None and self.init is not None:
@@ -323,7 +342,7 @@ class Trainer:
             if batch.get("kind", "speech") == "speech" and len(batch["keys"]) == 0:
                 self._window["counts/dropped/empty_batch"] += 1
                 continue
-            return self._maybe_concat(batch)
+            return to_device(self._maybe_concat(batch), self.accelerator.device)
 
     def _maybe_concat(self, batch: dict) -> dict:
         """Concatenate a ``run.concat_fraction`` of a speech batch's utterances (long form).
@@ -382,8 +401,8 @@ class Trainer:
                     total, losses, counts = self.wrapped(batch)
                 if total is None:
                     raise TrainingError(
-                        f"step {step}: no loss with a positive weight for a {batch.get('kind')} batch "
-                        f"(model losses: {sorted(losses)}); check the losses section"
+                        f"step {step}: the model returned no loss for a {batch.get('kind')} batch; "
+                        "check the model config (heads enabled)"
                     )
                 bad = not bool(torch.isfinite(total).item())
                 if self._any_process(bad):
@@ -505,28 +524,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def _validate(self, step: int) -> dict[str, float] | None:
-        """Validation loss and per-language WER on the main process (others wait)."""
-        from astra.train.validation import validate
+        """Validation loss and per-language WER: each process decodes its own shard of the
+        validation batches, the main process merges them (None on the other processes)."""
+        from accelerate.utils import gather_object
+
+        from astra.train.validation import summarize_validation, validate_shard
 
         acc = self.accelerator
-        result = None
-        if acc.is_main_process and self.parts.eval_batches is not None:
-            result = validate(
-                self.model,
-                self._eval_batches(),
-                self.cfg.losses,
-                self.parts.tokenizer,
-                decode_method=self.cfg.run.decode_method,
-                autocast=acc.autocast,
-            )
-            if self._writer is not None:
-                for key, value in result.items():
-                    self._writer.add_scalar(f"valid/{key}", value, step)
+        if self.parts.eval_batches is None:
+            return None
+        device = acc.device
+        shard = validate_shard(
+            self.model,
+            (to_device(b, device) for b in self._eval_batches()),
+            self.cfg.losses,
+            self.parts.tokenizer,
+            decode_method=self.cfg.run.decode_method,
+            autocast=acc.autocast,
+        )
+        shards = gather_object([shard]) if acc.num_processes > 1 else [shard]
+        if not acc.is_main_process:
+            return None
+        result = summarize_validation(shards)
+        if self._writer is not None:
+            for key, value in result.items():
+                self._writer.add_scalar(f"valid/{key}", value, step)
+        if result:
             log.info(
                 "step %d validation: %s",
                 step,
                 ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())),
             )
+        else:
+            log.warning("step %d: no validation batch", step)
         return result
 
     def _eval_batches(self):
@@ -554,7 +584,7 @@ class Trainer:
         if batch is None:
             return
         path = self.out_dir / "plots" / f"attention_step{step:08d}.png"
-        plot_attention(self.model, batch, path, title=f"step {step}")
+        plot_attention(self.model, to_device(batch, self.accelerator.device), path, title=f"step {step}")
         log.info("attention plot: %s", path)
 
     # ------------------------------------------------------------------ checkpoints
@@ -671,7 +701,3 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-    # ------------------------------------------------------------------ results
-    def unwrapped_model(self) -> torch.nn.Module:
-        return self.model

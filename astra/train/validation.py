@@ -1,4 +1,8 @@
-"""Validation during training: weighted loss and per-language WER/CER of the speech batches."""
+"""Validation during training: weighted loss and per-language WER/CER of speech batches.
+
+Every process validates its own shard (:func:`validate_shard`); the main process merges the
+shards (:func:`summarize_validation`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from astra.train.sections import LossConfig
 
 
 @torch.no_grad()
-def validate(
+def validate_shard(
     model: torch.nn.Module,
     batches: Iterable[dict],
     losses_cfg: LossConfig,
@@ -20,19 +24,20 @@ def validate(
     *,
     decode_method: str = "aligner_greedy",
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> dict[str, float]:
-    """Mean losses over ``batches`` and, with a tokenizer, error rates per language.
+) -> dict:
+    """Loss sums and hypotheses of one process's validation batches (model left in eval mode).
 
-    Returns ``loss`` (sum of the configured, un-ramped weights x losses, so values are
-    comparable across steps), ``loss/<name>`` per model loss, and ``wer/<language>``,
-    ``wer_macro``, ``wer_pooled`` (CER for languages scored by characters, see
-    ``astra.eval.metrics``). The model is left in eval mode.
+    ``loss`` per batch is the sum of the configured, un-ramped weights x losses, so values are
+    comparable across steps. Returns plain data: ``sums``/``counts`` per loss name and
+    ``keys``/``languages``/``refs``/``hyps`` lists (empty without a tokenizer).
     """
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    keys, languages, refs, hyps = [], [], [], []
+    shard = {"keys": [], "languages": [], "refs": [], "hyps": []}
     for batch in batches:
+        if len(batch["keys"]) == 0:
+            continue
         with autocast():
             out = model.forward_speech(batch)
         total = 0.0
@@ -40,18 +45,37 @@ def validate(
             v = float(value.float())
             sums[f"loss/{name}"] += v
             counts[f"loss/{name}"] += 1
-            weight = losses_cfg.weight(name) if _has_weight(losses_cfg, name) else 0.0
-            total += weight * v
+            total += _weight(losses_cfg, name) * v
         sums["loss"] += total
         counts["loss"] += 1
         if tokenizer is not None and hasattr(model, "decode"):
             with autocast():
                 ids = model.decode(batch, method=decode_method)
-            keys.extend(batch["keys"])
-            languages.extend(batch["languages"])
-            refs.extend(batch["texts"])
-            hyps.extend(tokenizer.decode(list(h)) for h in ids)
-    result = {k: v / counts[k] for k, v in sums.items()}
+            shard["keys"].extend(batch["keys"])
+            shard["languages"].extend(batch["languages"])
+            shard["refs"].extend(batch["texts"])
+            shard["hyps"].extend(tokenizer.decode(list(h)) for h in ids)
+    shard["sums"], shard["counts"] = dict(sums), dict(counts)
+    return shard
+
+
+def summarize_validation(shards: list[dict]) -> dict[str, float]:
+    """Merge shards: mean ``loss`` and ``loss/<name>`` over batches; ``wer/<language>``,
+    ``wer_macro``, ``wer_pooled`` (CER for languages scored by characters,
+    ``astra.eval.metrics``). Empty when there was no validation batch."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    keys, languages, refs, hyps = [], [], [], []
+    for shard in shards:
+        for k, v in shard["sums"].items():
+            sums[k] += v
+        for k, v in shard["counts"].items():
+            counts[k] += v
+        keys += shard["keys"]
+        languages += shard["languages"]
+        refs += shard["refs"]
+        hyps += shard["hyps"]
+    result = {k: v / counts[k] for k, v in sums.items() if counts[k]}
     if keys:
         from astra.eval.metrics import score_corpus
 
@@ -63,9 +87,13 @@ def validate(
     return result
 
 
-def _has_weight(losses_cfg: LossConfig, name: str) -> bool:
+def validate(model, batches, losses_cfg, tokenizer=None, **kwargs) -> dict[str, float]:
+    """One-process validation: :func:`validate_shard` + :func:`summarize_validation`."""
+    return summarize_validation([validate_shard(model, batches, losses_cfg, tokenizer, **kwargs)])
+
+
+def _weight(losses_cfg: LossConfig, name: str) -> float:
     try:
-        losses_cfg.weight(name)
+        return losses_cfg.weight(name)
     except (KeyError, AttributeError):
-        return False
-    return True
+        return 0.0

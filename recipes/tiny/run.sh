@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# The tiny embedded multilingual recipe (README's first command: `make demo`).
+#
+#   bash recipes/tiny/run.sh [--quick] [--compare] [--stage NAME]... [--work DIR]
+#
+# Stages (each skips work already done, so re-running resumes; --stage runs one alone):
+#   corpus     synthesise the corpus: 5 languages, Latin + Cyrillic (tools/build_tiny_corpus.py)
+#   tokenizer  SentencePiece on the paired training transcripts + unpaired text
+#   pretrain   paired speech (split `pretrain`) + unpaired text + ASTRA consistency
+#   finetune   low-resource target corpus (split `train`) + unpaired text
+#   evaluate   Aligner greedy on `test` (unseen voices): WER per language, pooled, macro,
+#              and the error rate on the text-only words
+#   plot       attention maps + lattice occupancy PNG of one test utterance
+#   compare    (--compare) the same model paired-only (no unpaired text, no ASTRA),
+#              equal steps and paired data, evaluated on the same test sets; tables side by side
+#
+# --quick: a few sentences and steps per stage (CI; about 5 minutes on 2 cores).
+# Output: exp/tiny (or exp/tiny_quick); override with --work DIR or ASTRA_TINY_WORK.
+# Extra `astra pretrain/finetune` settings: ASTRA_TINY_SET="optim.lr=1e-3 run.max_steps=100".
+set -euo pipefail
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+
+quick=0
+compare=0
+stages=()
+work="${ASTRA_TINY_WORK:-}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1 ;;
+        --compare) compare=1 ;;
+        --stage) [ $# -ge 2 ] || { echo "run.sh: --stage needs a name" >&2; exit 2; }; stages+=("$2"); shift ;;
+        --work) [ $# -ge 2 ] || { echo "run.sh: --work needs a folder" >&2; exit 2; }; work="$2"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+recipe=recipes/tiny
+PY="${PYTHON:-$repo/.venv/bin/python}"
+ASTRA="${ASTRA:-$repo/.venv/bin/astra}"
+[ -x "$PY" ] || { echo "run.sh: $PY not found: run 'make env' (tools/setup_env.sh) first" >&2; exit 2; }
+[ -x "$ASTRA" ] || { echo "run.sh: $ASTRA not found: run 'make env' (tools/setup_env.sh) first" >&2; exit 2; }
+
+all_stages=(corpus tokenizer pretrain finetune evaluate plot)
+[ "$compare" = 1 ] && all_stages+=(compare)
+if [ ${#stages[@]} -eq 0 ]; then
+    stages=("${all_stages[@]}")
+else
+    for s in "${stages[@]}"; do
+        case " corpus tokenizer pretrain finetune evaluate plot compare " in
+            *" $s "*) ;;
+            *) echo "run.sh: unknown stage '$s' (corpus tokenizer pretrain finetune evaluate plot compare)" >&2; exit 2 ;;
+        esac
+    done
+fi
+
+# ---- sizes: full run vs --quick ----------------------------------------------------------
+languages=(en_us de_de es_419 it_it ru_ru)
+if [ "$quick" = 1 ]; then
+    work="${work:-exp/tiny_quick}"
+    corpus_cfg=$recipe/corpus_quick.yaml
+    vocab_size=128
+    pre_set=(run.max_steps=30 run.save_every=30 run.validate_every=30 run.valid_max_batches=1
+             run.log_every=5 optim.warmup_steps=10 losses.ramps.astra.start=10 losses.ramps.astra.steps=10
+             data.max_batch_seconds=30 run.feature_stats_utterances=100)
+    ft_set=(run.max_steps=15 run.save_every=15 run.validate_every=15 run.valid_max_batches=1
+            run.log_every=5 optim.warmup_steps=5 data.max_batch_seconds=30 run.feature_stats_utterances=100)
+else
+    work="${work:-exp/tiny}"
+    corpus_cfg=$recipe/corpus.yaml
+    vocab_size=256
+    pre_set=()
+    ft_set=()
+fi
+extra_set=()
+for kv in ${ASTRA_TINY_SET:-}; do extra_set+=("$kv"); done
+corpus="$work/corpus"
+tokenizer="$work/tokenizer.model"
+mkdir -p "$work"
+timings="$work/timings.tsv"
+
+say() { printf '\n[tiny] %s\n' "$*" >&2; }
+sets() { local kv; for kv in "$@"; do printf -- '--set\n%s\n' "$kv"; done; }
+unpaired_list() {
+    local items=() lang
+    for lang in "${languages[@]}"; do items+=("$lang=$corpus/$lang/unpaired.txt"); done
+    local IFS=,; echo "[${items[*]}]"
+}
+need() { [ -e "$1" ] || { echo "run.sh: $1 missing: run the '$2' stage first" >&2; exit 2; }; }
+timed() {  # timed NAME command...: run, append "NAME<TAB>seconds" to timings.tsv
+    local name="$1" start end; shift
+    start=$(date +%s)
+    "$@"
+    end=$(date +%s)
+    printf '%s\t%s\n' "$name" "$((end - start))" >> "$timings"
+}
+
+# ---- stages -------------------------------------------------------------------------------
+stage_corpus() {
+    say "corpus -> $corpus ($corpus_cfg)"
+    "$PY" tools/build_tiny_corpus.py --out "$corpus" --config "$corpus_cfg" --workers "$(nproc)"
+}
+
+stage_tokenizer() {
+    need "$corpus/corpus.json" corpus
+    if [ -f "$tokenizer" ]; then say "tokenizer: $tokenizer exists (skipped)"; return; fi
+    say "tokenizer -> $tokenizer"
+    local texts=() lang
+    for lang in "${languages[@]}"; do texts+=(--text "$lang=$corpus/$lang/unpaired.txt"); done
+    "$ASTRA" tokenizer train --corpus "$corpus" --splits pretrain,train "${texts[@]}" \
+        --vocab-size "$vocab_size" --model-type unigram --character-coverage 1.0 --out "$tokenizer"
+}
+
+train_run() {  # train_run KIND(pretrain|finetune) OUT CONFIG [INIT] -- extra --set values
+    local kind="$1" out="$2" config="$3" init="${4:-}"
+    shift 4
+    if [ -f "$out/DONE" ]; then say "$kind: $out is finished (skipped)"; return; fi
+    say "$kind -> $out"
+    local args=(--config "$config" --out-dir "$out" --resume)
+    [ -n "$init" ] && args+=(--init "$init")
+    local base=(data.corpora="[$corpus]" data.tokenizer="$tokenizer" data.unpaired_text="$(unpaired_list)")
+    mapfile -t set_args < <(sets "${base[@]}" "$@" "${extra_set[@]}")
+    "$ASTRA" "$kind" "${args[@]}" "${set_args[@]}"
+    touch "$out/DONE"
+}
+
+stage_pretrain() {
+    need "$tokenizer" tokenizer
+    train_run pretrain "$work/pretrain" $recipe/pretrain.yaml "" "${pre_set[@]}"
+}
+
+stage_finetune() {
+    need "$work/pretrain/DONE" pretrain
+    train_run finetune "$work/finetune" $recipe/finetune.yaml "$work/pretrain" "${ft_set[@]}"
+}
+
+evaluate_run() {  # evaluate_run CHECKPOINT_RUN OUT_DIR
+    local ckpt="$1" out="$2"
+    if [ -f "$out/results.json" ]; then say "evaluate: $out/results.json exists (skipped)"; return; fi
+    say "evaluate $ckpt -> $out"
+    "$ASTRA" evaluate --checkpoint "$ckpt" --data "$corpus" --split test --method aligner_greedy --output-dir "$out"
+}
+
+stage_evaluate() {
+    need "$work/finetune/DONE" finetune
+    evaluate_run "$work/finetune" "$work/eval/main"
+    say "text-only words (occur in the unpaired text, never in paired training speech)"
+    "$PY" $recipe/report.py --corpus "$corpus" --eval "text+ASTRA=$work/eval/main" --out "$work/results_main"
+}
+
+stage_plot() {
+    need "$work/finetune/DONE" finetune
+    local out="$work/plots"
+    if [ -f "$out/attention.png" ]; then say "plot: $out/attention.png exists (skipped)"; return; fi
+    # the first test utterance of the first language: path and reference
+    local row audio text
+    row="$(sed -n 2p "$corpus/${languages[0]}/test.tsv")"
+    audio="$corpus/${languages[0]}/$(cut -f1 <<< "$row")"
+    text="$(cut -f2 <<< "$row")"
+    say "plot-attention ($audio: \"$text\") -> $out"
+    "$ASTRA" plot-attention --checkpoint "$work/finetune" --text "$text" --language "${languages[0]}" \
+        --output-dir "$out" "$audio"
+}
+
+stage_compare() {
+    need "$tokenizer" tokenizer
+    # (a) paired only: same model, steps and paired data; no unpaired text, no ASTRA
+    local off=(data.text_ratio=0.0 data.unpaired_text=[] losses.astra=0.0 losses.text_aligner=0.0 losses.text_rnnt=0.0)
+    train_run pretrain "$work/paired_only/pretrain" $recipe/pretrain.yaml "" \
+        "${pre_set[@]}" "${off[@]}" model.astra=false
+    train_run finetune "$work/paired_only/finetune" $recipe/finetune.yaml "$work/paired_only/pretrain" \
+        "${ft_set[@]}" "${off[@]}" finetune.text_injection=false
+    evaluate_run "$work/paired_only/finetune" "$work/eval/paired_only"
+    need "$work/eval/main/results.json" evaluate
+    say "paired-only vs unpaired text + ASTRA (same test sets; text-only words never in paired speech)"
+    "$PY" $recipe/report.py --corpus "$corpus" --eval "paired-only=$work/eval/paired_only" \
+        --eval "text+ASTRA=$work/eval/main" --out "$work/results_compare"
+}
+
+# ---- run ----------------------------------------------------------------------------------
+t0=$(date +%s)
+for s in "${stages[@]}"; do
+    timed "$s" "stage_$s"
+done
+total=$(( $(date +%s) - t0 ))
+say "done in ${total}s: stages ${stages[*]} (per-stage seconds appended to $timings)"
+[ -f "$work/results_main.md" ] && { echo; echo "Test set (unseen voices), Aligner greedy:"; cat "$work/results_main.md"; }
+[ -f "$work/results_compare.md" ] && { echo; echo "Paired-only vs text-injected:"; cat "$work/results_compare.md"; }
+exit 0
