@@ -63,7 +63,8 @@ def overfit():
 
 def _train_overfit() -> dict:
     torch.manual_seed(0)
-    model = AstraModel(preset("tiny", dropout=0.0, spec_augment=False), VOCAB)
+    # half of the examples are trained with a primed prediction network (long form)
+    model = AstraModel(preset("tiny", dropout=0.0, spec_augment=False, aligner_prime_prob=0.5), VOCAB)
     speech, text = _batches()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     start = time.time()
@@ -119,17 +120,17 @@ def test_decoding_a_subset_is_independent_of_batch_padding(overfit):
     assert model.decode(single, "aligner_greedy") == [_references(speech)[2]]
 
 
-def test_long_form_chunking_of_two_concatenated_utterances(overfit):
-    # prime_tokens=0: this toy model never saw a primed prediction network in training (a
-    # primed state makes it stop early); priming itself is checked in the next test
+@pytest.mark.parametrize("prime_tokens", [0, 10])
+def test_long_form_chunking_of_two_concatenated_utterances(overfit, prime_tokens):
     model, speech = overfit["model"], overfit["speech"]
     refs = _references(speech)
     joined = torch.cat([speech["features"][3], speech["features"][5]])  # [2 * FRAMES, 80]
-    hyp = model.transcribe_long(joined, chunk_seconds=FRAMES / 100.0, prime_tokens=0)
+    hyp = model.transcribe_long(joined, chunk_seconds=FRAMES / 100.0, prime_tokens=prime_tokens)
     assert hyp == refs[3] + refs[5]
     # a short tail (< a quarter chunk) joins the previous chunk instead of being decoded alone
     tail = torch.cat([joined, speech["features"][0, :20]])
-    assert model.transcribe_long(tail, chunk_seconds=FRAMES / 100.0, prime_tokens=0)[: len(refs[3])] == refs[3]
+    hyp = model.transcribe_long(tail, chunk_seconds=FRAMES / 100.0, prime_tokens=prime_tokens)
+    assert hyp[: len(refs[3])] == refs[3]
 
 
 def test_priming_continues_the_prediction_network_like_teacher_forcing(overfit):

@@ -34,3 +34,12 @@ def test_loss_weight_ramps_and_identity_attention():
     with pytest.raises(ValueError, match="losses.other.mystery"):
         loss_weights(0, losses, ["mystery"])
     assert [identity_attention(s, losses) for s in range(5)] == [True, True, True, False, False]
+
+
+def test_weight_decays_to_zero():
+    losses = LossConfig(transduction_kl=0.5,
+                        ramps={"transduction_kl": RampConfig(decay_start=4, decay_steps=2)})
+    w = [loss_weights(s, losses, ["transduction_kl"])["transduction_kl"] for s in range(8)]
+    assert w == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.25, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="decay_start"):
+        RampConfig(start=5, steps=5, decay_start=6, decay_steps=1).validate()

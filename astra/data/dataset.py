@@ -273,23 +273,29 @@ class BatchDataset:
         """Speech batch dict of ``indices`` (see module doc); may hold fewer than asked."""
         import torch
 
-        feats, seconds, kept, skipped = [], [], [], []
-        # decoding + fbank of short tensors gain nothing from intra-op threads and lose a lot
-        # when cores are oversubscribed (measured 10x slower with 2 threads on a busy 2-core box)
+        # decoding, fbank and padding of short tensors gain nothing from intra-op threads and
+        # lose a lot when cores are oversubscribed (10x slower with 2 threads on a busy 2-core
+        # box): run them on one thread, then give the caller its setting back
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for i in indices:
-                item = self.speech_items[i]
-                try:
-                    f, sec = self.features(item, epoch)
-                    feats.append(f)
-                    seconds.append(sec)
-                    kept.append(item)
-                except AudioError as e:
-                    skipped.append((item.utterance.key, item.utterance.language, e.reason, str(e)))
+            return self._speech_batch(indices, epoch)
         finally:
             torch.set_num_threads(threads)
+
+    def _speech_batch(self, indices: list[int], epoch: int) -> dict:
+        import torch
+
+        feats, seconds, kept, skipped = [], [], [], []
+        for i in indices:
+            item = self.speech_items[i]
+            try:
+                f, sec = self.features(item, epoch)
+                feats.append(f)
+                seconds.append(sec)
+                kept.append(item)
+            except AudioError as e:
+                skipped.append((item.utterance.key, item.utterance.language, e.reason, str(e)))
         lens = torch.tensor([f.size(0) for f in feats], dtype=torch.int64)
         padded = torch.zeros(len(feats), int(lens.max()) if feats else 0, NUM_MEL_BINS)
         for b, f in enumerate(feats):

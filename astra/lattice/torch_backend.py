@@ -77,160 +77,159 @@ def _mask_outside(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor) -> tuple
     return px.masked_fill(~px_ok, NEG_INF), py.masked_fill(~py_ok, NEG_INF)
 
 
-def _sweep(src_shifted, src, arc_shifted, arc, dst, steps) -> None:
-    """One wavefront step per ``(d, p, x, y)`` in ``steps``:
-    ``dst[d] = logaddexp(src_shifted[p] + arc_shifted[x], src[p] + arc[y])``.
+class _Nodes:
+    """Node scores of ``n`` wavefront steps, ``[n, B, S+1]``, in one flat buffer with one
+    spare -inf element, so that the neighbour view shifted by one row index is a plain
+    contiguous view too (no slicing, no non-contiguous outputs in the sweep).
 
-    All arguments are tuples of per-step views (``Tensor.unbind``), so each step is three
-    kernel calls into two preallocated buffers and no Python-level slicing.
+    ``forward=True``: ``shifted[k][b, s] = nodes[k][b, s-1]`` (the spare element is in
+    front); ``forward=False``: ``shifted[k][b, s] = nodes[k][b, s+1]`` (spare at the end).
+    Where the shift crosses into the neighbouring batch row the value is garbage, but it is
+    always added to a -inf arc (the padded rows of ``px``), so it never counts.
+    """
+
+    def __init__(self, n: int, B: int, S1: int, like: Tensor, forward: bool):
+        self.flat = like.new_full((n * B * S1 + 1,), NEG_INF)
+        lo, hi = self.flat[:-1].view(n, B, S1), self.flat[1:].view(n, B, S1)
+        self.nodes, self.shifted = (hi, lo) if forward else (lo, hi)
+
+
+def _sweep(nodes, shifted, arc_shifted, arc, steps) -> None:
+    """One wavefront step per ``(d, p, x, y)`` in ``steps``:
+    ``nodes[d] = logaddexp(shifted[p] + arc_shifted[x], nodes[p] + arc[y])``.
+
+    Arguments are tuples of contiguous per-step views (``Tensor.unbind``): each step is three
+    kernel calls writing contiguous memory, with two preallocated buffers.
     """
     buf_x = torch.empty_like(arc[0])
     buf_y = torch.empty_like(arc[0])
     add, logaddexp = torch.add, torch.logaddexp
     for d, p, x, y in steps:
-        add(src_shifted[p], arc_shifted[x], out=buf_x)
-        add(src[p], arc[y], out=buf_y)
-        logaddexp(buf_x, buf_y, out=dst[d])
+        add(shifted[p], arc_shifted[x], out=buf_x)
+        add(nodes[p], arc[y], out=buf_y)
+        logaddexp(buf_x, buf_y, out=nodes[d])
+
+
+def _beta_sweep(beta: _Nodes, arc_shifted, arc, ends: dict, s_end: list, steps_down) -> None:
+    """Backward sweep from the last step down; seeds ``beta = 0`` at each utterance's end
+    node when its step is reached. ``steps_down(top, stop)`` lists the steps top..stop."""
+    nodes, shifted = beta.nodes.unbind(0), beta.shifted.unbind(0)
+    top = beta.nodes.shape[0] - 2
+    for k in sorted(ends, reverse=True):
+        _sweep(nodes, shifted, arc_shifted, arc, steps_down(top, k))
+        bs = ends[k]
+        beta.nodes[k, bs, [s_end[b] for b in bs]] = 0.0
+        top = k - 1
+    _sweep(nodes, shifted, arc_shifted, arc, steps_down(top, 0))
+
+
+def _group_ends(step_of_end: Tensor) -> dict[int, list[int]]:
+    ends: dict[int, list[int]] = {}
+    for b, k in enumerate(step_of_end.tolist()):
+        ends.setdefault(k, []).append(b)
+    return ends
 
 
 def _regular_alpha_beta(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor, need_beta: bool):
     """Forward (and optionally backward) sweeps of the regular lattice along anti-diagonals.
 
-    Returns ``(scores [B], alpha, beta, px_in, py_out)`` where ``alpha [K, B, S+2]`` has a
-    leading -inf column (``alpha[k, b, s+1]`` = node (s, k-s)), ``beta [K+1, B, S+2]`` has a
-    trailing -inf column (``beta[k, b, s]``), ``px_in [K+1, B, S+2]`` holds
-    ``px[s-1, k-s]`` (the emit arc *into* node (s, k-s)) and ``py_out [K, B, S+1]`` holds
-    ``py[s, k-s]`` (the blank arc *out of* node (s, k-s)).
+    Returns ``(scores [B], alpha [K, B, S+1], beta [K+1, B, S+1] or None, px_out, py_out)``
+    with K = S+T+1 diagonals; ``alpha[k, b, s]``/``beta[k, b, s]`` belong to node
+    (s, k-s), ``px_out [K+1, B, S+1]`` holds ``px[s, k-1-s]`` (the emit arc out of node
+    (s, k-1-s); -inf at s = S) and ``py_out [K, B, S+1]`` holds ``py[s, k-s]``.
     """
     B, S, T1 = px.shape
     T = py.shape[2]
-    K = S + T + 1  # diagonals 0..S+T
+    K = S + T + 1
     ninf_row = px.new_full((B, 1, T1), NEG_INF)
     px_in = _skew(torch.cat([ninf_row, px, ninf_row], dim=1), K + 1)  # [K+1, B, S+2]
+    px_into = px_in[:, :, : S + 1].contiguous()  # px[s-1, k-s]: the emit arc into node (s, k-s)
+    px_out = px_in[:, :, 1:].contiguous()  # px[s, k-1-s]
     py_out = _skew(py, K)  # [K, B, S+1]
+    py_steps = py_out.unbind(0)
 
-    alpha = px.new_full((K, B, S + 2), NEG_INF)
-    alpha[0, :, 1] = 0.0
-    _sweep(
-        src_shifted=alpha[:, :, : S + 1].unbind(0),  # alpha_{k-1}[s-1]
-        src=alpha[:, :, 1:].unbind(0),  # alpha_{k-1}[s]
-        arc_shifted=px_in[:, :, : S + 1].unbind(0),
-        arc=py_out.unbind(0),
-        dst=alpha[:, :, 1:].unbind(0),
-        steps=[(k, k - 1, k, k - 1) for k in range(1, K)],
-    )
+    alpha = _Nodes(K, B, S + 1, px, forward=True)
+    alpha.nodes[0, :, 0] = 0.0
+    steps = [(k, k - 1, k, k - 1) for k in range(1, K)]
+    _sweep(alpha.nodes.unbind(0), alpha.shifted.unbind(0), px_into.unbind(0), py_steps, steps)
     batch = torch.arange(B, device=px.device)
-    scores = alpha[s_end + t_end, batch, s_end + 1]
+    scores = alpha.nodes[s_end + t_end, batch, s_end]
     if not need_beta:
-        return scores, alpha, None, px_in, py_out
+        return scores, alpha.nodes, None, px_out, py_out
 
-    beta = px.new_full((K + 1, B, S + 2), NEG_INF)
-    end_diag = (s_end + t_end).tolist()
-    ends: dict[int, list[int]] = {}
-    for b, k in enumerate(end_diag):
-        ends.setdefault(k, []).append(b)
-    s_end_list = s_end.tolist()
-    src_shifted = beta[:, :, 1:].unbind(0)  # beta_{k+1}[s+1]
-    src = beta[:, :, : S + 1].unbind(0)  # beta_{k+1}[s]
-    arc_shifted = px_in[:, :, 1:].unbind(0)
-    arc = py_out.unbind(0)
-    dst = beta[:, :, : S + 1].unbind(0)
-    top = K - 1
-    for k in sorted(ends, reverse=True):  # sweep down to each end diagonal, then seed it
-        _sweep(
-            src_shifted,
-            src,
-            arc_shifted,
-            arc,
-            dst,
-            [(j, j + 1, j + 1, j) for j in range(top, k - 1, -1)],
-        )
-        bs = ends[k]
-        beta[k, bs, [s_end_list[b] for b in bs]] = 0.0
-        top = k - 1
-    _sweep(
-        src_shifted, src, arc_shifted, arc, dst, [(j, j + 1, j + 1, j) for j in range(top, -1, -1)]
+    beta = _Nodes(K + 1, B, S + 1, px, forward=False)
+    _beta_sweep(
+        beta,
+        px_out.unbind(0),
+        py_steps,
+        _group_ends(s_end + t_end),
+        s_end.tolist(),
+        lambda top, stop: [(j, j + 1, j + 1, j) for j in range(top, stop - 1, -1)],
     )
-    return scores, alpha, beta, px_in, py_out
+    return scores, alpha.nodes, beta.nodes, px_out, py_out
 
 
-def _regular_occupancy(scores, alpha, beta, px_in, py_out, S: int, T: int):
+def _regular_occupancy(scores, alpha, beta, px_out, py_out, S: int, T: int):
     """Arc occupancies ``(px_grad [B, S, T+1], py_grad [B, S+1, T])`` of the regular lattice."""
-    K = alpha.shape[0]
     finite = torch.isfinite(scores)
     tot = torch.where(finite, scores, torch.zeros_like(scores)).view(1, -1, 1)
-    gx = (
-        alpha[:, :, 1 : S + 1]
-        + px_in[1 : K + 1, :, 1 : S + 1]
-        + beta[1 : K + 1, :, 1 : S + 1]
-        - tot
-    ).exp()
-    gy = (alpha[:, :, 1:] + py_out + beta[1 : K + 1, :, : S + 1] - tot).exp()
-    px_grad = _unskew(gx, T + 1)
-    py_grad = _unskew(gy, T)
-    keep = finite.view(-1, 1, 1).to(px_grad.dtype)
-    return px_grad * keep, py_grad * keep
+    # px[s, t], k = s + t: node (s, t) -> (s+1, t) on diagonal k+1
+    gx = (alpha[:, :, :S] + px_out[1:, :, :S] + beta[1:, :, 1:] - tot).exp()
+    # py[s, t]: node (s, t) -> (s, t+1) on diagonal k+1
+    gy = (alpha + py_out + beta[1:] - tot).exp()
+    keep = finite.view(-1, 1, 1).to(gx.dtype)
+    return _unskew(gx, T + 1) * keep, _unskew(gy, T) * keep
 
 
 def _modified_alpha_beta(px: Tensor, py: Tensor, s_end: Tensor, t_end: Tensor, need_beta: bool):
     """Forward/backward sweeps of the modified lattice along t.
 
-    ``alpha [T+1, B, S+2]`` (leading -inf column), ``beta [T+2, B, S+2]`` (trailing -inf
-    column); ``pxt [T, B, S+2]`` = ``px[s-1, t]`` at column s, ``pyt [T, B, S+1]`` = ``py[s, t]``.
+    ``alpha [T+1, B, S+1]``, ``beta [T+1, B, S+1]`` (node (s, t) at ``[t, b, s]``);
+    ``px_out [T, B, S+1]`` = ``px[s, t]`` (-inf at s = S), ``pyt [T, B, S+1]`` = ``py[s, t]``.
     """
     B, S, T = px.shape
     ninf_col = px.new_full((T, B, 1), NEG_INF)
-    pxt = torch.cat([ninf_col, px.permute(2, 0, 1), ninf_col], dim=2).contiguous()
+    pxt = px.permute(2, 0, 1)
+    px_into = torch.cat([ninf_col, pxt], dim=2).contiguous()  # px[s-1, t]
+    px_out = torch.cat([pxt, ninf_col], dim=2).contiguous()  # px[s, t]
     pyt = py.permute(2, 0, 1).contiguous()
-    alpha = px.new_full((T + 1, B, S + 2), NEG_INF)
-    alpha[0, :, 1] = 0.0
-    _sweep(
-        src_shifted=alpha[:, :, : S + 1].unbind(0),
-        src=alpha[:, :, 1:].unbind(0),
-        arc_shifted=pxt[:, :, : S + 1].unbind(0),
-        arc=pyt.unbind(0),
-        dst=alpha[:, :, 1:].unbind(0),
-        steps=[(t, t - 1, t - 1, t - 1) for t in range(1, T + 1)],
-    )
+    py_steps = pyt.unbind(0)
+    alpha = _Nodes(T + 1, B, S + 1, px, forward=True)
+    alpha.nodes[0, :, 0] = 0.0
+    steps = [(t, t - 1, t - 1, t - 1) for t in range(1, T + 1)]
+    _sweep(alpha.nodes.unbind(0), alpha.shifted.unbind(0), px_into.unbind(0), py_steps, steps)
     batch = torch.arange(B, device=px.device)
-    scores = alpha[t_end, batch, s_end + 1]
+    scores = alpha.nodes[t_end, batch, s_end]
     if not need_beta:
-        return scores, alpha, None, pxt, pyt
-    beta = px.new_full((T + 2, B, S + 2), NEG_INF)
-    ends: dict[int, list[int]] = {}
-    for b, t in enumerate(t_end.tolist()):
-        ends.setdefault(t, []).append(b)
-    s_end_list = s_end.tolist()
-    src_shifted = beta[:, :, 1:].unbind(0)
-    src = beta[:, :, : S + 1].unbind(0)
-    arc_shifted = pxt[:, :, 1:].unbind(0)
-    arc = pyt.unbind(0)
-    dst = beta[:, :, : S + 1].unbind(0)
-    top = T - 1
+        return scores, alpha.nodes, None, px_out, pyt
+    beta = _Nodes(T + 1, B, S + 1, px, forward=False)
+    _beta_sweep_modified(beta, px_out.unbind(0), py_steps, _group_ends(t_end), s_end.tolist())
+    return scores, alpha.nodes, beta.nodes, px_out, pyt
+
+
+def _beta_sweep_modified(beta: _Nodes, px_steps, py_steps, ends: dict, s_end: list) -> None:
+    nodes, shifted = beta.nodes.unbind(0), beta.shifted.unbind(0)
+    top = beta.nodes.shape[0] - 1  # t = T: no arcs leave the last frame column
     for t in sorted(ends, reverse=True):
         _sweep(
-            src_shifted,
-            src,
-            arc_shifted,
-            arc,
-            dst,
-            [(j, j + 1, j, j) for j in range(top, t - 1, -1)],
+            nodes,
+            shifted,
+            px_steps,
+            py_steps,
+            [(j, j + 1, j, j) for j in range(top - 1, t - 1, -1)],
         )
         bs = ends[t]
-        beta[t, bs, [s_end_list[b] for b in bs]] = 0.0
-        top = t - 1
-    _sweep(src_shifted, src, arc_shifted, arc, dst, [(j, j + 1, j, j) for j in range(top, -1, -1)])
-    return scores, alpha, beta, pxt, pyt
+        beta.nodes[t, bs, [s_end[b] for b in bs]] = 0.0
+        top = t
+    _sweep(nodes, shifted, px_steps, py_steps, [(j, j + 1, j, j) for j in range(top - 1, -1, -1)])
 
 
-def _modified_occupancy(scores, alpha, beta, pxt, pyt, S: int, T: int):
+def _modified_occupancy(scores, alpha, beta, px_out, pyt, S: int, T: int):
     finite = torch.isfinite(scores)
     tot = torch.where(finite, scores, torch.zeros_like(scores)).view(1, -1, 1)
     # px[s, t]: node (s, t) -> (s+1, t+1); py[s, t]: node (s, t) -> (s, t+1)
-    gx = (
-        alpha[:T, :, 1 : S + 1] + pxt[:, :, 1 : S + 1] + beta[1 : T + 1, :, 1 : S + 1] - tot
-    ).exp()
-    gy = (alpha[:T, :, 1:] + pyt + beta[1 : T + 1, :, : S + 1] - tot).exp()
+    gx = (alpha[:T, :, :S] + px_out[:, :, :S] + beta[1:, :, 1:] - tot).exp()
+    gy = (alpha[:T] + pyt + beta[1:] - tot).exp()
     keep = finite.view(-1, 1, 1).to(gx.dtype)
     return gx.permute(1, 2, 0) * keep, gy.permute(1, 2, 0) * keep
 

@@ -91,19 +91,22 @@ class AlignerDecoder(nn.Module):
         """``joint(h [..., D], g [..., P]) -> logits [..., V]``."""
         return self.output(torch.tanh(self.encoder_proj(encoder_frames) + self.pred_proj(pred)))
 
-    def forward(self, encoder_out: Tensor, targets: Tensor) -> Tensor:
+    def forward(self, encoder_out: Tensor, targets: Tensor, history: Tensor | None = None) -> Tensor:
         """Teacher-forced logits for the first L frames.
 
         Args:
             encoder_out: ``[B, T', D]`` with T' >= L.
             targets: ``[B, L]`` targets y_1..y_U, ``<eos>``, padding.
+            history: optional ``[B, K]`` tokens fed after ``<sos>`` and before y_1 (left-padded
+                with ``<sos>``), as :meth:`prime` does in long-form decoding.
         Returns:
             ``[B, L, V]`` logits; position i uses frame i and y_0..y_{i-1}.
         """
         length = targets.size(1)
         sos = torch.full_like(targets[:, :1], self.sos_id)
-        g, _ = self.predict(torch.cat([sos, targets[:, :-1]], dim=1))
-        return self.joint(encoder_out[:, :length], g)
+        prefix = sos if history is None else torch.cat([sos, history], dim=1)
+        g, _ = self.predict(torch.cat([prefix, targets[:, :-1]], dim=1))
+        return self.joint(encoder_out[:, :length], g[:, prefix.size(1) - 1 :])
 
     def prime(self, tokens: list[list[int]], device: torch.device) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run ``<sos>`` + each history through the LSTM (long-form priming).

@@ -16,6 +16,9 @@ by name) and counts. Every loss is a mean per target token of the batch:
 ``astra``      ASTRA consistency between S and E, per token (U)
 ``text_aligner`` Aligner CE on unpaired text (text encoder -> shared -> Aligner)
 ``text_rnnt``  pruned RNN-T of the head on unpaired text (T' = U+1 text frames)
+``transduction_kl`` optional (``transduction_kl_layer``): KL from the head's emit occupancy
+               to the attention rows u of that shared layer, per token; not in
+               CONTRIBUTING's list: weight it with ``losses.other.transduction_kl``
 ============== ============================================================================
 
 The text encoder reads ``y_1..y_U, <eos>`` (U+1 frames) so that the Aligner, which needs
@@ -174,6 +177,7 @@ class AstraModel(nn.Module):
         names += ["inter_ctc"] if self.inter_ctc is not None else []
         names += ["rnnt", "rnnt_simple"] if self.rnnt is not None else []
         names += ["astra"] if cfg.astra else []
+        names += ["transduction_kl"] if cfg.transduction_kl_layer else []
         return names
 
     # --- encoders ------------------------------------------------------------------------
@@ -210,11 +214,44 @@ class AstraModel(nn.Module):
         if not bool(kept.any()):
             return self._zero_loss(), 0, kept
         length = int(target_lens[kept].max())
-        logits = decoder(encoder_out[:, :length], targets[:, :length])
+        frames, targets_l = encoder_out[:, :length], targets[:, :length]
+        primed = self._priming(tokens, token_lens)
+        if primed is None:
+            logits = decoder(frames, targets_l)
+        else:
+            rows, history = primed
+            rest = torch.nonzero(~torch.isin(torch.arange(tokens.size(0), device=rows.device), rows)).flatten()
+            primed_logits = decoder(frames[rows], targets_l[rows], history)
+            logits = primed_logits.new_zeros(tokens.size(0), length, primed_logits.size(-1))
+            logits = logits.index_copy(0, rows, primed_logits)
+            if rest.numel():
+                logits = logits.index_copy(0, rest, decoder(frames[rest], targets_l[rest]))
         loss, kept = aligner_loss(
             logits, targets[:, :length], target_lens, encoder_lens, self.cfg.aligner_label_smoothing, reduction="sum"
         )
         return loss, int(target_lens[kept].sum()), kept
+
+    def _priming(self, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Training-time long-form priming: a random ``aligner_prime_prob`` of the examples get
+        a history, the last ``aligner_prime_tokens`` tokens of another (random) utterance of
+        the batch (left-padded with ``<sos>`` as :meth:`AlignerDecoder.prime` does). Returns
+        ``(rows [P], history [P, K])`` or ``None`` (off, not training, or nothing drawn)."""
+        cfg = self.cfg
+        if not self.training or cfg.aligner_prime_prob <= 0 or cfg.aligner_prime_tokens == 0 or tokens.size(0) < 2:
+            return None
+        size = tokens.size(0)
+        donor = (torch.arange(size, device=tokens.device) + torch.randint(1, size, (size,), device=tokens.device)) % size
+        donors, donor_lens = tokens[donor], token_lens[donor]
+        use = (torch.rand(tokens.size(0), device=tokens.device) < cfg.aligner_prime_prob) & (donor_lens > 0)
+        rows = torch.nonzero(use).flatten()
+        if rows.numel() == 0:
+            return None
+        counts = [min(cfg.aligner_prime_tokens, int(donor_lens[b])) for b in rows.tolist()]
+        history = torch.full((rows.numel(), max(counts)), SOS_ID, dtype=torch.long, device=tokens.device)
+        for i, (b, n) in enumerate(zip(rows.tolist(), counts, strict=True)):
+            end = int(donor_lens[b])
+            history[i, history.size(1) - n :] = donors[b, end - n : end]
+        return rows, history
 
     # --- training forward ----------------------------------------------------------------
     def forward_speech(self, batch: dict) -> ModelOutput:
@@ -246,7 +283,15 @@ class AstraModel(nn.Module):
         features, tokens = features[:, :width], tokens[:, : int(token_lens.max())]
 
         wanted = {cfg.inter_ctc_layer, cfg.inter_aligner_layer, cfg.rnnt_layer, cfg.astra_layer, 0}
-        top, lens, layers = self.forward_encoder(features, feature_lens, tuple(sorted(wanted)))
+        kl_attn = self.shared_encoder.blocks[cfg.transduction_kl_layer - 1].attn if cfg.transduction_kl_layer else None
+        if kl_attn is not None:
+            kl_attn.keep_weights_for_loss, kl_attn.loss_weights = True, None
+        try:
+            top, lens, layers = self.forward_encoder(features, feature_lens, tuple(sorted(wanted)))
+        finally:
+            attention = None
+            if kl_attn is not None:
+                attention, kl_attn.keep_weights_for_loss, kl_attn.loss_weights = kl_attn.loss_weights, False, None
         num_tokens = float(token_lens.sum())
         counts.update(utterances=float(len(index)), frames=float(lens.sum()), tokens=num_tokens,
                       input_frames=float(feature_lens.sum()))
@@ -271,7 +316,24 @@ class AstraModel(nn.Module):
             losses["rnnt_simple"] = rnnt.simple / num_tokens
             if cfg.astra:
                 losses["astra"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, rnnt.px, rnnt.py)
+            if kl_attn is not None:
+                losses["transduction_kl"] = self._transduction_kl(attention, lens, token_lens, rnnt.px, rnnt.py)
         return ModelOutput(losses, counts)
+
+    def _transduction_kl(self, attention: Tensor | None, lens: Tensor, token_lens: Tensor,
+                         px: Tensor, py: Tensor) -> Tensor:
+        """KL from the head's emit occupancy to the attention rows of the transducing layer
+        (0 while the identity-attention warm-up is on: there are no weights to guide)."""
+        import astra.lattice as lattice
+        from astra.losses.transduction_kl import lattice_attention_kl
+
+        if attention is None:
+            return self._zero_loss()
+        boundary = torch.zeros(lens.size(0), 4, dtype=torch.long, device=lens.device)
+        boundary[:, 2], boundary[:, 3] = token_lens, lens
+        with torch.no_grad(), torch.autocast(device_type=lens.device.type, enabled=False):
+            _, (occupancy, _) = lattice.mutual_information_recursion(px.float(), py.float(), boundary, return_grad=True)
+        return lattice_attention_kl(attention, occupancy, token_lens, lens)
 
     def _astra_loss(self, speech: Tensor, speech_lens: Tensor, tokens: Tensor, token_lens: Tensor,
                     px: Tensor, py: Tensor) -> Tensor:

@@ -50,6 +50,10 @@ class ModelConfig:
     pred_layers: int = 1
     joint_dim: int = 320
     aligner_label_smoothing: float = 0.0
+    # long-form priming in training: this fraction of examples has the prediction network
+    # primed with the last aligner_prime_tokens tokens of another utterance of the batch
+    aligner_prime_prob: float = 0.0
+    aligner_prime_tokens: int = 10
 
     # --- auxiliary heads ---------------------------------------------------------------
     top_ctc: bool = False  # CTC on the last shared layer (competes with the Aligner)
@@ -73,6 +77,9 @@ class ModelConfig:
     astra_distance: str = "mae"  # "mae" or "mse"
     astra_lam: float = 1.0  # lambda of the weighted-RNN-T form
 
+    # --- lattice-guided self-transduction (design.md idea beyond the seeds; off) -------
+    transduction_kl_layer: int = 0  # shared layer whose attention rows u follow the lattice; 0 = off
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
         if self.position_encoding not in POSITION_ENCODINGS:
@@ -91,7 +98,7 @@ class ModelConfig:
         for name in ("speech_layers", "text_layers", "shared_layers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name}={getattr(self, name)} must be >= 0")
-        for name in ("inter_ctc_layer", "inter_aligner_layer", "rnnt_layer", "astra_layer"):
+        for name in ("inter_ctc_layer", "inter_aligner_layer", "rnnt_layer", "astra_layer", "transduction_kl_layer"):
             value = getattr(self, name)
             if not 0 <= value <= self.shared_layers:
                 raise ValueError(f"model.{name}={value} must be in [0, shared_layers={self.shared_layers}]")
@@ -101,6 +108,8 @@ class ModelConfig:
             raise ValueError(f"model.rnnt_context={self.rnnt_context} must be >= 1")
         if self.rnnt_head and self.rnnt_prune_range < 2:
             raise ValueError(f"model.rnnt_prune_range={self.rnnt_prune_range} must be >= 2")
+        if self.transduction_kl_layer and not self.rnnt_head:
+            raise ValueError("model.transduction_kl_layer needs model.rnnt_head=true (the lattice comes from it)")
         if self.astra and not self.rnnt_head:
             raise ValueError("model.astra=true needs model.rnnt_head=true (the lattice comes from it)")
         if self.astra_mode not in ASTRA_MODES:
@@ -109,5 +118,10 @@ class ModelConfig:
             raise ValueError(f"model.astra_distance={self.astra_distance!r}: use one of {ASTRA_DISTANCES}")
         if not 0.0 <= self.aligner_label_smoothing < 1.0:
             raise ValueError(f"model.aligner_label_smoothing={self.aligner_label_smoothing} must be in [0, 1)")
+        if not 0.0 <= self.aligner_prime_prob <= 1.0 or self.aligner_prime_tokens < 0:
+            raise ValueError(
+                f"model.aligner_prime_prob={self.aligner_prime_prob} must be in [0, 1] and "
+                f"model.aligner_prime_tokens={self.aligner_prime_tokens} >= 0"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout={self.dropout} must be in [0, 1)")

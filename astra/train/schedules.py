@@ -56,7 +56,11 @@ def loss_weights(step: int, losses: LossConfig, names: list[str] | tuple[str, ..
                 f"set losses.other.{name}=<weight> (0 to only log it)"
             ) from None
         ramp = losses.ramps.get(name)
-        factor = ramp_factor(step, ramp.start, ramp.steps) if ramp is not None else 1.0
+        factor = 1.0
+        if ramp is not None:
+            factor = ramp_factor(step, ramp.start, ramp.steps)
+            if ramp.decay_steps > 0:
+                factor *= 1.0 - ramp_factor(step, ramp.decay_start, ramp.decay_steps)
         weights[name] = base * factor
     return weights
 

@@ -19,6 +19,7 @@ LOSS_NAMES = (
     "astra",
     "text_aligner",
     "text_rnnt",
+    "transduction_kl",
 )
 LR_DECAYS = ("cosine", "linear", "inverse_sqrt", "constant")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
@@ -27,14 +28,22 @@ BEST_METRICS = ("valid_loss", "wer")
 
 @dataclass
 class RampConfig:
-    """A loss weight that is 0 before ``start`` and rises linearly to its value over ``steps``."""
+    """Schedule of a loss weight: 0 before ``start``, linear up to its value over ``steps``;
+    with ``decay_steps`` > 0, linear down from ``decay_start`` to 0 over ``decay_steps``."""
 
     start: int = 0
     steps: int = 0
+    decay_start: int = 0
+    decay_steps: int = 0  # 0 = no decay
 
     def validate(self) -> None:
-        if self.start < 0 or self.steps < 0:
-            raise ValueError(f"ramp start={self.start} and steps={self.steps} must be >= 0")
+        for name in ("start", "steps", "decay_start", "decay_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ramp {name}={getattr(self, name)} must be >= 0")
+        if self.decay_steps and self.decay_start < self.start + self.steps:
+            raise ValueError(
+                f"ramp decay_start={self.decay_start} must be >= start + steps = {self.start + self.steps}"
+            )
 
 
 @dataclass
@@ -43,7 +52,9 @@ class LossConfig:
 
     A loss whose weight is 0 is logged but not optimised. ``ramps`` schedules a weight:
     e.g. ``astra: {start: 2000, steps: 2000}`` keeps ASTRA off until the RNN-T alignment
-    head has warmed up for 2000 steps, then ramps it in over the next 2000.
+    head has warmed up for 2000 steps, then ramps it in over the next 2000;
+    ``transduction_kl: {decay_start: 2000, decay_steps: 1000}`` keeps the lattice-guided KL on
+    for 2000 steps, then fades it out.
     """
 
     aligner: float = 1.0
@@ -55,6 +66,7 @@ class LossConfig:
     astra: float = 0.1
     text_aligner: float = 1.0
     text_rnnt: float = 0.5
+    transduction_kl: float = 0.0  # lattice-guided attention KL (model.transduction_kl_layer)
     other: dict[str, float] = field(default_factory=dict)  # weights of further model losses
     ramps: dict[str, RampConfig] = field(
         default_factory=lambda: {"astra": RampConfig(start=1000, steps=1000)}

@@ -291,7 +291,10 @@ class Trainer:
         acc = self.accelerator
         stats = [None]
         if acc.is_main_process:
-            mean, std = self.parts.feature_stats()
+            try:
+                mean, std = self.parts.feature_stats()
+            except ValueError as e:
+                raise TrainingError(f"feature statistics: {e}") from None
             stats = [(mean.cpu(), std.cpu())]
         if acc.num_processes > 1:
             broadcast_object_list(stats, from_process=0)
