@@ -185,3 +185,25 @@ def test_model_alignment_report_on_a_tiny_model():
     assert all(math.isfinite(v) for v in flat.values())
     with pytest.raises(ValueError, match="speech batch"):
         model_alignment_report(model, {"kind": "text"})
+
+
+def test_attention_sinks_do_not_hide_a_front_alignment():
+    # every third of the first U rows puts its peak on a sink frame (frame T-1)
+    a = front_aligned(u=12, n=48) * 0.5
+    for i in range(0, 12, 3):
+        a[i, -1] += 0.6  # frame T-1 is the peak of 4 rows: a sink
+    s = matrix_stats(a, 12)
+    assert s["front_alignment"] > 0.5
+    assert label_layer(s, AlignmentThresholds()) == "transducing"
+
+
+def test_block_swap_is_not_a_time_reversal():
+    # first half of the rows reads the second half of the input in order, and vice versa:
+    # information moves, but time order within each block is kept
+    n = 40
+    a = torch.zeros(n, n)
+    for i in range(n):
+        a[i, (i + n // 2) % n] = 1.0
+    s = matrix_stats(a, 4)
+    assert s["monotonicity"] > 0.9 and s["reversal"] == 0.0
+    assert label_layer(s, AlignmentThresholds()) != "reversed"

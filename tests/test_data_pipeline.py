@@ -129,6 +129,14 @@ def test_mixed_stream_resume_ranks_and_workers(corpus, tmp_path):
     resumed.load_state_dict(state)
     resumed.set_epoch(1)
     assert head + [_keys(b) for b in resumed] == full
+    # a state taken at the very end of an epoch resumes to nothing, then the next epoch
+    end = build_train_stream(cfg, tok, seed=4)
+    end.load_state_dict(full_stream.state_dict())
+    assert list(end) == []
+    end.set_epoch(2)
+    full_stream.set_epoch(2)
+    epoch2 = [_keys(b) for b in end]
+    assert epoch2 == [_keys(b) for b in full_stream] and epoch2 != full
     # workers give the same batches
     cfg.num_workers = 2
     assert [_keys(b) for b in build_train_stream(cfg, tok, seed=4)] == [_keys(b) for b in build_train_stream(

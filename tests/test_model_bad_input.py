@@ -80,6 +80,8 @@ def test_wrong_feature_dim_and_malformed_batches_raise_clear_errors(model):
         model.forward_text(dict(kind="text"))
     with pytest.raises(ValueError, match="transcribe_long"):
         model.transcribe_long(torch.randn(100, 40))
+    with pytest.raises(ValueError, match="fewer than"):
+        model.transcribe_long(torch.randn(3, 80))
 
 
 def test_decoding_rejects_too_short_audio_and_unknown_methods(model):

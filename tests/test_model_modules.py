@@ -201,3 +201,31 @@ def test_decoder_gate_table_cache_follows_weight_updates():
             torch.testing.assert_close(g, decoder.predict(tokens)[0][:, 1], atol=1e-6, rtol=1e-5)
             decoder.embedding.weight.add_(0.5)
             decoder.lstm.bias_ih_l0.add_(0.1)
+
+
+def test_teacher_forcing_with_a_history_matches_long_form_priming():
+    from astra.model.aligner_decoder import AlignerDecoder
+
+    torch.manual_seed(0)
+    decoder = AlignerDecoder(8, 12, 6, 1, 7, 0.0).eval()
+    frames, targets = torch.randn(1, 5, 8), torch.tensor([[5, 6, 3]])
+    history = [7, 9, 4]
+    logits = decoder(frames, targets, torch.tensor([history]))
+    g, state = decoder.prime([history], torch.device("cpu"))
+    torch.testing.assert_close(logits[0, 0], decoder.joint(frames[0, 0], g[0]))
+    g, _ = decoder.step(targets[:, 0], state)
+    torch.testing.assert_close(logits[0, 1], decoder.joint(frames[0, 1], g[0]), atol=1e-6, rtol=1e-5)
+
+
+def test_training_time_priming_changes_only_primed_examples():
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", dropout=0.0, spec_augment=False, aligner_prime_prob=1.0), VOCAB)
+    model.train()
+    tokens, lens = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([3, 2])
+    frames, frame_lens = torch.randn(2, 6, 64), torch.tensor([6, 6])
+    primed, n, _ = model.forward_aligner(model.aligner, frames, frame_lens, tokens, lens)
+    model.eval()
+    plain, n2, _ = model.forward_aligner(model.aligner, frames, frame_lens, tokens, lens)
+    assert n == n2 == 7 and primed.item() != pytest.approx(plain.item())
+    with pytest.raises(ValueError, match="aligner_prime_prob"):
+        preset("tiny", aligner_prime_prob=1.5)

@@ -8,23 +8,34 @@ reads (U tokens, plus ``<eos>`` if the caller counts it):
 * **locality** — mean over the L rows of the mass within ``window`` frames of the
   diagonal, ``sum_{|j-i|<=w} A[i, j]``. 1 for identity attention; about ``(2w+1)/L`` for
   uniform attention. Early (in-place encoding) layers score high.
-* **monotonicity** — Pearson correlation of ``i`` with ``p_i`` over all L rows, in [-1, 1]
-  (0 when the peaks do not vary). +1 for the diagonal, -1 for the anti-diagonal.
+* **monotonicity** — net *local* progress of the peaks over all L rows: with steps
+  ``d_i = p_{i+1} - p_i``, ``F = sum d`` over steps ``0 < d <= s`` and ``B = sum -d`` over
+  steps ``-s <= d < 0`` (``s = max(window, 2)``), monotonicity = ``(F - B) / (L - 1)`` in
+  [-1, 1]: +1 for a diagonal, -1 for an anti-diagonal, about 0 for uniform, random or
+  attention-sink maps. Rows whose peak is a *sink* (a column that is the peak of at least
+  ``max(3, 20%)`` of the rows, e.g. frame 0) are left out of the path first, and jumps
+  longer than ``s`` count neither way.
 * **front alignment** — do the first U rows walk forwards across the whole input, as in
-  the Aligner's transducing layer? With steps ``d_i = p_{i+1} - p_i`` (i < U-1),
-  ``F = sum max(d, 0)`` and ``Bk = sum max(-d, 0)``: direction ``(F - Bk) / (F + Bk)``
-  (1 if every move is forwards), coverage ``(max p - min p) / (L (U-1) / U)`` clipped to
-  [0, 1] (the ideal span of U evenly spaced segments), and
-  ``front_alignment = max(direction, 0) * coverage``. Identity attention with U << L
-  scores about U/L (monotone but not spread), a front-aligned map about 1.
-* **front reversal** — the same walked backwards: ``max(-direction, 0) * coverage``.
+  the Aligner's transducing layer? The same F and B over the first U rows with steps of
+  at most ``s = max(2, ceil(2 L / U))`` (twice the spacing of U evenly spread tokens),
+  relative to the ideal span ``L (U-1) / U``, times the share ``f`` of the path's steps
+  that are such short forward steps: ``front_alignment = clip((F - B) / span, 0, 1) * f``.
+  Identity attention with U << L scores about U/L (monotone but not spread), a
+  front-aligned map about 1, a map whose tokens cover only part of the audio (silence,
+  partly formed alignment) about the covered fraction, random attention little (its
+  steps are rarely short and forward).
+* **front reversal** — the same walked backwards: ``clip((B - F) / span, 0, 1) * b``.
 * **reversal** — ``max(front_reversal, max(-monotonicity, 0))``: a layer that flips time
   (seed 003: anti-diagonal self-attention) or aligns tokens backwards scores near 1.
+* **front_alignment_best_head** — the best single head's front alignment (one head can
+  transduce while another attends to a sink frame; seed 000 plots single heads).
 
-Layer labels (first match): ``reversed`` (reversal >= ``reversal_threshold``),
-``transducing`` (front_alignment >= ``front_threshold`` and > locality), ``local``
+Statistics are computed on the head-averaged map of each utterance and averaged over the
+batch. Layer labels (first match): ``reversed`` (reversal >= ``reversal_threshold``; head
+average only, since time is only lost when every head flips), ``transducing`` (``max(front
+alignment, best-head front alignment) >= front_threshold`` and > locality), ``local``
 (locality >= ``local_threshold``), ``diffuse``. The *transducing layer* is the layer with
-the highest front alignment among those labelled transducing (earliest on ties); a
+the highest such front alignment among those labelled transducing (earliest on ties); a
 *reversal alarm* is raised (logged as a warning) when any layer is labelled reversed.
 
 :func:`alignment_report` is what the trainer calls (and logs to TensorBoard through
@@ -78,17 +89,50 @@ def peaks(attn: torch.Tensor) -> torch.Tensor:
     return _check_matrix(attn).argmax(dim=1)
 
 
-def monotonicity(attn: torch.Tensor) -> float:
-    """Pearson correlation of row index with row peak over all rows, in [-1, 1]."""
-    p = peaks(attn).double()
-    if p.numel() < 2:
+def _without_sinks(p: torch.Tensor) -> torch.Tensor:
+    """The peak path without rows whose peak is a *sink*: a column that is the peak of at
+    least ``max(3, ceil(0.2 * len(p)))`` rows (e.g. every row parking on frame 0)."""
+    if p.numel() == 0:
+        return p
+    counts = torch.bincount(p)
+    sinks = counts >= max(3, math.ceil(0.2 * p.numel()))
+    return p[~sinks[p]]
+
+
+def _progress(p: torch.Tensor, max_step: int) -> tuple[float, float, float, float]:
+    """Movement of a peak path made of steps of at most ``max_step``.
+
+    Sink rows are dropped first (:func:`_without_sinks`). Returns ``(F, B, f, b)``:
+    ``F = sum d`` over steps ``0 < d <= max_step``, ``B = sum -d`` over steps
+    ``-max_step <= d < 0`` (bigger jumps, across pauses or noise, count neither way), and
+    ``f``, ``b`` the fractions of all steps that are such forward / backward steps.
+    """
+    p = _without_sinks(p)
+    steps = p[1:] - p[:-1]
+    if steps.numel() == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    forward = (steps > 0) & (steps <= max_step)
+    backward = (steps < 0) & (steps >= -max_step)
+    return (
+        float(steps[forward].sum()),
+        float(-steps[backward].sum()),
+        float(forward.float().mean()),
+        float(backward.float().mean()),
+    )
+
+
+def monotonicity(attn: torch.Tensor, window: int = 2) -> float:
+    """Net local progress of the row peaks over all rows, in [-1, 1] (module doc).
+
+    ``(F - B) / (L - 1)`` with steps of at most ``max(window, 2)`` frames: +1 for a
+    diagonal, -1 for an anti-diagonal, about 0 for uniform, random or sink attention.
+    """
+    p = peaks(attn)
+    n = p.numel()
+    if n < 2:
         return 0.0
-    i = torch.arange(p.numel(), dtype=torch.float64)
-    pc, ic = p - p.mean(), i - i.mean()
-    denom = math.sqrt(float((pc * pc).sum()) * float((ic * ic).sum()))
-    if denom == 0.0:
-        return 0.0
-    return float((pc * ic).sum()) / denom
+    fwd, bwd, _, _ = _progress(p, max(window, 2))
+    return max(-1.0, min(1.0, (fwd - bwd) / (n - 1)))
 
 
 def front_scores(attn: torch.Tensor, num_positions: int) -> tuple[float, float]:
@@ -101,21 +145,18 @@ def front_scores(attn: torch.Tensor, num_positions: int) -> tuple[float, float]:
     u = min(int(num_positions), n)
     if u < 2:
         return 0.0, 0.0
-    p = attn[:u].argmax(dim=1).double()
-    steps = p[1:] - p[:-1]
-    fwd = float(steps.clamp_min(0).sum())
-    bwd = float((-steps).clamp_min(0).sum())
-    if fwd + bwd == 0.0:
-        return 0.0, 0.0
-    direction = (fwd - bwd) / (fwd + bwd)
+    p = attn[:u].argmax(dim=1)
+    fwd, bwd, fwd_share, bwd_share = _progress(p, max(2, math.ceil(2 * n / u)))
     ideal_span = n * (u - 1) / u
-    coverage = min(float(p.max() - p.min()) / ideal_span, 1.0)
-    return max(direction, 0.0) * coverage, max(-direction, 0.0) * coverage
+    return (
+        min(1.0, max(fwd - bwd, 0.0) / ideal_span) * fwd_share,
+        min(1.0, max(bwd - fwd, 0.0) / ideal_span) * bwd_share,
+    )
 
 
 def matrix_stats(attn: torch.Tensor, num_positions: int, window: int = 2) -> dict[str, float]:
     """All :data:`STAT_NAMES` of one head-averaged attention matrix ``[L, L]``."""
-    mono = monotonicity(attn)
+    mono = monotonicity(attn, window)
     front, front_rev = front_scores(attn, num_positions)
     return {
         "locality": locality(attn, window),
@@ -126,14 +167,17 @@ def matrix_stats(attn: torch.Tensor, num_positions: int, window: int = 2) -> dic
     }
 
 
+def transduction_score(stats: Mapping[str, float]) -> float:
+    """``max(front_alignment, front_alignment_best_head)`` (the latter if present)."""
+    return max(stats["front_alignment"], stats.get("front_alignment_best_head", 0.0))
+
+
 def label_layer(stats: Mapping[str, float], thresholds: AlignmentThresholds) -> str:
     """``reversed`` / ``transducing`` / ``local`` / ``diffuse`` (module doc)."""
     if stats["reversal"] >= thresholds.reversal_threshold:
         return "reversed"
-    if (
-        stats["front_alignment"] >= thresholds.front_threshold
-        and stats["front_alignment"] > stats["locality"]
-    ):
+    front = transduction_score(stats)
+    if front >= thresholds.front_threshold and front > stats["locality"]:
         return "transducing"
     if stats["locality"] >= thresholds.local_threshold:
         return "local"
@@ -210,7 +254,7 @@ def alignment_report(
         stats["label"] = label_layer(stats, thresholds)
         layers[name] = stats
     transducing = [n for n, s in layers.items() if s["label"] == "transducing"]
-    best = max(transducing, key=lambda n: layers[n]["front_alignment"], default=None)
+    best = max(transducing, key=lambda n: transduction_score(layers[n]), default=None)
     reversed_layers = [n for n, s in layers.items() if s["label"] == "reversed"]
     if reversed_layers and warn:
         log.warning(
@@ -231,7 +275,8 @@ def alignment_report(
 def flatten_report(report: Mapping, prefix: str = "alignment") -> dict[str, float]:
     """Scalars of :func:`alignment_report` for TensorBoard: ``{prefix}/{layer}/{stat}``.
 
-    Also ``{prefix}/reversal_alarm`` (0/1), ``{prefix}/max_front_alignment`` and
+    Also ``{prefix}/reversal_alarm`` (0/1), ``{prefix}/max_front_alignment`` (the highest
+    :func:`transduction_score` of any layer) and
     ``{prefix}/transducing_layer_index`` (position of the transducing layer in the report's
     layer order, -1 if none).
     """
@@ -243,7 +288,7 @@ def flatten_report(report: Mapping, prefix: str = "alignment") -> dict[str, floa
                 out[f"{prefix}/{name}/{key}"] = float(value)
     out[f"{prefix}/reversal_alarm"] = float(report["reversal_alarm"])
     out[f"{prefix}/max_front_alignment"] = max(
-        (s["front_alignment"] for s in report["layers"].values()), default=0.0
+        (transduction_score(s) for s in report["layers"].values()), default=0.0
     )
     layer = report["transducing_layer"]
     out[f"{prefix}/transducing_layer_index"] = float(names.index(layer)) if layer else -1.0

@@ -56,8 +56,9 @@ def _count_load_skips(batch: dict, counter: SkipCounter) -> dict:
 class TrainStream:
     """Training batches of one rank: speech and text mixed, resumable mid-epoch.
 
-    Iterate it once per epoch (``for batch in stream``); ``set_epoch(e)`` before each epoch
-    is optional (iterating a finished epoch moves to the next one). ``len(stream)`` is the
+    Call ``set_epoch(e)`` and iterate once per epoch (``for batch in stream``); iterating a
+    finished epoch again yields nothing (so a state saved at the very end of an epoch resumes
+    to an empty remainder, then ``set_epoch(e + 1)``). ``len(stream)`` is the
     number of batches this rank yields in the current epoch (speech + text), equal on every
     rank. ``state_dict()`` is identical on every rank; ``load_state_dict`` then iterating
     yields exactly the batches that had not been consumed. A speech batch can come out with
@@ -112,8 +113,6 @@ class TrainStream:
         self.mixer.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict]:
-        if self.speech_sampler.position >= len(self.speech_sampler) and len(self.speech_sampler):
-            self.set_epoch(self.epoch + 1)
         epoch = self.epoch
         plan = [(kind, batch, epoch) for kind, batch in self.mixer.plan()]
         if not plan:

@@ -428,6 +428,8 @@ class AstraModel(nn.Module):
         from astra.model.long_form import chunk_bounds
 
         minimum = self.speech_encoder.subsampling.min_input_frames()
+        if features.size(0) < minimum:
+            raise ValueError(f"transcribe_long: {features.size(0)} feature frames, fewer than the {minimum} one encoder frame needs")
         chunk = max(int(round(chunk_seconds * FRAMES_PER_SECOND)), minimum)
         emitted: list[int] = []
         for start, end in chunk_bounds(features.size(0), chunk, minimum):
@@ -461,10 +463,4 @@ class AstraModel(nn.Module):
         finally:
             for attn in named.values():
                 attn.store_weights, attn.last_weights = False, None
-
-
-def count_summary(counts: dict[str, int]) -> str:
-    """``num_parameters()`` as ``name: 1.23M`` lines (for logs and docs)."""
-    return "\n".join(f"{name}: {n / 1e6:.3f}M" if n >= 1e5 else f"{name}: {n}" for name, n in counts.items())
-
 

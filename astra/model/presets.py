@@ -17,7 +17,7 @@ PRESETS: dict[str, dict] = {
         subsampling_channels=16, pred_dim=64, joint_dim=64, inter_ctc_layer=1,
         rnnt_pred_dim=32, rnnt_joint_dim=64, freq_mask_width=10, time_masks=2, time_mask_width=20,
     ),
-    # the ModelConfig defaults (about 7M parameters): CPU smoke runs, small FLEURS subsets
+    # the ModelConfig defaults (about 10M parameters at V=1024): CPU smoke runs, small FLEURS subsets
     "small": dict(),
     # Aligner-Encoder, LibriSpeech setting of seed 000: 17 Conformer layers x 512 (~100M);
     # InterCTC at layer 12 of 17 as in seed 002 (4 speech + 8 shared)

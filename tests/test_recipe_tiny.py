@@ -1,0 +1,202 @@
+"""The tiny recipe: recipes/tiny/report.py (fast) and `run.sh --quick --compare` end to end (slow)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_SH = REPO / "recipes" / "tiny" / "run.sh"
+LANGUAGES = ["de_de", "en_us", "es_419", "it_it", "ru_ru"]
+
+
+def load_report_module():
+    spec = importlib.util.spec_from_file_location("tiny_report", REPO / "recipes" / "tiny" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tiny_report"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+report = load_report_module()
+
+
+def write_eval(folder: Path, rows: list[tuple[str, str, str]]) -> None:
+    """A minimal `astra evaluate` folder: results.json + hyps.tsv for (language, ref, hyp) rows."""
+    import jiwer
+
+    folder.mkdir(parents=True)
+    per_lang: dict[str, list[int]] = {}
+    with open(folder / "hyps.tsv", "w", encoding="utf-8", newline="") as f:
+        f.write("key\tlanguage\treference\thypothesis\terrors\tref_units\terror_rate\n")
+        for i, (lang, ref, hyp) in enumerate(rows):
+            out = jiwer.process_words(ref, hyp)
+            errors = out.substitutions + out.deletions + out.insertions
+            n = len(ref.split())
+            f.write(f"u{i}\t{lang}\t{ref}\t{hyp}\t{errors}\t{n}\t{errors / n}\n")
+            acc = per_lang.setdefault(lang, [0, 0])
+            acc[0] += errors
+            acc[1] += n
+    languages = [{"language": k, "error_rate": e / n, "errors": e, "ref_units": n} for k, (e, n) in sorted(per_lang.items())]
+    total_e = sum(v[0] for v in per_lang.values())
+    total_n = sum(v[1] for v in per_lang.values())
+    results = {
+        "languages": languages,
+        "pooled": {"metric": "WER", "error_rate": total_e / total_n},
+        "macro": {"metric": "WER", "error_rate": sum(x["error_rate"] for x in languages) / len(languages)},
+    }
+    (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+
+
+def test_recognised_words_follow_the_word_alignment():
+    assert report.recognised_words("anna sold the basket", "anna sold the basket") == [True] * 4
+    assert report.recognised_words("anna sold the basket", "anna sold the bask it") == [True, True, True, False]
+    assert report.recognised_words("anna sold the basket", "anna the basket") == [True, False, True, True]
+    assert report.recognised_words("anna sold", "") == [False, False]
+
+
+def test_report_counts_text_only_words_and_compares(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "text_only_words.json").write_text(json.dumps({"en_us": ["basket", "yellow"], "ru_ru": ["ваза"]}))
+    rows_base = [
+        ("en_us", "anna sold the yellow basket", "anna sold the blue bask"),   # 0 of 2
+        ("en_us", "tom saw the red car", "tom saw the red car"),
+        ("ru_ru", "ваза была дома", "вас а была дома"),                           # 0 of 1
+    ]
+    rows_text = [
+        ("en_us", "anna sold the yellow basket", "anna sold the yellow basket"),  # 2 of 2
+        ("en_us", "tom saw the red car", "tom saw a red car"),
+        ("ru_ru", "ваза была дома", "ваз была дома"),                             # 0 of 1
+    ]
+    write_eval(tmp_path / "base", rows_base)
+    write_eval(tmp_path / "text", rows_text)
+    out = tmp_path / "results" / "compare"
+    status = report.main([
+        "--corpus", str(corpus), "--eval", f"paired-only={tmp_path / 'base'}",
+        "--eval", f"text+ASTRA={tmp_path / 'text'}", "--out", str(out),
+    ])
+    assert status == 0
+    table = capsys.readouterr().out
+    assert "| en_us |" in table and "paired-only" in table and "text+ASTRA" in table
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["paired-only"]["text_only"]["en_us"] == {"occurrences": 2, "recognised": 0, "error_rate": 1.0}
+    assert data["text+ASTRA"]["text_only"]["en_us"] == {"occurrences": 2, "recognised": 2, "error_rate": 0.0}
+    assert data["text+ASTRA"]["text_only_pooled"]["error_rate"] == pytest.approx(1 / 3)
+    assert data["text_only_pooled_relative_reduction"] == pytest.approx(2 / 3)
+    assert out.with_suffix(".md").read_text() == table
+
+
+def test_report_names_a_missing_evaluation(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "text_only_words.json").write_text("{}")
+    assert report.main(["--corpus", str(corpus), "--eval", f"x={tmp_path / 'nothing'}"]) == 2
+    assert "results.json not found" in capsys.readouterr().err
+
+
+# ---- end to end ----------------------------------------------------------------------------
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _read_tsv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _check_eval(folder: Path, corpus: Path) -> dict:
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    langs = results["languages"]
+    assert sorted(x["language"] for x in langs) == LANGUAGES
+    for x in langs:
+        assert _finite(x["error_rate"]) and x["error_rate"] >= 0
+        assert x["errors"] == x["substitutions"] + x["deletions"] + x["insertions"]
+        assert x["error_rate"] == pytest.approx(x["errors"] / max(x["ref_units"], 1))
+        test_rows = _read_tsv(corpus / x["language"] / "test.tsv")
+        assert x["utterances"] == len(test_rows)
+        assert x["ref_units"] == sum(len(r["transcription"].split()) for r in test_rows)
+    pooled = results["pooled"]
+    assert pooled["errors"] == sum(x["errors"] for x in langs)
+    assert pooled["ref_units"] == sum(x["ref_units"] for x in langs)
+    assert pooled["error_rate"] == pytest.approx(pooled["errors"] / pooled["ref_units"])
+    assert results["macro"]["error_rate"] == pytest.approx(sum(x["error_rate"] for x in langs) / len(langs))
+    hyps = _read_tsv(folder / "hyps.tsv")
+    assert len(hyps) == sum(x["utterances"] for x in langs)
+    return results
+
+
+def _check_text_only(summary: dict, name: str, corpus_summary: dict) -> None:
+    entry = summary[name]
+    for lang in LANGUAGES:
+        counts = entry["text_only"][lang]
+        assert counts["occurrences"] == corpus_summary["languages"][lang]["test_text_only_word_occurrences"]
+        assert 0 <= counts["recognised"] <= counts["occurrences"]
+        assert _finite(counts["error_rate"]) and 0.0 <= counts["error_rate"] <= 1.0
+        assert _finite(entry["error_rate"][lang])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None and os.environ.get("CI") != "true",
+                    reason="espeak-ng not installed (required in CI)")
+def test_quick_recipe_end_to_end(tmp_path):
+    work = tmp_path / "tiny"
+    env = {**os.environ, "ASTRA_TINY_SET": ""}
+    start = time.monotonic()
+    proc = subprocess.run(["bash", str(RUN_SH), "--quick", "--compare", "--work", str(work)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    first_seconds = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    corpus = work / "corpus"
+    corpus_summary = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))
+    assert corpus_summary["status"] == "complete"
+    assert sorted(corpus_summary["languages"]) == LANGUAGES
+    assert (work / "tokenizer.model").is_file()
+    for run in ("pretrain", "finetune", "paired_only/pretrain", "paired_only/finetune"):
+        assert (work / run / "DONE").is_file(), run
+        ckpts = sorted((work / run / "checkpoints").glob("step-*"))
+        assert ckpts, run
+        for name in ("config.yaml", "model.safetensors", "tokenizer.model", "trainer_state.json"):
+            assert (ckpts[-1] / name).is_file(), (run, name)
+    main = _check_eval(work / "eval" / "main", corpus)
+    paired = _check_eval(work / "eval" / "paired_only", corpus)
+    assert main["utterances"] == paired["utterances"]
+
+    results_main = json.loads((work / "results_main.json").read_text(encoding="utf-8"))
+    _check_text_only(results_main, "text+ASTRA", corpus_summary)
+    compare = json.loads((work / "results_compare.json").read_text(encoding="utf-8"))
+    _check_text_only(compare, "text+ASTRA", corpus_summary)
+    _check_text_only(compare, "paired-only", corpus_summary)
+    for lang in LANGUAGES:
+        by_lang = {x["language"]: x["error_rate"] for x in main["languages"]}
+        assert compare["text+ASTRA"]["error_rate"][lang] == pytest.approx(by_lang[lang])
+    assert "Paired-only vs text-injected" in proc.stdout and "| **pooled** |" in proc.stdout
+
+    for png in ("attention.png", "lattice_occupancy.png"):
+        data = (work / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    json.loads((work / "plots" / "alignment.json").read_text(encoding="utf-8"))
+
+    stages = [line.split("\t")[0] for line in (work / "timings.tsv").read_text().splitlines()]
+    assert stages == ["corpus", "tokenizer", "pretrain", "finetune", "evaluate", "plot", "compare"]
+
+    # a second run skips every stage's work: nothing is retrained or re-evaluated
+    stamp = (work / "eval" / "main" / "results.json").stat().st_mtime_ns
+    start = time.monotonic()
+    again = subprocess.run(["bash", str(RUN_SH), "--quick", "--compare", "--work", str(work)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (work / "eval" / "main" / "results.json").stat().st_mtime_ns == stamp
+    assert "(skipped)" in again.stderr
+    assert time.monotonic() - start < first_seconds / 2
