@@ -310,3 +310,44 @@ def test_gradcheck_joiner_logprobs_float64():
     index = torch.randint(0, 6, (2, 3, 3), generator=g)
     assert torch.autograd.gradcheck(lambda x: _JoinerLogprobs.apply(x, index, 0), (logits,))
     assert torch.autograd.gradcheck(lambda x: _JoinerLogprobs.apply(x, index, 2)[1], (logits,))
+
+
+def test_broken_k2_is_not_used(monkeypatch):
+    """A k2 whose recursion gives wrong numbers fails the smoke test and is skipped."""
+    import sys
+    import types
+
+    from astra.lattice import backends
+
+    fake = types.ModuleType("k2")
+    fake.mutual_information_recursion = lambda px, py, boundary=None, return_grad=False: px.sum(
+        (1, 2)
+    )
+    monkeypatch.setitem(sys.modules, "k2", fake)
+    monkeypatch.setattr(backends, "_probe_k2_out_of_process", lambda: None)
+    monkeypatch.setattr(backends, "_probe_cache", {})
+    monkeypatch.setattr(backends, "_forced", None)
+    monkeypatch.delenv("ASTRA_LATTICE_BACKEND", raising=False)
+    ok, detail = lattice.available_backends()["k2"]
+    assert not ok and "smoke test" in detail
+    assert lattice.backend_name() != "k2"
+
+
+def test_crashing_k2_import_is_caught_in_a_child_process(tmp_path):
+    """A k2 wheel built for another torch may abort the interpreter on import."""
+    import subprocess
+    import sys
+
+    (tmp_path / "k2").mkdir()
+    (tmp_path / "k2" / "__init__.py").write_text("import os\nos.abort()\n")
+    code = (
+        "import astra.lattice as L; ok, detail = L.available_backends()['k2']; "
+        "assert not ok and 'child process' in detail, detail; print(L.backend_name())"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env.pop("ASTRA_LATTICE_BACKEND", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("fast_rnnt", "torch")

@@ -59,6 +59,31 @@ def _smoke_test(recursion: Callable) -> None:
         raise RuntimeError(f"smoke test gave {float(score[0]):.6f}, expected {expected:.6f}")
 
 
+def _probe_k2_out_of_process() -> None:
+    """Import k2 and run its recursion in a child process first: a k2 wheel built for another
+    torch can crash the interpreter (ABI mismatch), which no ``except`` could catch here."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("k2") is None:
+        raise ModuleNotFoundError("No module named 'k2'")
+    code = (
+        "import torch, k2; px = torch.zeros(1, 1, 3); py = torch.zeros(1, 2, 2); "
+        "k2.mutual_information_recursion(px, py)"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError("importing k2 in a child process timed out") from e
+    if done.returncode != 0:
+        lines = (done.stderr or "").strip().splitlines()
+        last = lines[-1] if lines else f"exit status {done.returncode}"
+        raise RuntimeError(f"k2 fails in a child process: {last}")
+
+
 def _load(name: str) -> Callable:
     if name == "torch":
         from astra.lattice.torch_backend import mutual_information_recursion
@@ -85,6 +110,8 @@ def probe(name: str) -> tuple[bool, str]:
         if name in _probe_cache:
             return _probe_cache[name]
         try:
+            if name == "k2":
+                _probe_k2_out_of_process()
             recursion = _load(name)
             _smoke_test(recursion)
         except Exception as e:  # noqa: BLE001 - any failure means "not usable", with the reason
