@@ -61,7 +61,7 @@ class LossConfig:
     ctc: float = 0.0
     inter_ctc: float = 0.3
     inter_aligner: float = 0.0
-    rnnt: float = 0.0
+    rnnt: float = 0.5
     rnnt_simple: float = 0.5
     astra: float = 0.1
     text_aligner: float = 1.0
