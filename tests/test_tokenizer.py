@@ -89,3 +89,21 @@ def test_tokenizer_train_cli(tmp_path, capsys):
     assert tok.languages == ["en_us", "hi_in"]
     assert tok.decode(tok.encode("सात पक्षी")) == "सात पक्षी"
     assert main(["tokenizer", "train", "--out", str(out)]) == 2
+
+
+def test_vocabulary_too_small_is_one_line(tmp_path, capsys):
+    from astra.cli import main
+
+    text = tmp_path / "en.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 3, encoding="utf-8")
+    out = tmp_path / "tok.model"
+    # 26 letters + the word-boundary piece + 4 specials = 31 > 10
+    assert main(["tokenizer", "train", "--text", f"en_us={text}", "--vocab-size", "10",
+                 "--character-coverage", "1.0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["astra tokenizer: error: tokenizer vocabulary size 10 is too small: the text's "
+                   "characters (at character coverage 1.0) plus the special pieces need at least 31; "
+                   "raise the vocabulary size or lower the character coverage"]
+    assert not out.exists()
+    with pytest.raises(ValueError, match="no room for text pieces after the 4 special pieces and 1"):
+        train_tokenizer({"en_us": ["a b"]}, out, TokenizerTrainConfig(vocab_size=5, language_tags=True))

@@ -90,7 +90,8 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
         "losses": {"ramps": {"astra": {"start": 1, "steps": 2}}, "identity_attention_steps": 1},
         "optim": {"warmup_steps": 2},
         "run": {"out_dir": str(tmp_path / "pre"), "max_steps": 3, "save_every": 2,
-                "validate_every": 3, "plot_every": 3, "concat_fraction": 0.5, "log_every": 1},
+                "validate_every": 3, "plot_every": 3, "concat_fraction": 0.5, "log_every": 1,
+                "alignment_every": 3},
     }
     (tmp_path / "pre.yaml").write_text(yaml.safe_dump(pre))
     assert main(["pretrain", "--config", str(tmp_path / "pre.yaml")]) == 0
@@ -104,6 +105,13 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
         assert (last / name).is_file(), name
     assert (tmp_path / "pre" / "plots" / "attention_step00000003.png").is_file()
     assert list((tmp_path / "pre" / "tensorboard").glob("events.out.tfevents*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "pre" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "alignment/reversal_alarm" in tags and "alignment/speech.0/locality" in tags
+    assert [e.step for e in events.Scalars("alignment/max_front_alignment")] == [3]
     state = ckpt.read_trainer_state(last)
     assert "wer/en_us" in state["valid"] and "loss/astra" in state["valid"]
     assert (root / "best").resolve() == last.resolve()

@@ -191,3 +191,58 @@ def test_all_weights_ramping_in_still_steps(tmp_path):
     trainer = Trainer(cfg, build_fake_parts)
     trainer.run()
     assert trainer.state.step == 4 and trainer.state.counts["batches/text"] >= 1
+
+
+def test_empty_batch_is_a_counted_zero_step(tmp_path):
+    # global batch 2 lost every utterance: it is consumed as a step of its own (with several
+    # processes, every rank then still takes part in each step's gradient all-reduce)
+    cfg = make_cfg(tmp_path, "empty", "optim.grad_accum_steps=1", "data.text_every=0",
+                   "data.empty_batches=[2]", "run.concat_fraction=0.5")
+    trainer = Trainer(cfg, build_fake_parts)
+    trainer.run()
+    assert trainer.state.step == 8
+    assert trainer.state.counts["counts/dropped/empty_batch"] == 1
+    assert trainer.state.counts["batches/speech"] == 7
+    assert len(trainer.stream.seen) == 7 * 2  # 8 batches drawn, one of them empty
+    assert all(torch.isfinite(v).all() for v in params(trainer.model).values())
+
+
+def _event_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags}
+
+
+@pytest.mark.parametrize("with_validation_data", [True, False])
+def test_alignment_statistics_are_logged(tmp_path, caplog, with_validation_data):
+    def parts(cfg, rank, world_size):
+        built = build_fake_parts(cfg, rank, world_size)
+        if not with_validation_data:  # statistics of the training batch instead
+            built.eval_batches = None
+        return built
+
+    cfg = make_cfg(tmp_path, "align", "run.max_steps=4", "run.alignment_every=2",
+                   "run.validate_every=0")
+    with caplog.at_level("WARNING", logger="astra.train.trainer"):
+        Trainer(cfg, parts).run()
+    scalars = _event_scalars(tmp_path / "align")
+    # the fake model's layer1 is identity attention, layer2 the time-reversed anti-diagonal
+    assert [s for s, _ in scalars["alignment/layer1/locality"]] == [2, 4]
+    assert all(v == pytest.approx(1.0) for _, v in scalars["alignment/layer1/locality"])
+    assert all(v == pytest.approx(-1.0) for _, v in scalars["alignment/layer2/monotonicity"])
+    assert scalars["alignment/reversal_alarm"] == [(2, 1.0), (4, 1.0)]
+    alarms = [r.getMessage() for r in caplog.records if "reversal alarm" in r.getMessage()]
+    assert len(alarms) == 2 and "layer2" in alarms[0] and alarms[0].startswith("step 2:")
+
+
+def test_num_threads_is_applied(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        cfg = make_cfg(tmp_path, "threads", "run.max_steps=1", "run.num_threads=1")
+        Trainer(cfg, build_fake_parts).run()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

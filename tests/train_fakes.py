@@ -1,8 +1,9 @@
 """A tiny model and data stream with the AstraModel / train-stream API, for trainer tests.
 
 The model has dropout (so RNG restore matters), a CMVN buffer, per-utterance mean losses
-(so a DDP average over equal-size batches equals one process accumulating them) and turns a
-batch with ``poison=True`` into a NaN loss. The stream shuffles per epoch with its own seed,
+(so a DDP average over equal-size batches equals one process accumulating them), turns a
+batch with ``poison=True`` into a NaN loss and has attention maps whose second layer
+reverses time. The stream shuffles per epoch with its own seed,
 shards global batches by rank and records the keys it yields.
 """
 
@@ -35,6 +36,7 @@ class FakeDataConfig:
     poison_batches: list[int] = field(default_factory=list)  # global batch indices -> NaN loss
     interrupt_at_batch: int = -1  # raise a signal when this global batch index (epoch 0) is made
     interrupt_signal: str = "SIGINT"
+    empty_batches: list[int] = field(default_factory=list)  # global batch indices -> B = 0
 
 
 @dataclass
@@ -53,10 +55,18 @@ class FakeOutput:
     counts: dict
 
 
+class NoSubsampling(torch.nn.Module):
+    """``output_lengths`` of a front end that keeps every frame (T' = T)."""
+
+    def output_lengths(self, lengths):
+        return lengths
+
+
 class FakeModel(torch.nn.Module):
     def __init__(self, cfg: FakeModelConfig, vocab_size: int = V):
         super().__init__()
         self.speech_encoder = torch.nn.Linear(F, cfg.dim)
+        self.speech_encoder.subsampling = NoSubsampling()
         self.text_encoder = torch.nn.Embedding(vocab_size, cfg.dim)
         self.shared = torch.nn.Linear(cfg.dim, cfg.dim)
         self.head = torch.nn.Linear(cfg.dim, vocab_size)
@@ -99,9 +109,9 @@ class FakeModel(torch.nn.Module):
         return [[int(i)] for i in logits.argmax(-1)]
 
     def attention_maps(self, batch):
-        t = batch["features"].shape[1]
-        eye = torch.eye(t).expand(1, 2, t, t)
-        return {"layer1": eye, "layer2": eye.flip(-1)}
+        b, t = batch["features"].shape[:2]
+        eye = torch.eye(t).expand(b, 2, t, t)
+        return {"layer1": eye, "layer2": eye.flip(-1)}  # layer2 reverses time
 
 
 def _utterances(n: int):
@@ -147,8 +157,11 @@ class FakeStream:
 
     def _make(self, index: int, members: list[int]):
         utts = [self.utts[i] for i in members]
+        if index in self.cfg.empty_batches:  # every utterance failed to decode
+            utts = []
         text = self.cfg.text_every and index % self.cfg.text_every == self.cfg.text_every - 1
-        tokens = torch.tensor([[u[2], 5] for u in utts])
+        text = text and index not in self.cfg.empty_batches
+        tokens = torch.tensor([[u[2], 5] for u in utts], dtype=torch.int64).reshape(len(utts), 2)
         batch = {
             "tokens": tokens,
             "token_lens": torch.full((len(utts),), 2),
@@ -162,7 +175,7 @@ class FakeStream:
         else:
             batch.update(
                 kind="speech",
-                features=torch.stack([u[1] for u in utts]),
+                features=torch.stack([u[1] for u in utts]) if utts else torch.zeros(0, 5, F),
                 feature_lens=torch.full((len(utts),), 5),
                 durations=torch.full((len(utts),), 0.05),
             )

@@ -38,8 +38,9 @@ alignment, best-head front alignment) >= front_threshold`` and > locality), ``lo
 the highest such front alignment among those labelled transducing (earliest on ties); a
 *reversal alarm* is raised (logged as a warning) when any layer is labelled reversed.
 
-:func:`alignment_report` is what the trainer calls (and logs to TensorBoard through
-:func:`flatten_report`); ``astra plot-attention`` writes the same dict as JSON.
+:func:`model_alignment_report` is what the trainer calls every ``run.alignment_every``
+steps (and logs to TensorBoard through :func:`flatten_report`); ``astra plot-attention``
+writes the same :func:`alignment_report` dict as JSON.
 """
 
 from __future__ import annotations

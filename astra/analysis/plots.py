@@ -37,6 +37,14 @@ def _missing_glyphs_ok():
         yield
 
 
+def _save(plt, fig, path: str | Path, dpi: int) -> None:
+    """Lay out, write the PNG and close the figure."""
+    with _missing_glyphs_ok():
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
@@ -135,10 +143,7 @@ def plot_attention_grid(
             ax.set_ylabel("output position", fontsize=5)
     if title:
         fig.suptitle(title, fontsize=8)
-    with _missing_glyphs_ok():
-        fig.tight_layout()
-        fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    _save(plt, fig, path, dpi)
     return width, height
 
 
@@ -184,10 +189,7 @@ def plot_token_frame_matrix(
     ax.tick_params(labelsize=6)
     if title:
         ax.set_title(title, fontsize=8)
-    with _missing_glyphs_ok():
-        fig.tight_layout()
-        fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    _save(plt, fig, path, dpi)
     return width, height
 
 

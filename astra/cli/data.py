@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from astra.cli import UserError
+from astra.cli._common import add_action_parser, split_csv
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="data tools (check corpora)")
-    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    check = sub.add_parser(
-        "check",
-        help="validate corpora: hours, utterances, speakers per language and split, every problem",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    check = add_action_parser(
+        subparsers, "data", "data tools (check corpora)", "check",
+        "validate corpora: hours, utterances, speakers per language and split, every problem",
     )
     check.add_argument("dirs", nargs="*", metavar="DIR",
                        help="local corpus folder ({lang}/{split}.tsv|.parquet, or {config}/{split}/*.parquet)")
@@ -34,10 +30,6 @@ def register(subparsers) -> None:
                        help='print {language: {split: {"utterances", "hours", "speakers", "skipped": {reason: n}}}}')
     check.add_argument("--strict", action="store_true", help="exit with status 1 if any problem was found")
     check.set_defaults(func=run_check)
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def run_check(args) -> int:
@@ -63,7 +55,7 @@ def run_check(args) -> int:
             from astra.data.tokenizer import Tokenizer
 
             tokenizer = Tokenizer(args.tokenizer)
-        report = check_sources(args.dirs, args.fleurs, args.fleurs_dir, _csv(args.splits), _csv(args.languages), tokenizer, cfg)
+        report = check_sources(args.dirs, args.fleurs, args.fleurs_dir, split_csv(args.splits), split_csv(args.languages), tokenizer, cfg)
     except ValueError as e:
         raise UserError(str(e)) from e
     if args.json:

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from astra.cli import UserError
+from astra.cli._common import DECODE_METHODS, add_checkpoint_arguments, load_checkpoint
 
 log = logging.getLogger(__name__)
-
-METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
 
 
 def register(subparsers) -> None:
@@ -25,8 +24,6 @@ def register(subparsers) -> None:
             "OUTPUT_ROOT/<checkpoint>__<data>/ and prints the markdown table."
         ),
     )
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint folder (or run folder: its latest checkpoint)")
     src = p.add_argument_group("data (at least one of --data / --fleurs)")
     src.add_argument("--data", nargs="+", default=[], metavar="DIR",
                      help="local corpus folder(s): {lang}/{split}.tsv|.parquet (docs/data.md)")
@@ -38,10 +35,10 @@ def register(subparsers) -> None:
     src.add_argument("--languages", nargs="+", default=None,
                      help="evaluate only these languages (default: every language found)")
     dec = p.add_argument_group("decoding")
-    dec.add_argument("--method", choices=METHODS, default="aligner_greedy",
+    add_checkpoint_arguments(p, device_group=dec)
+    dec.add_argument("--method", choices=DECODE_METHODS, default="aligner_greedy",
                      help="head and search (default: aligner_greedy)")
     dec.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
-    dec.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     dec.add_argument("--max-batch-seconds", type=float, default=None,
                      help="audio seconds per batch (default: the checkpoint's data config)")
     dec.add_argument("--num-workers", type=int, default=0,
@@ -100,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
     from astra.eval.evaluate import evaluate_batches
     from astra.eval.metrics import DEFAULT_CER_LANGUAGES
     from astra.eval.report import markdown_table, output_dir_name, write_reports
-    from astra.train.checkpoint import load_inference_model, resolve_checkpoint
 
     if not args.data and not args.fleurs:
         raise UserError("give the data to evaluate: --data DIR... and/or --fleurs CONFIG...")
@@ -111,11 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
-    try:
-        checkpoint = resolve_checkpoint(args.checkpoint)
-        model, tokenizer, cfg = load_inference_model(checkpoint, args.device)
-    except ValueError as e:
-        raise UserError(f"--checkpoint {args.checkpoint}: {e}") from e
+    checkpoint, model, tokenizer, cfg = load_checkpoint(args)
     batches = load_eval_batches(cfg, tokenizer, args)
     total = len(batches.utterances)
     if total == 0:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from astra.cli import UserError
+from astra.cli._common import add_checkpoint_arguments, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("audio", metavar="AUDIO", help="audio file (any format load_audio reads)")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint folder (or run folder: its latest checkpoint)")
+    add_checkpoint_arguments(p)
     p.add_argument("--text", default=None,
                    help="reference transcript (default: the model's Aligner greedy hypothesis)")
     p.add_argument("--language", default=None,
@@ -51,7 +51,6 @@ def register(subparsers) -> None:
                    help="differentiate w.r.t. fbank frames or the shared encoder input S")
     p.add_argument("--window", type=int, default=2,
                    help="locality window in encoder frames (default: 2)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=run)
 
 
@@ -92,18 +91,13 @@ def run(args: argparse.Namespace) -> int:
     from astra.eval.report import output_dir_name
     from astra.eval.transcribe import single_batch
     from astra.features import SAMPLE_RATE, fbank
-    from astra.train.checkpoint import load_inference_model, resolve_checkpoint
 
     audio = Path(args.audio)
     if not audio.is_file():
         raise UserError(f"audio file not found: {audio}")
     if args.window < 0:
         raise UserError(f"--window must be >= 0, got {args.window}")
-    try:
-        checkpoint = resolve_checkpoint(args.checkpoint)
-        model, tokenizer, cfg = load_inference_model(checkpoint, args.device)
-    except ValueError as e:
-        raise UserError(f"--checkpoint {args.checkpoint}: {e}") from e
+    checkpoint, model, tokenizer, cfg = load_checkpoint(args)
     try:
         features = fbank(load_audio(str(audio)), SAMPLE_RATE).to(args.device)
     except ValueError as e:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from astra.cli import UserError
+from astra.cli._common import add_action_parser, split_csv
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("tokenizer", help="tokenizer tools (train)")
-    sub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
-    train = sub.add_parser(
-        "train",
-        help="train the SentencePiece tokenizer on training transcripts + unpaired text",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    train = add_action_parser(
+        subparsers, "tokenizer", "tokenizer tools (train)", "train",
+        "train the SentencePiece tokenizer on training transcripts + unpaired text",
     )
     train.add_argument("--corpus", action="append", default=[], metavar="DIR", help="local corpus folder (repeatable)")
     train.add_argument("--fleurs", metavar="CONFIGS", help="FLEURS configs, comma separated")
@@ -36,10 +32,6 @@ def register(subparsers) -> None:
     train.set_defaults(func=run_train)
 
 
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
 def run_train(args) -> int:
     from astra.data.config import DataConfig
     from astra.data.tokenizer import TokenizerTrainConfig, train_tokenizer
@@ -49,12 +41,12 @@ def run_train(args) -> int:
         raise UserError("give --corpus DIR, --fleurs CONFIGS and/or --text LANG=PATH")
     cfg = DataConfig(
         corpora=args.corpus,
-        fleurs=_csv(args.fleurs),
+        fleurs=split_csv(args.fleurs),
         fleurs_dir=args.fleurs_dir,
         fleurs_target="raw_transcription" if args.raw_transcription else "transcription",
-        languages=_csv(args.languages),
-        train_splits=_csv(args.splits),
-        dedup_splits=_csv(args.dedup_splits),
+        languages=split_csv(args.languages),
+        train_splits=split_csv(args.splits),
+        dedup_splits=split_csv(args.dedup_splits),
         unpaired_text=args.text,
         normalize_transcripts=not args.no_normalize,
     )

@@ -19,7 +19,7 @@ from astra.cli import UserError
 log = logging.getLogger(__name__)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML run config (sections model, data, losses, optim, run, finetune)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
         help="train on paired speech + unpaired text (Aligner, heads, RNN-T, ASTRA)",
         description="Train a model from scratch with the losses, schedules and data of --config.",
     )
-    _common(p)
+    _add_run_arguments(p)
     p.set_defaults(func=run_pretrain)
 
     p = subparsers.add_parser(
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
             "checkpoint's model config is used; without data.tokenizer, its tokenizer."
         ),
     )
-    _common(p)
+    _add_run_arguments(p)
     p.add_argument("--init", required=True, help="pretrained checkpoint folder (or run folder: latest)")
     p.set_defaults(func=run_finetune)
 
@@ -143,6 +143,8 @@ def run_average(args) -> int:
     from astra.train.checkpoint import list_checkpoints, write_averaged_checkpoint
 
     paths = [Path(p) for p in args.checkpoints]
+    if args.last < 1:
+        raise UserError(f"--last must be >= 1, got {args.last}")
     if args.run:
         found = list_checkpoints(Path(args.run) / "checkpoints") or list_checkpoints(args.run)
         if not found:

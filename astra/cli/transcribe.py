@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from astra.cli import UserError
-
-METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+from astra.cli._common import DECODE_METHODS, add_checkpoint_arguments, load_checkpoint
 
 
 def register(subparsers) -> None:
@@ -24,16 +23,14 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio file(s)")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint folder (or run folder: its latest checkpoint)")
-    p.add_argument("--method", choices=METHODS, default="aligner_greedy",
+    add_checkpoint_arguments(p)
+    p.add_argument("--method", choices=DECODE_METHODS, default="aligner_greedy",
                    help="head and search for audio up to --chunk-seconds (default: aligner_greedy)")
     p.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
     p.add_argument("--chunk-seconds", type=float, default=14.0,
                    help="long-form chunk length in seconds (default: 14)")
     p.add_argument("--prime-tokens", type=int, default=10,
                    help="tokens carried into the next chunk (default: 10)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON list of {path, text, duration, decode_seconds, ...}")
     p.set_defaults(func=run)
@@ -41,19 +38,17 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from astra.eval.transcribe import transcribe_file
-    from astra.train.checkpoint import load_inference_model
 
     missing = [a for a in args.audio if not Path(a).is_file()]
     if missing:
         raise UserError(f"audio file(s) not found: {', '.join(missing)}")
+    if args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
     if args.chunk_seconds <= 0:
         raise UserError(f"--chunk-seconds must be > 0, got {args.chunk_seconds}")
     if args.prime_tokens < 0:
         raise UserError(f"--prime-tokens must be >= 0, got {args.prime_tokens}")
-    try:
-        model, tokenizer, _ = load_inference_model(args.checkpoint, args.device)
-    except ValueError as e:
-        raise UserError(f"--checkpoint {args.checkpoint}: {e}") from e
+    _, model, tokenizer, _ = load_checkpoint(args)
     results = []
     failed = 0
     for path in args.audio:

@@ -17,8 +17,8 @@ class DataConfig:
             ``google/fleurs`` at ``refs/convert/parquet`` on the Hub.
         unpaired_text: ``LANG=PATH`` text sources (``.txt`` one sentence a line, ...).
 
-    Utterance-concatenation for long-form training is done by the model
-    (``concatenate_utterances``, a fraction in ``ModelConfig``), not here.
+    Utterance concatenation for long-form training is not done here: the trainer applies
+    ``astra.model.concatenate_utterances`` to a ``run.concat_fraction`` of each speech batch.
     """
 
     corpora: list[str] = field(default_factory=list)

@@ -87,9 +87,6 @@ class SkipCounter:
         """``{reason: count}`` of every reason seen, sorted by reason."""
         return dict(sorted(self.counts.items()))
 
-    def summary_by_language(self) -> dict[str, dict[str, int]]:
-        return {lang: dict(sorted(c.items())) for lang, c in sorted(self.by_language.items())}
-
     def format(self) -> str:
         """One line: ``name: skipped N (reason a, reason b)`` or ``name: nothing skipped``."""
         if not self.counts:

@@ -249,7 +249,7 @@ def compute_feature_stats(cfg: DataConfig, max_utterances: int = 500, seed: int 
     import torch
 
     from astra.data.audio import AudioError
-    from astra.features import fbank
+    from astra.features import NUM_MEL_BINS, fbank
 
     counter = SkipCounter("feature stats")
     utts = load_utterances(cfg, split or cfg.train_splits, skip_counter=counter)
@@ -257,8 +257,8 @@ def compute_feature_stats(cfg: DataConfig, max_utterances: int = 500, seed: int 
     rng = random.Random(seed)
     if len(utts) > max_utterances:
         utts = rng.sample(utts, max_utterances)
-    total = torch.zeros(80, dtype=torch.float64)
-    total_sq = torch.zeros(80, dtype=torch.float64)
+    total = torch.zeros(NUM_MEL_BINS, dtype=torch.float64)
+    total_sq = torch.zeros(NUM_MEL_BINS, dtype=torch.float64)
     frames = 0
     for u in utts:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -126,6 +127,20 @@ def balance_languages(sentences: dict[str, list[str]], alpha: float, max_sentenc
     return out
 
 
+def _training_error(error: RuntimeError, cfg: TokenizerTrainConfig) -> str:
+    """One line for a failed SentencePiece training run, naming the setting to change."""
+    pattern = r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)"
+    match = re.search(pattern, str(error))
+    if match:
+        return (
+            f"tokenizer vocabulary size {match.group(1)} is too small: the text's characters "
+            f"(at character coverage {cfg.character_coverage}) plus the special pieces need "
+            f"at least {match.group(2)}; raise the vocabulary size or lower the character coverage"
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"SentencePiece training failed (vocabulary size {cfg.vocab_size}): {first}"
+
+
 def train_tokenizer(
     sentences: dict[str, list[str]],
     out_path: str | Path,
@@ -139,13 +154,20 @@ def train_tokenizer(
     Returns:
         the loaded :class:`Tokenizer`.
     Raises:
-        ValueError: no text, or a bad model type.
+        ValueError: no text, a bad model type, or a vocabulary too small for the special
+            pieces, language tags and characters of the text.
     """
     import sentencepiece as spm
 
     cfg = cfg or TokenizerTrainConfig()
     if cfg.model_type not in ("unigram", "bpe"):
         raise ValueError(f"tokenizer model_type must be 'unigram' or 'bpe', got {cfg.model_type!r}")
+    tags = [language_tag(lang) for lang in sorted(sentences)] if cfg.language_tags else []
+    if cfg.vocab_size <= NUM_SPECIAL + len(tags):
+        raise ValueError(
+            f"tokenizer vocabulary size {cfg.vocab_size} leaves no room for text pieces after "
+            f"the {NUM_SPECIAL} special pieces and {len(tags)} language tags"
+        )
     balanced = balance_languages(sentences, cfg.alpha, cfg.max_sentences, cfg.seed)
     if not balanced:
         raise ValueError("no text to train the tokenizer on")
@@ -154,35 +176,37 @@ def train_tokenizer(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = out_path.with_suffix("")
-    tags = [language_tag(lang) for lang in sorted(sentences)] if cfg.language_tags else []
     with tempfile.TemporaryDirectory() as tmp:
         text_file = Path(tmp) / "train.txt"
         lines = [line for lang in sorted(balanced) for line in balanced[lang]]
         random.Random(cfg.seed).shuffle(lines)
         text_file.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
-        spm.SentencePieceTrainer.train(
-            input=str(text_file),
-            model_prefix=str(prefix),
-            vocab_size=cfg.vocab_size,
-            model_type=cfg.model_type,
-            character_coverage=cfg.character_coverage,
-            pad_id=BLANK_ID,
-            pad_piece=SPECIAL_PIECES[BLANK_ID],
-            unk_id=UNK_ID,
-            unk_piece=SPECIAL_PIECES[UNK_ID],
-            bos_id=SOS_ID,
-            bos_piece=SPECIAL_PIECES[SOS_ID],
-            eos_id=EOS_ID,
-            eos_piece=SPECIAL_PIECES[EOS_ID],
-            user_defined_symbols=tags,
-            hard_vocab_limit=False,
-            byte_fallback=cfg.byte_fallback,
-            normalization_rule_name="identity",
-            input_sentence_size=0,
-            shuffle_input_sentence=False,
-            num_threads=1,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(text_file),
+                model_prefix=str(prefix),
+                vocab_size=cfg.vocab_size,
+                model_type=cfg.model_type,
+                character_coverage=cfg.character_coverage,
+                pad_id=BLANK_ID,
+                pad_piece=SPECIAL_PIECES[BLANK_ID],
+                unk_id=UNK_ID,
+                unk_piece=SPECIAL_PIECES[UNK_ID],
+                bos_id=SOS_ID,
+                bos_piece=SPECIAL_PIECES[SOS_ID],
+                eos_id=EOS_ID,
+                eos_piece=SPECIAL_PIECES[EOS_ID],
+                user_defined_symbols=tags,
+                hard_vocab_limit=False,
+                byte_fallback=cfg.byte_fallback,
+                normalization_rule_name="identity",
+                input_sentence_size=0,
+                shuffle_input_sentence=False,
+                num_threads=1,
+                minloglevel=2,
+            )
+        except RuntimeError as e:  # sentencepiece reports bad settings this way
+            raise ValueError(_training_error(e, cfg)) from None
     model_file = prefix.with_suffix(".model")
     if model_file != out_path:
         model_file.replace(out_path)

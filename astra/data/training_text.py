@@ -32,5 +32,9 @@ def collect_training_text(cfg: DataConfig) -> tuple[dict[str, list[str]], str]:
             sentences.setdefault(lang, []).extend(kept)
         lines.append(unpaired.report())
     if not any(sentences.values()):
-        raise ValueError("no training text found for the tokenizer")
+        where = [*cfg.corpora, *cfg.fleurs, *cfg.unpaired_text]
+        raise ValueError(
+            f"no training text for the tokenizer in {', '.join(where)} (splits "
+            f"{', '.join(cfg.train_splits)}, languages {', '.join(cfg.languages) or 'all'})"
+        )
     return sentences, "\n".join(lines)

@@ -163,15 +163,15 @@ def evaluate_batches(
     model,
     tokenizer,
     batches: Iterable[dict],
-    method: str = "aligner_greedy",
-    beam: int = 4,
+    *,
     normalize: bool = True,
     cer_languages: Sequence[str] = DEFAULT_CER_LANGUAGES,
-    progress: bool = True,
-    total: int | None = None,
+    **decode_options,
 ) -> EvaluationResult:
-    """Decode (:func:`decode_batches`) and score (:func:`astra.eval.metrics.score_corpus`)."""
-    decoded = decode_batches(model, tokenizer, batches, method, beam, progress, total)
+    """Decode (:func:`decode_batches`; ``decode_options``: its ``method``, ``beam``,
+    ``progress``, ``total``) and score (:func:`astra.eval.metrics.score_corpus` with
+    ``normalize`` and ``cer_languages``)."""
+    decoded = decode_batches(model, tokenizer, batches, **decode_options)
     if not decoded.keys:
         raise ValueError("no utterances were decoded (the evaluation data is empty)")
     scores, summary = score_corpus(

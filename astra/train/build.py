@@ -59,11 +59,12 @@ def build_parts(cfg: TrainConfig, rank: int, world_size: int, finetune: bool = F
             data, max_utterances=cfg.run.feature_stats_utterances, seed=cfg.run.seed
         )
 
+    run = cfg.run
     return TrainingParts(
         model=model,
         train_stream=stream,
         tokenizer=tokenizer,
         tokenizer_path=path,
-        eval_batches=eval_batches if cfg.run.validate_every or cfg.run.plot_every else None,
+        eval_batches=eval_batches if run.validate_every or run.plot_every or run.alignment_every else None,
         feature_stats=feature_stats,
     )

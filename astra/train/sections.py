@@ -147,19 +147,22 @@ class RunConfig:
     valid_max_batches: int = 0  # 0 = all
     decode_method: str = "aligner_greedy"  # for validation WER
     plot_every: int = 0  # PNG of per-layer attention every N steps; 0 = never
+    alignment_every: int = 0  # alignment statistics (astra.analysis) to TensorBoard every N steps; 0 = never
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     concat_fraction: float = 0.0  # fraction of a speech batch concatenated into long utterances
     feature_stats_utterances: int = 2000  # utterances for the global CMVN stats
+    num_threads: int = 0  # torch intra-op CPU threads per process (torch.set_num_threads); 0 = torch default
 
     def validate(self) -> None:
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"run.mixed_precision={self.mixed_precision!r}: use one of {MIXED_PRECISIONS}")
         if self.best_metric not in BEST_METRICS:
             raise ValueError(f"run.best_metric={self.best_metric!r}: use one of {BEST_METRICS}")
-        for name in ("max_steps", "log_every", "save_every", "max_nonfinite"):
+        for name in ("max_steps", "log_every", "save_every", "max_nonfinite", "feature_stats_utterances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"run.{name}={getattr(self, name)} must be >= 1")
-        for name in ("keep_last", "keep_best", "validate_every", "valid_max_batches", "plot_every"):
+        for name in ("keep_last", "keep_best", "validate_every", "valid_max_batches", "plot_every",
+                     "alignment_every", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"run.{name}={getattr(self, name)} must be >= 0")
         if self.keep_last < 1:

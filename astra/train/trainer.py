@@ -5,8 +5,10 @@ a text batch from the data stream (which shards itself by rank: it is *not* pass
 ``accelerator.prepare``). The model's unweighted losses are weighted by the ``losses``
 section (with ramps), summed in fp32 and back-propagated; gradients are clipped and AdamW
 steps with the scheduled learning rate. Non-finite steps are skipped and counted; K in a
-row stop the run. Checkpoints, validation and attention plots run every N steps; SIGINT /
-SIGTERM save a checkpoint before exiting.
+row stop the run. An empty batch (B = 0) is a counted step of zero contribution, so every
+process keeps taking part in each gradient all-reduce. Checkpoints, validation, attention
+plots and alignment statistics run every N steps; SIGINT / SIGTERM save a checkpoint before
+exiting.
 
 Everything a resumed run needs is a function of the checkpoint: model + optimizer + grad
 scaler + RNG states (``Accelerator.save_state``), the data stream state of every process,
@@ -94,6 +96,11 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, batch: dict):
         kind = batch.get("kind", "speech")
+        if is_empty_batch(batch):
+            # nothing to learn from (every utterance failed to decode): a zero that touches
+            # every trainable parameter, so this process still joins the gradient all-reduce
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            return 0.0 * torch.stack([p.float().sum() for p in params]).sum(), {}, {}
         if kind == "speech":
             out = self.model.forward_speech(batch)
         elif kind == "text":
@@ -157,6 +164,13 @@ def to_device(batch: dict, device: torch.device | str) -> dict:
     }
 
 
+def is_empty_batch(batch: dict) -> bool:
+    """True for a batch with no utterance or sentence (B = 0), e.g. a speech batch whose
+    every utterance failed to decode."""
+    tokens = batch.get("tokens")
+    return tokens is not None and tokens.shape[0] == 0
+
+
 def _batch_audio_seconds(batch: dict) -> float:
     durations = batch.get("durations")
     if durations is None:
@@ -199,6 +213,7 @@ class Trainer:
         self._window_n = defaultdict(int)
         self._window_start = time.time()
         self._identity = None
+        self._last_speech_batch: dict | None = None  # run.alignment_every without validation
         self.stopped_by: str | None = None  # signal (or reason) that stopped the run early
 
     # ------------------------------------------------------------------ set-up
@@ -224,6 +239,8 @@ class Trainer:
     def _setup(self) -> None:
         from accelerate.utils import set_seed
 
+        if self.cfg.run.num_threads > 0:
+            torch.set_num_threads(self.cfg.run.num_threads)
         self.accelerator = acc = self._make_accelerator()
         if not acc.is_main_process:  # one copy of the progress messages is enough
             logging.getLogger("astra").setLevel(logging.WARNING)
@@ -342,9 +359,6 @@ class Trainer:
                 self._iter = iter(self.stream)
                 continue
             self.batches_in_epoch += 1
-            if batch.get("kind", "speech") == "speech" and len(batch["keys"]) == 0:
-                self._window["counts/dropped/empty_batch"] += 1
-                continue
             return to_device(self._maybe_concat(batch), self.accelerator.device)
 
     def _maybe_concat(self, batch: dict) -> dict:
@@ -354,7 +368,7 @@ class Trainer:
         a generator seeded by (seed, step, process, batch), so a resumed run does the same.
         """
         fraction = self.cfg.run.concat_fraction
-        if fraction <= 0 or batch.get("kind", "speech") != "speech":
+        if fraction <= 0 or batch.get("kind", "speech") != "speech" or is_empty_batch(batch):
             return batch
         concat = getattr(self.model, "concatenate_utterances", None)
         if not callable(concat):
@@ -397,6 +411,9 @@ class Trainer:
         nonfinite_losses = None
         for micro in range(accum):
             batch = self._next_batch()
+            is_speech = batch.get("kind", "speech") == "speech"
+            if cfg.run.alignment_every and is_speech and not is_empty_batch(batch):
+                self._last_speech_batch = batch
             last = micro == accum - 1
             sync = contextlib.nullcontext() if last else acc.no_sync(self.wrapped)
             with sync:
@@ -452,6 +469,9 @@ class Trainer:
     def _accumulate(self, batch: dict, total, losses: dict, counts: dict) -> None:
         w = self._window
         n = self._window_n
+        if is_empty_batch(batch):  # a zero-contribution micro-batch: counted, not averaged in
+            w["counts/dropped/empty_batch"] += 1
+            return
         w["loss"] += float(total.detach())
         n["loss"] += 1
         for name, value in losses.items():
@@ -572,8 +592,10 @@ class Trainer:
         return self._eval_cache
 
     def _first_eval_batch(self) -> dict | None:
+        """The first non-empty validation batch of this process (None if there is none)."""
         if not hasattr(self, "_first_eval"):
-            self._first_eval = next(iter(self._eval_batches()), None)
+            batches = (b for b in self._eval_batches() if not is_empty_batch(b))
+            self._first_eval = next(batches, None)
         return self._first_eval
 
     def _plot(self, step: int) -> None:
@@ -589,6 +611,43 @@ class Trainer:
         path = self.out_dir / "plots" / f"attention_step{step:08d}.png"
         plot_attention(self.model, to_device(batch, self.accelerator.device), path, title=f"step {step}")
         log.info("attention plot: %s", path)
+
+    def _log_alignment(self, step: int) -> None:
+        """Alignment statistics (``astra.analysis.attention_stats``) of the first validation
+        batch, else of this step's last training speech batch, as ``alignment/...`` scalars;
+        a warning when a layer reverses time. Main process only."""
+        if not self.accelerator.is_main_process or not hasattr(self.model, "attention_maps"):
+            return
+        from astra.analysis.attention_stats import flatten_report, model_alignment_report
+
+        batch = self._first_eval_batch() if self.parts.eval_batches is not None else None
+        if batch is None:
+            batch = self._last_speech_batch
+        if batch is None:
+            log.warning("step %d: no speech batch for the alignment statistics", step)
+            return
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                report = model_alignment_report(
+                    self.model, to_device(batch, self.accelerator.device), warn=False
+                )
+        except ValueError as e:
+            log.warning("step %d: alignment statistics skipped: %s", step, e)
+            return
+        if self._writer is not None:
+            for key, value in flatten_report(report).items():
+                self._writer.add_scalar(key, value, step)
+            self._writer.flush()
+        if report["reversal_alarm"]:
+            layers = report["layers"]
+            log.warning(
+                "step %d: reversal alarm: self-attention reverses time in layer(s) %s "
+                "(reversal %s); see docs/alignment.md (seed 003: InterCTC, "
+                "losses.identity_attention_steps)",
+                step,
+                ", ".join(report["reversed_layers"]),
+                ", ".join(f"{layers[n]['reversal']:.2f}" for n in report["reversed_layers"]),
+            )
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, step: int) -> None:
@@ -656,6 +715,8 @@ class Trainer:
                 if run.plot_every and step % run.plot_every == 0:
                     self._plot(step)
                     acc.wait_for_everyone()
+                if run.alignment_every and step % run.alignment_every == 0:
+                    self._log_alignment(step)
                 if step % run.save_every == 0 or is_best or step == run.max_steps:
                     self._save(step)
                 if self._any_process(self._stop.requested is not None):
