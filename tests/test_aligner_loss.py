@@ -97,6 +97,8 @@ def test_bad_arguments_raise_clear_errors():
         aligner_loss(logits, targets, torch.tensor([0]), torch.tensor([2]))
     with pytest.raises(ValueError, match="do not cover"):
         aligner_loss(logits, targets, torch.tensor([3]), torch.tensor([5]))
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        aligner_loss(logits, targets, torch.tensor([2, 2]), torch.tensor([2, 2]))
 
 
 def test_append_eos_places_eos_after_each_transcript():

@@ -222,6 +222,37 @@ def test_pruned_loss_with_full_range_equals_full_loss(backend):
     assert torch.isfinite(narrow).all() and (narrow >= full - 1e-4).all()
 
 
+@pytest.mark.parametrize("backend", BACKENDS_WITH_REASON)
+def test_an_empty_utterance_has_the_empty_path(backend):
+    """T_b = U_b = 0 (regular lattice): log p = 0 and no occupancy, through every loss."""
+    am, lm, symbols, _, _, boundary = ragged_batch(5, B=3, T=8, U=3, V=7)
+    boundary[2, 2:] = 0
+    with using_backend(backend):
+        simple, (gx, gy) = lattice.rnnt_loss_simple(
+            lm, am, symbols, 0, boundary, reduction="none", return_grad=True
+        )
+        ranges = lattice.get_rnnt_prune_ranges(gx, gy, boundary, 3)
+        am_p, lm_p = lattice.do_rnnt_pruning(am, lm, ranges)
+        pruned = lattice.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, boundary, reduction="none")
+    assert torch.isfinite(simple).all() and torch.isfinite(pruned).all()
+    assert simple[2] == 0 and pruned[2] == 0
+    assert gx[2].abs().sum() == 0 and gy[2].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"T >= 1\) to emit U > 0"):
+        boundary[2, 2] = 1
+        lattice.rnnt_loss_simple(lm, am, symbols, 0, boundary)
+
+
+def test_prune_ranges_without_boundary_use_the_whole_lattice():
+    am, lm, symbols, _, _, _ = ragged_batch(3, B=2, T=8, U=3, V=7)
+    _, (gx, gy) = lattice.rnnt_loss_simple(lm, am, symbols, 0, return_grad=True)
+    whole = lattice.rnnt_boundary(torch.tensor([3, 3]), torch.tensor([8, 8]))
+    assert whole.tolist() == [[0, 0, 3, 8], [0, 0, 3, 8]]
+    expected = lattice.get_rnnt_prune_ranges(gx, gy, whole, 2)
+    assert torch.equal(lattice.get_rnnt_prune_ranges(gx, gy, None, 2), expected)
+    with pytest.raises(ValueError, match="symbol_lens and frame_lens must both be"):
+        lattice.rnnt_boundary(torch.tensor([3, 3]), torch.tensor([8]))
+
+
 def test_default_backend_is_best_available_and_env_var_forces(monkeypatch):
     available = lattice.available_backends()
     assert available["torch"][0]

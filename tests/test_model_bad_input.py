@@ -78,6 +78,17 @@ def test_wrong_feature_dim_and_malformed_batches_raise_clear_errors(model):
         model.forward_speech(bad)
     with pytest.raises(ValueError, match="no 'tokens'"):
         model.forward_text(dict(kind="text"))
+    bad = _batch([100], [3])
+    bad["tokens"] = bad["tokens"].float()
+    with pytest.raises(ValueError, match=r"batch\['tokens'\] must be an integer tensor"):
+        model.forward_speech(bad)
+    bad = _batch([100], [3])
+    bad["feature_lens"] = [100]
+    with pytest.raises(ValueError, match=r"batch\['feature_lens'\] must be a torch.Tensor"):
+        model.forward_speech(bad)
+    with pytest.raises(ValueError, match="2 feature rows but 1 token rows"):
+        model.alignment_occupancy({**_batch([100, 100], [3, 3]), **{k: v[:1] for k, v in _batch([100], [3]).items()
+                                                                    if k.startswith("token")}})
     with pytest.raises(ValueError, match="transcribe_long"):
         model.transcribe_long(torch.randn(100, 40))
     with pytest.raises(ValueError, match="fewer than"):

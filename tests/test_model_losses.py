@@ -66,6 +66,41 @@ def test_pruned_rnnt_equals_the_full_loss_when_nothing_is_pruned():
     assert not losses.px.requires_grad
 
 
+def _check_occupancy(occ, token_lens, frame_lens):
+    for b, (u, t) in enumerate(zip(token_lens.tolist(), frame_lens.tolist(), strict=True)):
+        torch.testing.assert_close(occ[b, :u, :t].sum(dim=1), torch.ones(u), rtol=1e-4, atol=1e-4)
+        assert occ[b, u:].abs().sum() == 0 and occ[b, :, t:].abs().sum() == 0
+        assert (occ[b] >= 0).all()
+
+
+def test_alignment_occupancy_is_the_heads_lattice_posterior():
+    from astra.model.rnnt_head import emit_occupancy
+
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny"), VOCAB)  # training mode: the method must switch to eval
+    batch = _speech_batch()
+    occ, token_lens, frame_lens = model.alignment_occupancy(batch)
+    assert model.training
+    assert occ.shape == (3, 6, int(frame_lens.max())) and occ.dtype == torch.float32
+    assert not occ.requires_grad and token_lens.tolist() == [6, 4, 3]
+    assert frame_lens.tolist() == model.speech_encoder.subsampling.output_lengths(batch["feature_lens"]).tolist()
+    _check_occupancy(occ, token_lens, frame_lens)
+    # the lattice the training losses (and ASTRA) use, in eval mode
+    model.eval()
+    with torch.no_grad():
+        layer = model.cfg.rnnt_layer
+        _, lens, layers = model.forward_encoder(batch["features"], batch["feature_lens"], (layer,))
+        rnnt = model.rnnt.loss(layers[layer], lens, batch["tokens"], batch["token_lens"])
+    torch.testing.assert_close(occ, emit_occupancy(rnnt.px, rnnt.py, rnnt.boundary))
+    full, _, _ = model.alignment_occupancy(batch, lattice="full")
+    _check_occupancy(full, token_lens, frame_lens)
+    assert not torch.allclose(full, occ)
+    with pytest.raises(ValueError, match="lattice must be one of"):
+        model.alignment_occupancy(batch, lattice="pruned")
+    with pytest.raises(ValueError, match="rnnt_head"):
+        AstraModel(preset("tiny", rnnt_head=False, astra=False), VOCAB).alignment_occupancy(batch)
+
+
 def _peaked_lattice(frames: list[int], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """px [1, U, T+1], py [1, U+1, T] that put (almost) all mass on emitting token u at frames[u]."""
     u_count, low = len(frames), -30.0

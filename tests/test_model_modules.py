@@ -164,6 +164,10 @@ def test_presets_span_tiny_to_paper_sizes():
         (dict(rnnt_head=False, astra=True), "rnnt_head"),
         (dict(astra_mode="sampled"), "astra_mode"),
         (dict(conv_kernel=4), "conv_kernel"),
+        (dict(conv_kernel=-1), "conv_kernel"),
+        (dict(time_masks=-2), "time_masks"),
+        (dict(rnnt_lm_only_scale=0.6, rnnt_am_only_scale=0.5), "rnnt_lm_only_scale"),
+        (dict(astra_mode="weighted_rnnt", astra_lam=0.0), "astra_lam"),
     ],
 )
 def test_config_validation_names_the_field(overrides, message):
@@ -215,6 +219,8 @@ def test_teacher_forcing_with_a_history_matches_long_form_priming():
     torch.testing.assert_close(logits[0, 0], decoder.joint(frames[0, 0], g[0]))
     g, _ = decoder.step(targets[:, 0], state)
     torch.testing.assert_close(logits[0, 1], decoder.joint(frames[0, 1], g[0]), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="T' >= L"):
+        decoder(frames[:, :2], targets)
 
 
 def test_training_time_priming_changes_only_primed_examples():

@@ -29,6 +29,8 @@ def test_kl_is_zero_when_attention_rows_equal_the_occupancy_and_positive_otherwi
     assert torch.count_nonzero(uniform.grad[:, :, 3:]) == 0  # rows beyond U get no gradient
     with pytest.raises(ValueError, match="reduction"):
         lattice_attention_kl(uniform, occupancy, token_lens, frame_lens, reduction="avg")
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        lattice_attention_kl(uniform, occupancy[:1], token_lens, frame_lens)
 
 
 def test_transduction_kl_is_returned_and_trains_the_attention():

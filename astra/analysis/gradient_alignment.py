@@ -69,7 +69,8 @@ def model_gradient_alignment(model, features: torch.Tensor, tokens: list[int], w
     * ``wrt="features"``: the raw fbank frames ``[T, F]`` (10 ms), the encoder's input;
     * ``wrt="shared"``: the shared encoder's input S ``[T', D]`` (40 ms encoder frames).
 
-    Returns ``G [U+1, T]`` (or ``[U+1, T']``); see :func:`gradient_alignment`.
+    Runs in eval mode (the model's mode is restored). Returns ``G [U+1, T]`` (or
+    ``[U+1, T']``); see :func:`gradient_alignment`.
     Raises:
         ValueError: unknown ``wrt``, empty ``tokens``, or more labels than encoder frames.
     """
@@ -93,20 +94,22 @@ def model_gradient_alignment(model, features: torch.Tensor, tokens: list[int], w
         logits = model.aligner(top[:, :labels], targets)  # [1, U+1, V]
         return logits.float().log_softmax(dim=-1)[0].gather(1, targets[0, :, None])[:, 0]
 
-    if wrt == "features":
-
-        def label_log_probs(x: torch.Tensor) -> torch.Tensor:
-            top, lens, _ = model.forward_encoder(x[None], frames)
-            return read_labels(top, lens)
-
-        return gradient_alignment(label_log_probs, features)
-
-    with torch.no_grad():
-        _, lens, layers = model.forward_encoder(features[None], frames, (0,))
-    speech = layers[0][0]
-
-    def from_shared(s: torch.Tensor) -> torch.Tensor:
-        top, _ = model.shared_encoder(s[None], lens)
+    def from_features(x: torch.Tensor) -> torch.Tensor:
+        top, lens, _ = model.forward_encoder(x[None], frames)
         return read_labels(top, lens)
 
-    return gradient_alignment(from_shared, speech)
+    was_training = model.training
+    model.eval()  # no SpecAugment, no dropout
+    try:
+        if wrt == "features":
+            return gradient_alignment(from_features, features)
+        with torch.no_grad():
+            _, lens, layers = model.forward_encoder(features[None], frames, (0,))
+
+        def from_shared(s: torch.Tensor) -> torch.Tensor:
+            top, _ = model.shared_encoder(s[None], lens)
+            return read_labels(top, lens)
+
+        return gradient_alignment(from_shared, layers[0][0])
+    finally:
+        model.train(was_training)

@@ -16,6 +16,7 @@ Functions::
     get_rnnt_prune_ranges(px_grad, py_grad, boundary, s_range)
     do_rnnt_pruning(am, lm, ranges)
     rnnt_loss_pruned(logits, symbols, ranges, termination_symbol, boundary=None, ...)
+    rnnt_boundary(symbol_lens, frame_lens)  # -> boundary [B, 4] = (0, 0, S_b, T_b)
 
 Backends (``available_backends()``): ``k2`` (if ``import k2`` works and runs), ``fast_rnnt``
 and ``torch`` (pure PyTorch, always there). The best available is used unless
@@ -38,6 +39,7 @@ from astra.lattice.rnnt import (
     get_rnnt_logprobs_smoothed,
     get_rnnt_prune_ranges,
     mutual_information_recursion,
+    rnnt_boundary,
     rnnt_loss,
     rnnt_loss_pruned,
     rnnt_loss_simple,
@@ -61,4 +63,5 @@ __all__ = [
     "get_rnnt_prune_ranges",
     "do_rnnt_pruning",
     "rnnt_loss_pruned",
+    "rnnt_boundary",
 ]

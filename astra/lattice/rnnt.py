@@ -57,7 +57,7 @@ def _check_symbols(symbols: Tensor, B: int, S: int, C: int, termination_symbol: 
 def check_boundary(boundary: Optional[Tensor], B: int, S: int, T: int, rnnt_type: str) -> None:
     """Raise ``ValueError`` unless ``boundary`` is a valid ``[B, 4]`` int64 box for an
     RNN-T lattice with S symbols and T frames (every utterance needs a path: ``T_b >= 1``
-    for regular, ``T_b >= S_b`` for modified/constrained)."""
+    for regular unless ``S_b = 0``, ``T_b >= S_b`` for modified/constrained)."""
     if rnnt_type not in RNNT_TYPES:
         raise ValueError(f"rnnt_type must be one of {RNNT_TYPES}, got {rnnt_type!r}")
     if boundary is None:
@@ -68,8 +68,8 @@ def check_boundary(boundary: Optional[Tensor], B: int, S: int, T: int, rnnt_type
         s_len = boundary[:, 2] - boundary[:, 0]
         t_len = boundary[:, 3] - boundary[:, 1]
     if rnnt_type == "regular":
-        bad = t_len < 1
-        need = "at least 1 frame (T >= 1)"
+        bad = (t_len < 1) & (s_len > 0)
+        need = "at least 1 frame (T >= 1) to emit U > 0 symbols"
     else:
         bad = t_len < s_len
         need = f"T >= U ({rnnt_type} RNN-T emits at most one symbol per frame)"
@@ -82,6 +82,8 @@ def check_boundary(boundary: Optional[Tensor], B: int, S: int, T: int, rnnt_type
 
 
 def check_recursion_boundary(boundary: Tensor, B: int, S: int, T: int) -> None:
+    """Raise ``ValueError`` unless ``boundary`` is a ``[B, 4]`` int64 box inside an S x T
+    lattice (``0 <= s_begin <= s_end <= S``, ``0 <= t_begin <= t_end <= T``)."""
     if not isinstance(boundary, Tensor) or boundary.dtype != torch.int64:
         got = boundary.dtype if isinstance(boundary, Tensor) else type(boundary).__name__
         raise ValueError(f"boundary must be an int64 tensor, got {got}")
@@ -92,6 +94,24 @@ def check_recursion_boundary(boundary: Tensor, B: int, S: int, T: int) -> None:
         raise ValueError(f"boundary needs 0 <= s_begin <= s_end <= S={S}, got {boundary.tolist()}")
     if (t0 < 0).any() or (t0 > t1).any() or (t1 > T).any():
         raise ValueError(f"boundary needs 0 <= t_begin <= t_end <= T={T}, got {boundary.tolist()}")
+
+
+def _check_lattice(px: Tensor, py: Tensor, names: tuple[str, str] = ("px", "py")):
+    """Validate a lattice (or its occupancies) ``px [B, S, T+1]`` or ``[B, S, T]``, ``py
+    [B, S+1, T]`` of one float dtype; return ``(B, S, T, regular)``."""
+    x_name, y_name = names
+    _check_float(x_name, px, 3)
+    _check_float(y_name, py, 3)
+    B, S, T1 = px.shape
+    T = py.shape[2]
+    if T1 not in (T, T + 1) or tuple(py.shape) != (B, S + 1, T):
+        raise ValueError(
+            f"{x_name} must be [B, S, T+1] or [B, S, T] and {y_name} [B, S+1, T]; got "
+            f"{x_name} {tuple(px.shape)}, {y_name} {tuple(py.shape)}"
+        )
+    if px.dtype != py.dtype:
+        raise ValueError(f"{x_name} and {y_name} dtypes differ: {px.dtype} vs {py.dtype}")
+    return B, S, T, T1 == T + 1
 
 
 def _check_reduction(reduction: Optional[str]) -> None:
@@ -119,17 +139,7 @@ def mutual_information_recursion(
     Returns:
       ``scores [B]`` = ``p[b, s_end, t_end]``, or ``(scores, (px_grad, py_grad))``.
     """
-    _check_float("px", px, 3)
-    _check_float("py", py, 3)
-    B, S, T1 = px.shape
-    T = py.shape[2]
-    if T1 not in (T, T + 1) or tuple(py.shape) != (B, S + 1, T):
-        raise ValueError(
-            f"px must be [B, S, T+1] or [B, S, T] and py [B, S+1, T]; got px {tuple(px.shape)}, "
-            f"py {tuple(py.shape)}"
-        )
-    if px.dtype != py.dtype:
-        raise ValueError(f"px and py dtypes differ: {px.dtype} vs {py.dtype}")
+    B, S, T, _ = _check_lattice(px, py)
     if boundary is not None:
         check_recursion_boundary(boundary, B, S, T)
         boundary = boundary.to(px.device)
@@ -141,28 +151,69 @@ def mutual_information_recursion(
 # --------------------------------------------------------------------------- lattices
 
 
-def _mask_after_last_frame(px: Tensor, boundary: Optional[Tensor]) -> Tensor:
-    """Regular lattice: no emission at or after each utterance's last frame ``t_end``."""
-    if boundary is None:
-        return px
-    B, S, T1 = px.shape
-    cols = torch.arange(T1, device=px.device).view(1, 1, T1)
-    return px.masked_fill(cols >= boundary[:, 3].view(B, 1, 1).to(px.device), float("-inf"))
+def rnnt_boundary(symbol_lens: Tensor, frame_lens: Tensor) -> Tensor:
+    """``boundary [B, 4]`` int64 ``(0, 0, S_b, T_b)`` from ``symbol_lens [B]`` and
+    ``frame_lens [B]`` (on ``symbol_lens``' device)."""
+    if symbol_lens.dim() != 1 or tuple(frame_lens.shape) != tuple(symbol_lens.shape):
+        raise ValueError(
+            f"symbol_lens and frame_lens must both be [B], got {tuple(symbol_lens.shape)} and "
+            f"{tuple(frame_lens.shape)}"
+        )
+    zeros = torch.zeros_like(symbol_lens, dtype=torch.int64)
+    ends = (symbol_lens.to(torch.int64), frame_lens.to(zeros.device, torch.int64))
+    return torch.stack([zeros, zeros, *ends], dim=1)
 
 
 def _finish_lattice(px: Tensor, py: Tensor, rnnt_type: str, boundary: Optional[Tensor]):
+    """``px [B, S, T]`` -> the ``rnnt_type`` lattice: regular gets a -inf pad column (``[B, S,
+    T+1]``) and no emission at or after each utterance's last frame ``t_end``; constrained
+    adds the blank of the next context to each emission."""
     if rnnt_type == "regular":
-        px = _mask_after_last_frame(px, boundary)
+        px = torch.nn.functional.pad(px, (0, 1), value=float("-inf"))
+        if boundary is not None:
+            B, S, T1 = px.shape
+            cols = torch.arange(T1, device=px.device).view(1, 1, T1)
+            after_end = cols >= boundary[:, 3].view(B, 1, 1).to(px.device)
+            px = px.masked_fill(after_end, float("-inf"))
     elif rnnt_type == "constrained":
         px = px + py[:, 1:, :]
     return px, py
 
 
-def _add_pad_column(px_st: Tensor, rnnt_type: str) -> Tensor:
-    """``[B, S, T] -> [B, S, T+1]`` with a -inf last column for the regular lattice."""
-    if rnnt_type != "regular":
-        return px_st
-    return torch.nn.functional.pad(px_st, (0, 1), value=float("-inf"))
+def _check_simple_inputs(
+    lm: Tensor, am: Tensor, symbols: Tensor, termination_symbol: int, boundary, rnnt_type: str
+) -> None:
+    _check_float("lm", lm, 3)
+    _check_float("am", am, 3)
+    B, T, C = am.shape
+    S = lm.shape[1] - 1
+    if lm.shape[0] != B or lm.shape[2] != C:
+        raise ValueError(f"lm must be [B, S+1, C] with B={B}, C={C}; got {tuple(lm.shape)}")
+    if lm.dtype != am.dtype:
+        raise ValueError(f"lm and am dtypes differ: {lm.dtype} vs {am.dtype}")
+    _check_symbols(symbols, B, S, C, termination_symbol)
+    check_boundary(boundary, B, S, T, rnnt_type)
+
+
+def _additive_lattice(
+    lm: Tensor, am: Tensor, symbols: Tensor, blank: int, normalizers: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Unpadded lattice of logits ``lm[b, s] + am[b, t]`` (``lm [B, S+1, C]``, ``am [B, T,
+    C]``, either may be an expanded view) with log-normalizers broadcastable to ``[B, S+1,
+    T]``: ``px [B, S, T]``, ``py [B, S+1, T]``."""
+    B, T, _ = am.shape
+    S = symbols.shape[1]
+    px_am = torch.gather(am.transpose(1, 2), 1, symbols.unsqueeze(2).expand(B, S, T))
+    px_lm = torch.gather(lm[:, :S], 2, symbols.unsqueeze(2))  # [B, S, 1]
+    px = px_am + px_lm - normalizers[:, :S]
+    py = am[:, :, blank].unsqueeze(1) + lm[:, :, blank].unsqueeze(2) - normalizers
+    return px, py
+
+
+def _exp_below_max(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(exp(x - max), max)`` over the last dim of ``x [B, N, C]`` (max is ``[B, N, 1]``)."""
+    x_max = x.amax(dim=2, keepdim=True)
+    return (x - x_max).exp(), x_max
 
 
 def get_rnnt_logprobs(
@@ -182,44 +233,20 @@ def get_rnnt_logprobs(
     Returns:
       ``px [B, S, T+1]`` (``[B, S, T]`` unless regular), ``py [B, S+1, T]``.
     """
-    B, S, T = _check_simple_inputs(lm, am, symbols, termination_symbol)
-    check_boundary(boundary, B, S, T, rnnt_type)
-    px, py = _simple_logprobs(lm, am, symbols, termination_symbol)
-    return _finish_lattice(_add_pad_column(px, rnnt_type), py, rnnt_type, boundary)
+    _check_simple_inputs(lm, am, symbols, termination_symbol, boundary, rnnt_type)
+    px, py = _simple_lattice(lm, am, symbols, termination_symbol)
+    return _finish_lattice(px, py, rnnt_type, boundary)
 
 
-def _check_simple_inputs(lm: Tensor, am: Tensor, symbols: Tensor, termination_symbol: int):
-    _check_float("lm", lm, 3)
-    _check_float("am", am, 3)
-    B, T, C = am.shape
-    S = lm.shape[1] - 1
-    if lm.shape[0] != B or lm.shape[2] != C:
-        raise ValueError(f"lm must be [B, S+1, C] with B={B}, C={C}; got {tuple(lm.shape)}")
-    if lm.dtype != am.dtype:
-        raise ValueError(f"lm and am dtypes differ: {lm.dtype} vs {am.dtype}")
-    _check_symbols(symbols, B, S, C, termination_symbol)
-    return B, S, T
-
-
-def _simple_logprobs(lm: Tensor, am: Tensor, symbols: Tensor, termination_symbol: int):
-    """Unpadded simple-joiner lattice: ``px [B, S, T]``, ``py [B, S+1, T]``."""
-    B, T, _ = am.shape
-    S = lm.shape[1] - 1
-    normalizers = _simple_normalizers(lm, am)  # [B, S+1, T]
-    px_am = torch.gather(am.transpose(1, 2), 1, symbols.unsqueeze(2).expand(B, S, T))  # [B, S, T]
-    px_lm = torch.gather(lm[:, :S], 2, symbols.unsqueeze(2))  # [B, S, 1]
-    px = px_am + px_lm - normalizers[:, :S]
-    py = am[:, :, termination_symbol].unsqueeze(1) + lm[:, :, termination_symbol].unsqueeze(2)
-    return px, py - normalizers
-
-
-def _simple_normalizers(lm: Tensor, am: Tensor) -> Tensor:
-    """``log sum_c exp(lm[b, s, c] + am[b, t, c])`` as ``[B, S+1, T]`` via one matmul."""
-    am_max = am.amax(dim=2, keepdim=True)  # [B, T, 1]
-    lm_max = lm.amax(dim=2, keepdim=True)  # [B, S+1, 1]
-    probs = torch.matmul((lm - lm_max).exp(), (am - am_max).exp().transpose(1, 2))
-    tiny = torch.finfo(am.dtype).tiny
-    return (probs + tiny).log() + lm_max + am_max.transpose(1, 2)
+def _simple_lattice(lm: Tensor, am: Tensor, symbols: Tensor, blank: int) -> tuple[Tensor, Tensor]:
+    """Unpadded lattice of ``log_softmax(lm[b, s] + am[b, t])``: ``px [B, S, T]``, ``py
+    [B, S+1, T]``."""
+    am_probs, am_max = _exp_below_max(am)  # [B, T, C], [B, T, 1]
+    lm_probs, lm_max = _exp_below_max(lm)  # [B, S+1, C], [B, S+1, 1]
+    # log sum_c exp(lm[b, s, c] + am[b, t, c]) as [B, S+1, T] via one matmul
+    probs = torch.matmul(lm_probs, am_probs.transpose(1, 2))
+    normalizers = (probs + torch.finfo(am.dtype).tiny).log() + lm_max + am_max.transpose(1, 2)
+    return _additive_lattice(lm, am, symbols, blank, normalizers)
 
 
 def get_rnnt_logprobs_smoothed(
@@ -240,37 +267,29 @@ def get_rnnt_logprobs_smoothed(
         raise ValueError(
             f"need lm_only_scale, am_only_scale >= 0 with sum < 1, got {lm_only_scale}, {am_only_scale}"
         )
-    B, S, T = _check_simple_inputs(lm, am, symbols, termination_symbol)
-    check_boundary(boundary, B, S, T, rnnt_type)
-    px, py = _simple_logprobs(lm, am, symbols, termination_symbol)
-    am_max = am.amax(dim=2, keepdim=True)
-    lm_max = lm.amax(dim=2, keepdim=True)
-    am_probs = (am - am_max).exp()
-    lm_probs = (lm - lm_max).exp()
-    tiny = torch.finfo(lm_probs.dtype).tiny
+    _check_simple_inputs(lm, am, symbols, termination_symbol, boundary, rnnt_type)
+    px, py = _simple_lattice(lm, am, symbols, termination_symbol)
+    B, T, C = am.shape
+    am_probs, am_max = _exp_below_max(am)
+    lm_probs, lm_max = _exp_below_max(lm)
     lm_sums = lm_probs.sum(dim=2, keepdim=True)  # [B, S+1, 1]
-    unigram = (lm_probs / lm_sums).mean(dim=(0, 1)) + tiny  # [C]
-    am_only_norm = (torch.matmul(am_probs, unigram).log() + am_max.squeeze(2)).unsqueeze(
-        1
-    )  # [B, 1, T]
-    log_unigram = unigram.log()
-    lm_only_norm = lm_sums.log() + lm_max  # [B, S+1, 1]
-
-    px_am = torch.gather(am.transpose(1, 2), 1, symbols.unsqueeze(2).expand(B, S, T))  # [B, S, T]
-    px_amonly = px_am + log_unigram[symbols].unsqueeze(2) - am_only_norm
-    px_lmonly = torch.gather(lm[:, :S], 2, symbols.unsqueeze(2)) - lm_only_norm[:, :S]  # [B, S, 1]
-    py_amonly = (
-        am[:, :, termination_symbol].unsqueeze(1) + log_unigram[termination_symbol] - am_only_norm
+    unigram = (lm_probs / lm_sums).mean(dim=(0, 1)) + torch.finfo(lm_probs.dtype).tiny  # [C]
+    am_only_norm = (torch.matmul(am_probs, unigram).log() + am_max.squeeze(2)).unsqueeze(1)
+    log_unigram = unigram.log().view(1, 1, C).expand(B, lm.shape[1], C)
+    px_amonly, py_amonly = _additive_lattice(
+        log_unigram, am, symbols, termination_symbol, am_only_norm  # [B, 1, T]
     )
-    py_lmonly = lm[:, :, termination_symbol].unsqueeze(2) - lm_only_norm  # [B, S+1, 1]
-
+    no_am = am.new_zeros(()).expand(B, T, C)
+    px_lmonly, py_lmonly = _additive_lattice(
+        lm, no_am, symbols, termination_symbol, lm_sums.log() + lm_max  # [B, S+1, 1]
+    )
     combined = 1.0 - lm_only_scale - am_only_scale
     # exact zeros would turn -inf * 0 into nan
     lm_only_scale = lm_only_scale or 1.0e-20
     am_only_scale = am_only_scale or 1.0e-20
     px = px * combined + px_lmonly * lm_only_scale + px_amonly * am_only_scale
     py = py * combined + py_lmonly * lm_only_scale + py_amonly * am_only_scale
-    return _finish_lattice(_add_pad_column(px, rnnt_type), py, rnnt_type, boundary)
+    return _finish_lattice(px, py, rnnt_type, boundary)
 
 
 def get_rnnt_logprobs_joint(
@@ -288,8 +307,7 @@ def get_rnnt_logprobs_joint(
     check_boundary(boundary, B, S, T, rnnt_type)
     index = symbols.view(B, 1, S).expand(B, T, S)
     px, py = _JoinerLogprobs.apply(logits, index, termination_symbol)  # [B, T, S], [B, T, S+1]
-    px = _add_pad_column(px.transpose(1, 2), rnnt_type)  # [B, S, T+1]
-    return _finish_lattice(px, py.transpose(1, 2), rnnt_type, boundary)
+    return _finish_lattice(px.transpose(1, 2), py.transpose(1, 2), rnnt_type, boundary)
 
 
 class _JoinerLogprobs(torch.autograd.Function):
@@ -438,17 +456,8 @@ def rnnt_loss_smoothed(
 ):
     """k2's ``rnnt_loss_smoothed``: :func:`rnnt_loss_simple` with smoothing scales."""
     return rnnt_loss_simple(
-        lm,
-        am,
-        symbols,
-        termination_symbol,
-        boundary,
-        rnnt_type,
-        delay_penalty,
-        reduction,
-        return_grad,
-        lm_only_scale=lm_only_scale,
-        am_only_scale=am_only_scale,
+        lm, am, symbols, termination_symbol, boundary, rnnt_type, delay_penalty, reduction,
+        return_grad, lm_only_scale=lm_only_scale, am_only_scale=am_only_scale,
     )
 
 
@@ -484,27 +493,21 @@ def get_rnnt_prune_ranges(
 
     Args:
       px_grad: ``[B, S, T+1]`` (or ``[B, S, T]``) emit occupancies; py_grad: ``[B, S+1, T]``.
-      boundary: ``[B, 4]`` int64 ``(0, 0, S_b, T_b)``.
+      boundary: ``[B, 4]`` int64 ``(0, 0, S_b, T_b)``; ``None`` means ``(0, 0, S, T)``.
       s_range: symbols per frame to keep (raised to the minimum that keeps a path, and
         capped at S+1).
     Returns:
       ``ranges [B, T, s_range]`` int64 symbol positions, ``ranges[b, t] = s_b(t) + arange``.
     """
-    _check_float("px_grad", px_grad, 3)
-    _check_float("py_grad", py_grad, 3)
-    B, S, T1 = px_grad.shape
-    T = py_grad.shape[2]
-    if T1 not in (T, T + 1) or tuple(py_grad.shape) != (B, S + 1, T):
-        raise ValueError(
-            f"px_grad must be [B, S, T+1] or [B, S, T] and py_grad [B, S+1, T]; got "
-            f"{tuple(px_grad.shape)}, {tuple(py_grad.shape)}"
-        )
-    regular = T1 == T + 1
+    B, S, T, regular = _check_lattice(px_grad, py_grad, names=("px_grad", "py_grad"))
     check_boundary(boundary, B, S, T, "regular" if regular else "modified")
+    if boundary is None:
+        full = torch.tensor([0, 0, S, T], device=px_grad.device)
+        boundary = full.expand(B, 4)
     boundary = boundary.to(px_grad.device)
     if regular:
         s_len, t_len = boundary[:, 2], boundary[:, 3]
-        needed = int(((s_len - 1).div(t_len, rounding_mode="trunc") + 2).max())
+        needed = int(((s_len - 1).div(t_len.clamp(min=1), rounding_mode="trunc") + 2).max())
         if s_range < needed:
             log.warning("s_range=%d is too small for U/T of this batch; using %d", s_range, needed)
             s_range = needed
@@ -580,7 +583,6 @@ def get_rnnt_logprobs_pruned(
     full = logits.new_full((B, T, S + 1), float("-inf"))
     px = full.scatter(2, ranges, px_win)[:, :, :S].transpose(1, 2)  # [B, S, T]
     py = full.scatter(2, ranges, py_win).transpose(1, 2)  # [B, S+1, T]
-    px = _add_pad_column(px, rnnt_type)
     return _finish_lattice(px, py, rnnt_type, boundary)
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-REDUCTIONS = ("mean", "sum", "none")
+from astra.losses.reduction import check_reduction, reduce_per_utterance
 
 
 def aligner_loss(
@@ -43,10 +43,15 @@ def aligner_loss(
         ValueError: on a reduction name, a target length < 1, or ``L`` shorter than a kept
             target.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"aligner_loss: reduction={reduction!r}, use one of {REDUCTIONS}")
+    check_reduction("aligner_loss", reduction)
     if logits.dim() != 3 or targets.dim() != 2:
         raise ValueError(f"aligner_loss: logits must be [B, L, V] and targets [B, L'], got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    batch = logits.size(0)
+    if targets.size(0) != batch or tuple(target_lens.shape) != (batch,) or tuple(frame_lens.shape) != (batch,):
+        raise ValueError(
+            f"aligner_loss: batch sizes differ: logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, "
+            f"target_lens {tuple(target_lens.shape)}, frame_lens {tuple(frame_lens.shape)} (want [B={batch}])"
+        )
     if (target_lens < 1).any():
         raise ValueError("aligner_loss: every target needs at least <eos> (target_lens >= 1)")
     kept = target_lens <= frame_lens
@@ -65,10 +70,4 @@ def aligner_loss(
     per_frame = F.cross_entropy(
         logits.float().transpose(1, 2), padded, ignore_index=-100, label_smoothing=label_smoothing, reduction="none"
     )  # [B, L], 0 where ignored
-    per_utt = per_frame.sum(dim=1)
-    if reduction == "none":
-        return per_utt, kept
-    total = per_utt.sum()
-    if reduction == "sum":
-        return total, kept
-    return total / mask.sum().clamp_min(1), kept
+    return reduce_per_utterance(per_frame.sum(dim=1), reduction, mask.sum()), kept

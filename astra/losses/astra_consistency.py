@@ -36,9 +36,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from astra.lattice.rnnt import check_boundary, mutual_information_recursion, rnnt_boundary
+from astra.losses.reduction import check_reduction, reduce_per_utterance
+
 MODES = ("expected", "weighted_rnnt")
 DISTANCES = ("mae", "mse")
-REDUCTIONS = ("mean", "sum", "none")
 
 
 def pairwise_cost(speech: Tensor, text: Tensor, distance: str = "mae") -> Tensor:
@@ -65,15 +67,12 @@ def pairwise_cost(speech: Tensor, text: Tensor, distance: str = "mae") -> Tensor
     return sq.clamp_min(0.0) / dim
 
 
-def _check_inputs(
-    speech: Tensor,
-    speech_lens: Tensor,
-    text: Tensor,
-    text_lens: Tensor,
-    px: Tensor,
-    py: Tensor,
-) -> bool:
-    """Validate shapes, dtypes and lengths; return True for a regular (T+1 column) lattice."""
+def _alignment_lattice(
+    speech: Tensor, speech_lens: Tensor, text: Tensor, text_lens: Tensor, px: Tensor, py: Tensor
+) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """Validate shapes, dtypes and lengths, then return the lattice the loss runs on:
+    ``(px, py, boundary [B, 4], regular)`` with px/py detached and, for a regular (T+1
+    column) lattice, no emission at frames ``t >= T_b``."""
     for name, x in (("speech", speech), ("text", text), ("px", px), ("py", py)):
         if not isinstance(x, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -114,27 +113,14 @@ def _check_inputs(
     if (text_lens < 0).any() or (text_lens > U).any():
         raise ValueError(f"text_lens must lie in [0, {U}], got {text_lens.tolist()}")
     regular = px.shape[2] == T + 1
+    boundary = rnnt_boundary(text_lens.to(px.device), speech_lens)
+    check_boundary(boundary, B, U, T, "regular" if regular else "modified")
+    px, py = px.detach(), py.detach()
     if regular:
-        bad = (speech_lens < 1) & (text_lens > 0)
-        need = "T >= 1"
-    else:
-        bad = speech_lens < text_lens
-        need = "T >= U (modified lattice: one token per frame at most)"
-    if bad.any():
-        idx = bad.nonzero().flatten().tolist()
-        raise ValueError(
-            f"utterances {idx} have no alignment path: {need} is needed, got "
-            f"T={speech_lens[idx].tolist()}, U={text_lens[idx].tolist()}"
-        )
-    return regular
-
-
-def _reduce(per_utt: Tensor, text_lens: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return per_utt
-    if reduction == "sum":
-        return per_utt.sum()
-    return per_utt.sum() / text_lens.sum().clamp_min(1).to(per_utt.dtype)
+        # frames t >= T_b (including the pad column T) cannot emit: no cost is defined there
+        frame = torch.arange(T + 1, device=px.device).view(1, 1, -1)
+        px = px.masked_fill(frame >= boundary[:, 3].view(-1, 1, 1), float("-inf"))
+    return px, py, boundary, regular
 
 
 def astra_consistency(
@@ -169,29 +155,12 @@ def astra_consistency(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_reduction("astra_consistency", reduction)
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if mode == "weighted_rnnt" and not lam > 0:
         raise ValueError(f"lam must be > 0 for mode='weighted_rnnt', got {lam}")
-    regular = _check_inputs(speech, speech_lens, text, text_lens, px, py)
-
-    from astra.lattice import mutual_information_recursion
-
-    B, T, _ = speech.shape
-    device = px.device
-    speech_lens = speech_lens.to(device=device, dtype=torch.int64)
-    text_lens = text_lens.to(device=device, dtype=torch.int64)
-    zeros = torch.zeros_like(speech_lens)
-    boundary = torch.stack([zeros, zeros, text_lens, speech_lens], dim=1)  # [B, 4]
-
-    px = px.detach()
-    py = py.detach()
-    if regular:
-        # frames t >= T_b (including the pad column T) cannot emit: no cost is defined there
-        frame = torch.arange(T + 1, device=device)
-        px = px.masked_fill(frame.view(1, 1, -1) >= speech_lens.view(-1, 1, 1), float("-inf"))
+    px, py, boundary, regular = _alignment_lattice(speech, speech_lens, text, text_lens, px, py)
 
     cost = pairwise_cost(speech, text, distance)  # [B, U, T]
     if regular:
@@ -207,4 +176,4 @@ def astra_consistency(
             px - lam * cost.to(px.dtype), py, boundary=boundary
         )
         per_utt = (log_z - log_z_cost).to(cost.dtype)
-    return _reduce(per_utt, text_lens, reduction)
+    return reduce_per_utterance(per_utt, reduction, boundary[:, 2].sum())

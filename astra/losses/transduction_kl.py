@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-REDUCTIONS = ("mean", "sum", "none")
+from astra.losses.reduction import check_reduction, reduce_per_utterance
 
 
 def lattice_attention_kl(
@@ -39,12 +39,17 @@ def lattice_attention_kl(
     Returns:
         The loss (float32).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"lattice_attention_kl: reduction={reduction!r}, use one of {REDUCTIONS}")
+    check_reduction("lattice_attention_kl", reduction)
     if attention.dim() != 4 or occupancy.dim() != 3:
         raise ValueError(
             f"lattice_attention_kl: attention must be [B, H, T', T'] and occupancy [B, U, T'], got "
             f"{tuple(attention.shape)} and {tuple(occupancy.shape)}"
+        )
+    batch = attention.size(0)
+    if occupancy.size(0) != batch or tuple(token_lens.shape) != (batch,) or tuple(frame_lens.shape) != (batch,):
+        raise ValueError(
+            f"lattice_attention_kl: batch sizes differ: attention {tuple(attention.shape)}, occupancy "
+            f"{tuple(occupancy.shape)}, token_lens {tuple(token_lens.shape)}, frame_lens {tuple(frame_lens.shape)}"
         )
     frames = attention.size(-1)
     if occupancy.size(2) < frames:
@@ -59,9 +64,4 @@ def lattice_attention_kl(
     per_row = terms.sum(dim=-1)  # [B, rows]
     limit = torch.minimum(token_lens, frame_lens)
     valid_u = torch.arange(rows, device=gamma.device)[None, :] < limit[:, None]
-    per_utt = (per_row * valid_u).sum(dim=1)
-    if reduction == "none":
-        return per_utt
-    if reduction == "sum":
-        return per_utt.sum()
-    return per_utt.sum() / valid_u.sum().clamp_min(1)
+    return reduce_per_utterance((per_row * valid_u).sum(dim=1), reduction, valid_u.sum())

@@ -103,6 +103,11 @@ class AlignerDecoder(nn.Module):
             ``[B, L, V]`` logits; position i uses frame i and y_0..y_{i-1}.
         """
         length = targets.size(1)
+        if encoder_out.size(1) < length or encoder_out.size(0) != targets.size(0):
+            raise ValueError(
+                f"AlignerDecoder: encoder_out {tuple(encoder_out.shape)} must be [B, T', D] with "
+                f"T' >= L for targets {tuple(targets.shape)} = [B, L]"
+            )
         sos = torch.full_like(targets[:, :1], self.sos_id)
         prefix = sos if history is None else torch.cat([sos, history], dim=1)
         g, _ = self.predict(torch.cat([prefix, targets[:, :-1]], dim=1))

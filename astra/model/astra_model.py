@@ -41,7 +41,7 @@ from astra.model.config import ModelConfig
 from astra.model.ctc_head import CtcHead
 from astra.model.encoders import SharedEncoder, SpeechEncoder, TextEncoder
 from astra.model.frontend import GlobalCMVN, SpecAugment
-from astra.model.rnnt_head import RnntHead
+from astra.model.rnnt_head import LATTICES, RnntHead, RnntLosses, emit_occupancy
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +87,7 @@ class AstraModel(nn.Module):
         self.inter_aligner = self._aligner_decoder() if cfg.inter_aligner_layer else None
         self.ctc = CtcHead(cfg.d_model, vocab_size, BLANK_ID) if cfg.top_ctc else None
         self.inter_ctc = CtcHead(cfg.d_model, vocab_size, BLANK_ID) if cfg.inter_ctc_layer else None
-        self.rnnt = (
-            RnntHead(
-                cfg.d_model, vocab_size, cfg.rnnt_pred_dim, cfg.rnnt_joint_dim, cfg.rnnt_context,
-                cfg.rnnt_prune_range, cfg.rnnt_lm_only_scale, cfg.rnnt_am_only_scale, BLANK_ID, SOS_ID,
-            )
-            if cfg.rnnt_head
-            else None
-        )
+        self.rnnt = RnntHead(cfg, vocab_size, BLANK_ID, SOS_ID) if cfg.rnnt_head else None
         self._warned: set[str] = set()
 
     def _aligner_decoder(self) -> AlignerDecoder:
@@ -127,11 +120,29 @@ class AstraModel(nn.Module):
             self._warned.add(reason)
             logger.warning("%s (counted as dropped/%s; warned once)", message, reason)
 
-    def _check_tokens(self, batch: dict) -> tuple[Tensor, Tensor]:
-        for key in ("tokens", "token_lens"):
+    @staticmethod
+    def _batch_tensors(batch: dict, *keys: str) -> list[Tensor]:
+        """``batch[key]`` for each key; ``ValueError`` naming a missing key or a non-tensor."""
+        if not isinstance(batch, dict):
+            raise ValueError(f"a batch must be a dict, got {type(batch).__name__}")
+        for key in keys:
             if key not in batch:
                 raise ValueError(f"batch has no {key!r} (keys: {sorted(batch)})")
-        tokens, lens = batch["tokens"], batch["token_lens"]
+            if not isinstance(batch[key], Tensor):
+                raise ValueError(f"batch[{key!r}] must be a torch.Tensor, got {type(batch[key]).__name__}")
+        return [batch[key] for key in keys]
+
+    @staticmethod
+    def _check_integer(batch: dict, *keys: str) -> None:
+        for key in keys:
+            x = batch[key]
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise ValueError(f"batch[{key!r}] must be an integer tensor, got {x.dtype}")
+
+    def _check_tokens(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """``(tokens [B, U] int64, token_lens [B] int64)`` of a batch, validated."""
+        tokens, lens = self._batch_tensors(batch, "tokens", "token_lens")
+        self._check_integer(batch, "tokens", "token_lens")
         if tokens.dim() != 2 or lens.dim() != 1 or lens.size(0) != tokens.size(0):
             raise ValueError(f"batch['tokens'] must be [B, U] and token_lens [B], got {tuple(tokens.shape)} and {tuple(lens.shape)}")
         if (lens < 0).any() or (lens > tokens.size(1)).any():
@@ -141,10 +152,9 @@ class AstraModel(nn.Module):
         return tokens.long(), lens.long()
 
     def _check_features(self, batch: dict) -> tuple[Tensor, Tensor]:
-        for key in ("features", "feature_lens"):
-            if key not in batch:
-                raise ValueError(f"batch has no {key!r} (keys: {sorted(batch)})")
-        features, lens = batch["features"], batch["feature_lens"]
+        """``(features [B, T, F] float32, feature_lens [B] int64)`` of a batch, validated."""
+        features, lens = self._batch_tensors(batch, "features", "feature_lens")
+        self._check_integer(batch, "feature_lens")
         if features.dim() != 3:
             raise ValueError(f"batch['features'] must be [B, T, F], got shape {tuple(features.shape)}")
         if features.size(2) != self.cfg.num_features:
@@ -207,7 +217,10 @@ class AstraModel(nn.Module):
     def forward_aligner(
         self, decoder: AlignerDecoder, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor
     ) -> tuple[Tensor, int, Tensor]:
-        """Summed Aligner CE, kept target tokens (incl. ``<eos>``), kept mask ``[B]``."""
+        """Aligner CE of ``decoder`` on ``encoder_out [B, T', D]`` (``encoder_lens [B]``) for
+        ``tokens [B, U]`` (``token_lens [B]``; ``<eos>`` is appended here). Returns the summed
+        loss (scalar), the number of scored target tokens (incl. ``<eos>``) and the kept mask
+        ``[B]`` (examples with U+1 <= T')."""
         targets = append_eos(tokens, token_lens)
         target_lens = token_lens + 1
         kept = target_lens <= encoder_lens
@@ -317,28 +330,24 @@ class AstraModel(nn.Module):
             if cfg.astra:
                 losses["astra"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, rnnt.px, rnnt.py)
             if kl_attn is not None:
-                losses["transduction_kl"] = self._transduction_kl(attention, lens, token_lens, rnnt.px, rnnt.py)
+                losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
         return ModelOutput(losses, counts)
 
-    def _transduction_kl(self, attention: Tensor | None, lens: Tensor, token_lens: Tensor,
-                         px: Tensor, py: Tensor) -> Tensor:
-        """KL from the head's emit occupancy to the attention rows of the transducing layer
-        (0 while the identity-attention warm-up is on: there are no weights to guide)."""
-        import astra.lattice as lattice
+    def _transduction_kl(self, attention: Tensor | None, rnnt: RnntLosses) -> Tensor:
+        """KL from the head's emit occupancy to the attention rows ``[B, H, T', T']`` of the
+        transducing layer (0 while the identity-attention warm-up is on: no weights to guide)."""
         from astra.losses.transduction_kl import lattice_attention_kl
 
         if attention is None:
             return self._zero_loss()
-        boundary = torch.zeros(lens.size(0), 4, dtype=torch.long, device=lens.device)
-        boundary[:, 2], boundary[:, 3] = token_lens, lens
-        with torch.no_grad(), torch.autocast(device_type=lens.device.type, enabled=False):
-            _, (occupancy, _) = lattice.mutual_information_recursion(px.float(), py.float(), boundary, return_grad=True)
-        return lattice_attention_kl(attention, occupancy, token_lens, lens)
+        occupancy = emit_occupancy(rnnt.px, rnnt.py, rnnt.boundary)  # [B, U, T']
+        return lattice_attention_kl(attention, occupancy, rnnt.boundary[:, 2], rnnt.boundary[:, 3])
 
     def _astra_loss(self, speech: Tensor, speech_lens: Tensor, tokens: Tensor, token_lens: Tensor,
                     px: Tensor, py: Tensor) -> Tensor:
         """ASTRA consistency between ``speech [B, T', D]`` (S or shared layer k) and the text
-        of the same transcript at the same place, weighted by the head's lattice."""
+        of ``tokens [B, U]`` at the same place, weighted by the head's lattice ``px [B, U,
+        T'+1]``, ``py [B, U+1, T']``; mean per token."""
         from astra.losses.astra_consistency import astra_consistency
 
         cfg = self.cfg
@@ -412,6 +421,39 @@ class AstraModel(nn.Module):
             return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam)
         head = self.ctc if self.ctc is not None else self.inter_ctc
         return head.greedy(layers.get(layer, top), enc_lens)
+
+    @torch.no_grad()
+    def alignment_occupancy(self, batch: dict, lattice: str = "simple") -> tuple[Tensor, Tensor, Tensor]:
+        """Emit-arc occupancy of the RNN-T alignment head's lattice for a speech batch with
+        transcripts (``features``, ``feature_lens``, ``tokens``, ``token_lens``).
+
+        ``lattice="simple"`` is the lattice ASTRA is weighted by; ``"full"`` the head's full
+        joiner. Runs in eval mode (no SpecAugment, no dropout), without gradients.
+
+        Returns:
+            ``(occupancy [B, U, T'], token_lens [B], frame_lens [B])``: ``occupancy[b, u, t]``
+            is the posterior that token u+1 is emitted at encoder frame t; each row
+            ``u < U_b`` sums to 1 over ``t < T'_b`` and everything else is 0.
+        Raises:
+            ValueError: no RNN-T head, unknown ``lattice``, bad batch, or audio too short.
+        """
+        if self.rnnt is None:
+            raise ValueError("alignment_occupancy needs the RNN-T alignment head (model.rnnt_head=true)")
+        if lattice not in LATTICES:
+            raise ValueError(f"lattice must be one of {LATTICES}, got {lattice!r}")
+        features, feature_lens = self._inference_inputs(batch)
+        tokens, token_lens = self._check_tokens(batch)
+        if tokens.size(0) != features.size(0):
+            raise ValueError(f"batch has {features.size(0)} feature rows but {tokens.size(0)} token rows")
+        layer = self.cfg.rnnt_layer
+        was_training = self.training
+        self.eval()
+        try:
+            _, frame_lens, layers = self.forward_encoder(features, feature_lens, (layer,))
+            px, py, boundary = self.rnnt.lattice(layers[layer], frame_lens, tokens, token_lens, lattice)
+        finally:
+            self.train(was_training)
+        return emit_occupancy(px, py, boundary), token_lens, frame_lens
 
     @torch.no_grad()
     def transcribe_long(self, features: Tensor, chunk_seconds: float = 14.0, prime_tokens: int = 10) -> list[int]:

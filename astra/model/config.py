@@ -92,12 +92,16 @@ class ModelConfig:
             raise ValueError("model.position_encoding='rope' needs an even head dimension d_model/num_heads")
         if self.conv_kernel % 2 != 1:
             raise ValueError(f"model.conv_kernel={self.conv_kernel} must be odd")
-        for name in ("num_features", "d_model", "num_heads", "pred_dim", "joint_dim", "pred_layers"):
+        for name in ("num_features", "d_model", "num_heads", "ff_mult", "conv_kernel", "pred_dim", "joint_dim",
+                     "pred_layers", "rnnt_pred_dim", "rnnt_joint_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name}={getattr(self, name)} must be >= 1")
-        for name in ("speech_layers", "text_layers", "shared_layers"):
+        for name in ("speech_layers", "text_layers", "shared_layers", "subsampling_channels", "freq_masks",
+                     "freq_mask_width", "time_masks", "time_mask_width"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name}={getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.time_mask_ratio <= 1.0:
+            raise ValueError(f"model.time_mask_ratio={self.time_mask_ratio} must be in [0, 1]")
         for name in ("inter_ctc_layer", "inter_aligner_layer", "rnnt_layer", "astra_layer", "transduction_kl_layer"):
             value = getattr(self, name)
             if not 0 <= value <= self.shared_layers:
@@ -108,6 +112,14 @@ class ModelConfig:
             raise ValueError(f"model.rnnt_context={self.rnnt_context} must be >= 1")
         if self.rnnt_head and self.rnnt_prune_range < 2:
             raise ValueError(f"model.rnnt_prune_range={self.rnnt_prune_range} must be >= 2")
+        scales = (self.rnnt_lm_only_scale, self.rnnt_am_only_scale)
+        if min(scales) < 0.0 or sum(scales) >= 1.0:
+            raise ValueError(
+                f"model.rnnt_lm_only_scale={scales[0]} and model.rnnt_am_only_scale={scales[1]} must be "
+                ">= 0 with a sum < 1"
+            )
+        if self.astra_mode == "weighted_rnnt" and not self.astra_lam > 0.0:
+            raise ValueError(f"model.astra_lam={self.astra_lam} must be > 0 for astra_mode='weighted_rnnt'")
         if self.transduction_kl_layer and not self.rnnt_head:
             raise ValueError("model.transduction_kl_layer needs model.rnnt_head=true (the lattice comes from it)")
         if self.astra and not self.rnnt_head:

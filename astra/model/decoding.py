@@ -16,6 +16,18 @@ from astra.model.aligner_decoder import AlignerDecoder
 from astra.model.rnnt_head import RnntHead
 
 
+def _encoder_half(decoder: AlignerDecoder, encoder_out: Tensor) -> Tensor:
+    """``[B, T', D] -> [B, T', J]``: ``W_e h + b_e + b_p``, the part of the Aligner joint
+    ``out(tanh(W_e h_i + b_e + W_p g + b_p))`` that does not depend on the tokens."""
+    return decoder.encoder_proj(encoder_out) + decoder.pred_proj.bias
+
+
+def _joint_step(decoder: AlignerDecoder, enc_frame: Tensor, g: Tensor) -> Tensor:
+    """Logits ``[N, V]`` of one frame each: ``enc_frame [N, J]`` (from :func:`_encoder_half`)
+    and prediction outputs ``g [N, P]``."""
+    return decoder.output(torch.tanh(torch.addmm(enc_frame, g, decoder.pred_proj.weight.t())))
+
+
 @torch.no_grad()
 def aligner_greedy(
     decoder: AlignerDecoder,
@@ -35,16 +47,14 @@ def aligner_greedy(
     """
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
-    # joint(h_i, g) = out(tanh(W_e h_i + b_e + W_p g + b_p)): the encoder half once for all frames
-    enc = decoder.encoder_proj(encoder_out) + decoder.pred_proj.bias  # [B, T', J]
-    pred_weight = decoder.pred_proj.weight.t()
+    enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
     g, state = decoder.start_state(batch, device) if start is None else start
     emitted = torch.full((batch, frames), eos_id, dtype=torch.long, device=device)
     active = lengths > 0
     for i in range(frames):
         if not bool(active.any()):
             break
-        tokens = decoder.output(torch.tanh(torch.addmm(enc[:, i], g, pred_weight))).argmax(dim=-1)
+        tokens = _joint_step(decoder, enc[:, i], g).argmax(dim=-1)
         tokens = tokens.masked_fill(~active, eos_id)
         emitted[:, i] = tokens
         active = active & (tokens != eos_id) & (lengths > i + 1)
@@ -70,8 +80,7 @@ def aligner_beam(
     """
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
-    enc = decoder.encoder_proj(encoder_out) + decoder.pred_proj.bias  # [B, T', J]
-    pred_weight = decoder.pred_proj.weight.t()
+    enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
     g, state = decoder.start_state(batch * beam, device)  # rows b * beam + k
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0
@@ -84,7 +93,7 @@ def aligner_beam(
         if not bool(live.any()):
             break
         frame = enc[:, i].repeat_interleave(beam, dim=0)  # [B*K, J]
-        logp = decoder.output(torch.tanh(torch.addmm(frame, g, pred_weight))).log_softmax(dim=-1)
+        logp = _joint_step(decoder, frame, g).log_softmax(dim=-1)
         total = scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
         vocab = total.size(-1)
         # hypotheses ending here: <eos>, or any token on the utterance's last frame

@@ -22,6 +22,15 @@ def _blocks(cfg: ModelConfig, count: int) -> nn.ModuleList:
     )
 
 
+def _run_blocks(blocks: nn.ModuleList, x: Tensor, lengths: Tensor) -> Tensor:
+    """Zero the padded frames of ``x [B, T', D]``, then run ``blocks``; ``[B, T', D]``."""
+    pad = lengths_to_padding_mask(lengths, x.size(1))
+    x = x.masked_fill(pad[:, :, None], 0.0)
+    for block in blocks:
+        x = block(x, pad)
+    return x
+
+
 class SpeechEncoder(nn.Module):
     """Conv2d subsampling + N Conformer blocks.
 
@@ -37,11 +46,7 @@ class SpeechEncoder(nn.Module):
 
     def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x, lengths = self.subsampling(features, lengths)
-        pad = lengths_to_padding_mask(lengths, x.size(1))
-        x = self.dropout(x).masked_fill(pad[:, :, None], 0.0)
-        for block in self.blocks:
-            x = block(x, pad)
-        return x, lengths
+        return _run_blocks(self.blocks, self.dropout(x), lengths), lengths
 
 
 class TextEncoder(nn.Module):
@@ -57,11 +62,7 @@ class TextEncoder(nn.Module):
         self.blocks = _blocks(cfg, cfg.text_layers)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        pad = lengths_to_padding_mask(lengths, tokens.size(1))
-        x = self.dropout(self.embedding(tokens)).masked_fill(pad[:, :, None], 0.0)
-        for block in self.blocks:
-            x = block(x, pad)
-        return x, lengths
+        return _run_blocks(self.blocks, self.dropout(self.embedding(tokens)), lengths), lengths
 
 
 class SharedEncoder(nn.Module):

@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import astra.lattice as lattice
+from astra.model.config import ModelConfig
+
+LATTICES = ("simple", "full")
 
 
 @dataclass
@@ -34,39 +37,52 @@ class RnntLosses:
     pruned: Tensor  # scalar, sum over utterances
     px: Tensor  # [B, U, T'+1] log-prob of emitting y_{u+1} at frame t (detached)
     py: Tensor  # [B, U+1, T'] log-prob of blank (detached)
+    boundary: Tensor  # [B, 4] int64 (0, 0, U_b, T'_b)
+
+
+def emit_occupancy(px: Tensor, py: Tensor, boundary: Tensor) -> Tensor:
+    """Emit-arc occupancy ``gamma [B, U, T']`` of the lattice ``px [B, U, T'+1]``, ``py
+    [B, U+1, T']``, ``boundary [B, 4]``: the posterior that token u+1 is emitted at frame t
+    (k2's ``px_grad``). Rows ``u < U_b`` sum to 1 over ``t < T'_b``; everything outside that
+    region is 0. Float32, no gradient."""
+    with torch.no_grad(), torch.autocast(device_type=px.device.type, enabled=False):
+        _, (px_grad, _) = lattice.mutual_information_recursion(
+            px.detach().float(), py.detach().float(), boundary, return_grad=True
+        )
+    frames = py.size(2)
+    rows = torch.arange(px.size(1), device=px.device).view(1, -1, 1)
+    cols = torch.arange(frames, device=px.device).view(1, 1, -1)
+    ends = boundary.to(px.device)
+    valid = (rows < ends[:, 2].view(-1, 1, 1)) & (cols < ends[:, 3].view(-1, 1, 1))
+    return px_grad[:, :, :frames].masked_fill(~valid, 0.0)
 
 
 class RnntHead(nn.Module):
-    """``loss(encoder_out [B, T', D], encoder_lens, tokens [B, U], token_lens) -> RnntLosses``."""
+    """``loss(encoder_out [B, T', D], encoder_lens, tokens [B, U], token_lens) -> RnntLosses``.
 
-    def __init__(
-        self,
-        d_model: int,
-        vocab_size: int,
-        pred_dim: int,
-        joint_dim: int,
-        context: int,
-        prune_range: int,
-        lm_only_scale: float,
-        am_only_scale: float,
-        blank_id: int = 0,
-        sos_id: int = 2,
-    ) -> None:
+    Sizes come from ``cfg`` (``d_model``, ``rnnt_pred_dim`` P, ``rnnt_joint_dim`` J,
+    ``rnnt_context``, ``rnnt_prune_range`` R, ``rnnt_lm_only_scale``, ``rnnt_am_only_scale``).
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, blank_id: int = 0, sos_id: int = 2) -> None:
         super().__init__()
         self.blank_id = blank_id
         self.sos_id = sos_id
-        self.context = context
-        self.prune_range = prune_range
-        self.lm_only_scale = lm_only_scale
-        self.am_only_scale = am_only_scale
+        self.context = cfg.rnnt_context
+        self.prune_range = cfg.rnnt_prune_range
+        self.lm_only_scale = cfg.rnnt_lm_only_scale
+        self.am_only_scale = cfg.rnnt_am_only_scale
         self.vocab_size = vocab_size
+        pred_dim, joint_dim = cfg.rnnt_pred_dim, cfg.rnnt_joint_dim
         self.embedding = nn.Embedding(vocab_size, pred_dim)
         groups = pred_dim // 4 if pred_dim % 4 == 0 else 1
-        self.context_conv = nn.Conv1d(pred_dim, pred_dim, context, groups=groups, bias=False) if context > 1 else None
-        self.encoder_proj = nn.Linear(d_model, joint_dim)
+        self.context_conv = (
+            nn.Conv1d(pred_dim, pred_dim, self.context, groups=groups, bias=False) if self.context > 1 else None
+        )
+        self.encoder_proj = nn.Linear(cfg.d_model, joint_dim)
         self.pred_proj = nn.Linear(pred_dim, joint_dim)
         self.output = nn.Linear(joint_dim, vocab_size)
-        self.simple_am = nn.Linear(d_model, vocab_size)
+        self.simple_am = nn.Linear(cfg.d_model, vocab_size)
         self.simple_lm = nn.Linear(pred_dim, vocab_size)
 
     # --- networks -------------------------------------------------------------------------
@@ -86,31 +102,51 @@ class RnntHead(nn.Module):
         """Projected encoder ``[..., J]`` + projected prediction ``[..., J]`` -> logits ``[..., V]``."""
         return self.output(torch.tanh(encoder_proj + pred_proj))
 
-    # --- losses --------------------------------------------------------------------------
+    # --- lattices and losses -----------------------------------------------------------
+    def _symbols(self, tokens: Tensor) -> Tensor:
+        """Targets for the lattice: padding ids outside the vocabulary become blank."""
+        return tokens.masked_fill(tokens >= self.vocab_size, self.blank_id)
+
+    def lattice(
+        self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor, which: str = "simple"
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The head's RNN-T lattice in float32: ``(px [B, U, T'+1], py [B, U+1, T'], boundary
+        [B, 4])``. ``which="simple"``: the unsmoothed ``lm + am`` lattice that weights ASTRA;
+        ``"full"``: the full joiner's (``[B, T', U+1, V]`` logits: mind the memory)."""
+        if which not in LATTICES:
+            raise ValueError(f"lattice must be one of {LATTICES}, got {which!r}")
+        pred = self.predict_sequence(tokens).float()  # [B, U+1, P]
+        boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
+        symbols = self._symbols(tokens)
+        with torch.autocast(device_type=encoder_out.device.type, enabled=False):
+            if which == "simple":
+                lm, am = self.simple_lm(pred), self.simple_am(encoder_out.float())
+                px, py = lattice.get_rnnt_logprobs(lm, am, symbols, self.blank_id, boundary=boundary)
+            else:
+                logits = self.joint(self.encoder_proj(encoder_out.float())[:, :, None], self.pred_proj(pred)[:, None])
+                px, py = lattice.get_rnnt_logprobs_joint(logits, symbols, self.blank_id, boundary=boundary)
+        return px, py, boundary
+
     def loss(self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> RnntLosses:
         """Simple + pruned RNN-T losses (sums over the batch) and the simple lattice.
 
         ``tokens`` padding may hold any id (it is masked by ``boundary``).
         """
         pred = self.predict_sequence(tokens)  # [B, U+1, P]
-        boundary = torch.zeros(tokens.size(0), 4, dtype=torch.long, device=tokens.device)
-        boundary[:, 2] = token_lens
-        boundary[:, 3] = encoder_lens
-        symbols = tokens.masked_fill(tokens >= self.vocab_size, self.blank_id)
-        device_type = encoder_out.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
+        symbols = self._symbols(tokens)
+        with torch.autocast(device_type=encoder_out.device.type, enabled=False):
             lm = self.simple_lm(pred.float())
             am = self.simple_am(encoder_out.float())
             simple, (px_grad, py_grad) = lattice.rnnt_loss_simple(
                 lm, am, symbols, self.blank_id, boundary=boundary, reduction="sum", return_grad=True,
                 lm_only_scale=self.lm_only_scale, am_only_scale=self.am_only_scale,
             )
-            with torch.no_grad():
-                px, py = lattice.get_rnnt_logprobs(lm, am, symbols, self.blank_id, boundary=boundary)
+            px, py = lattice.get_rnnt_logprobs(lm.detach(), am.detach(), symbols, self.blank_id, boundary=boundary)
             ranges = lattice.get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
             am_pruned, lm_pruned = lattice.do_rnnt_pruning(
                 self.encoder_proj(encoder_out.float()), self.pred_proj(pred.float()), ranges
             )
             logits = self.joint(am_pruned, lm_pruned)  # [B, T', R, V]
             pruned = lattice.rnnt_loss_pruned(logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum")
-        return RnntLosses(simple=simple, pruned=pruned, px=px.detach(), py=py.detach())
+        return RnntLosses(simple=simple, pruned=pruned, px=px, py=py, boundary=boundary)

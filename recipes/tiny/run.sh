@@ -103,7 +103,11 @@ timed() {  # timed NAME command...: run, append "NAME<TAB>seconds" to timings.ts
 # ---- stages -------------------------------------------------------------------------------
 stage_corpus() {
     say "corpus -> $corpus ($corpus_cfg)"
-    "$PY" tools/build_tiny_corpus.py --out "$corpus" --config "$corpus_cfg" --workers "$(nproc)"
+    "$PY" tools/build_tiny_corpus.py --out "$corpus" --config "$corpus_cfg" --workers "$(nproc)" || {
+        echo "run.sh: corpus stage failed; if its settings changed, delete $work (or use --work DIR):" \
+             "the tokenizer and models trained on the old corpus would be stale too" >&2
+        exit 2
+    }
 }
 
 stage_tokenizer() {
@@ -189,6 +193,11 @@ for s in "${stages[@]}"; do
 done
 total=$(( $(date +%s) - t0 ))
 say "done in ${total}s: stages ${stages[*]} (per-stage seconds appended to $timings)"
-[ -f "$work/results_main.md" ] && { echo; echo "Test set (unseen voices), Aligner greedy:"; cat "$work/results_main.md"; }
-[ -f "$work/results_compare.md" ] && { echo; echo "Paired-only vs text-injected:"; cat "$work/results_compare.md"; }
+ran() { case " ${stages[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if ran evaluate && [ -f "$work/results_main.md" ]; then
+    echo; echo "Test set (unseen voices), Aligner greedy:"; cat "$work/results_main.md"
+fi
+if ran compare && [ -f "$work/results_compare.md" ]; then
+    echo; echo "Paired-only vs text-injected:"; cat "$work/results_compare.md"
+fi
 exit 0
