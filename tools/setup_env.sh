@@ -93,8 +93,9 @@ fi
 
 ln -sfn "$env_dir" .venv
 
-# --- astra itself, editable (fast; redone when the venv points at another clone) ---
-here="$(.venv/bin/python -c 'import astra, os; print(os.path.dirname(os.path.dirname(astra.__file__)))' 2>/dev/null || true)"
+# --- astra itself, editable (fast; redone when the venv points at another clone;
+#     -I: ask the environment, not the current folder, which copy it imports) ---
+here="$(.venv/bin/python -I -c 'import astra, os; print(os.path.dirname(os.path.dirname(astra.__file__)))' 2>/dev/null || true)"
 if [ "$here" != "$repo" ] || [ ! -x .venv/bin/astra ]; then
     say "installing astra (editable) from $repo"
     .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e "$repo" 2>&1 | grep -v "^$" >&2 || true
