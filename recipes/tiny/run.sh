@@ -14,7 +14,7 @@
 #   compare    (--compare) the same model paired-only (no unpaired text, no ASTRA),
 #              equal steps and paired data, evaluated on the same test sets; tables side by side
 #
-# --quick: a few sentences and steps per stage (CI; about 5 minutes on 2 cores).
+# --quick: a few sentences and steps per stage (CI; under a minute on an idle 2-core machine).
 # Output: exp/tiny (or exp/tiny_quick); override with --work DIR or ASTRA_TINY_WORK.
 # Extra `astra pretrain/finetune` settings: ASTRA_TINY_SET="optim.lr=1e-3 run.max_steps=100".
 set -euo pipefail
