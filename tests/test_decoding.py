@@ -5,8 +5,6 @@ One module-scoped training run (CPU, ~20-40 s) is shared by all tests here.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -67,7 +65,6 @@ def _train_overfit() -> dict:
     model = AstraModel(preset("tiny", dropout=0.0, spec_augment=False, aligner_prime_prob=0.5), VOCAB)
     speech, text = _batches()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    start = time.time()
     text_losses = []
     errors = {}
     for step in range(800):
@@ -84,12 +81,12 @@ def _train_overfit() -> dict:
             if not any(errors.values()):
                 break
     model.eval()
-    return dict(model=model, speech=speech, text=text, text_losses=text_losses, errors=errors,
-                seconds=time.time() - start)
+    return dict(model=model, speech=speech, text=text, text_losses=text_losses, errors=errors)
 
 
 def test_overfit_reaches_zero_token_errors_with_every_greedy_head(overfit):
-    assert overfit["seconds"] < 60
+    # budget: < 60 s on an idle 2-core CPU (about 20 s measured); wall clock is not asserted,
+    # a shared CI machine would make the test flaky - the step budget (800) bounds the work
     model, speech = overfit["model"], overfit["speech"]
     for method in GREEDY:
         assert _errors(model, speech, method) == 0, method
