@@ -94,11 +94,13 @@ fi
 ln -sfn "$env_dir" .venv
 
 # --- astra itself, editable (fast; redone when the venv points at another clone;
-#     -I: ask the environment, not the current folder, which copy it imports) ---
-here="$(.venv/bin/python -I -c 'import astra, os; print(os.path.dirname(os.path.dirname(astra.__file__)))' 2>/dev/null || true)"
-if [ "$here" != "$repo" ] || [ ! -x .venv/bin/astra ]; then
+#     -I: ask the environment, not the current folder, which copy it imports;
+#     pip runs as "$env_dir/bin/python", not through this clone's .venv symlink: console
+#     scripts get that interpreter in their #! line, and must outlive the clone) ---
+here="$("$env_dir/bin/python" -I -c 'import astra, os; print(os.path.dirname(os.path.dirname(astra.__file__)))' 2>/dev/null || true)"
+if [ "$here" != "$repo" ] || ! "$env_dir/bin/astra" --help >/dev/null 2>&1; then
     say "installing astra (editable) from $repo"
-    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e "$repo" 2>&1 | grep -v "^$" >&2 || true
-    .venv/bin/python -c 'import astra' || { say "ERROR: astra did not install"; exit 1; }
+    "$env_dir/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo" 2>&1 | grep -v "^$" >&2 || true
+    "$env_dir/bin/astra" --help >/dev/null || { say "ERROR: astra did not install"; exit 1; }
 fi
 flock -u 9
