@@ -154,3 +154,46 @@ def test_identity_attention_switch_reaches_every_attention_module():
     sum(out.losses.values()).backward()
     model.set_identity_attention(False)
     assert not any(block.attn.identity for block in blocks)
+
+
+@pytest.mark.parametrize("span", [1, 3])
+def test_text_masking_masks_spans_inside_each_text_and_trains_the_mask_vector(span):
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", text_mask_prob=0.3, text_mask_span=span), VOCAB)
+    lens = torch.tensor([200, 120, 0])
+    masked = model.draw_text_mask(lens, 200)
+    assert masked.shape == (3, 200) and masked.dtype == torch.bool
+    assert not masked[1, 120:].any() and not masked[2].any()
+    fraction = float(masked[0].float().mean())
+    assert 0.15 < fraction < 0.45, fraction
+    if span > 1:  # masked tokens come in runs of at least `span`
+        runs = torch.diff(torch.cat([torch.tensor([0]), masked[0].int(), torch.tensor([0])])).nonzero().flatten()
+        assert ((runs[1::2] - runs[::2]) >= span).all()
+    batch = _speech_batch()
+    out = model.forward_text(dict(kind="text", tokens=batch["tokens"], token_lens=batch["token_lens"]))
+    assert out.counts["masked_tokens"] >= 0
+    sum(out.losses.values()).backward()
+    assert model.text_encoder.mask_embedding.grad is not None or out.counts["masked_tokens"] == 0
+    model.eval()
+    assert model.draw_text_mask(lens, 200) is None
+    plain = AstraModel(preset("tiny"), VOCAB)
+    assert plain.text_encoder.mask_embedding is None and plain.train().draw_text_mask(lens, 200) is None
+
+
+def test_masked_text_changes_only_through_the_mask_vector():
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", text_mask_prob=0.2, dropout=0.0), VOCAB).eval()
+    tokens, lens = torch.randint(4, VOCAB, (2, 7)), torch.tensor([7, 5])
+    none = torch.zeros(2, 7, dtype=torch.bool)
+    plain, _, _ = model.forward_text_encoder(tokens, lens, (0,), num_shared=0)
+    same, _, _ = model.forward_text_encoder(tokens, lens, (0,), num_shared=0, masked=none)
+    torch.testing.assert_close(plain, same)
+    some = none.clone()
+    some[0, 2] = True
+    with torch.no_grad():
+        model.text_encoder.mask_embedding.fill_(3.0)
+    hidden, _, _ = model.forward_text_encoder(tokens, lens, (0,), num_shared=0, masked=some)
+    assert not torch.allclose(hidden[0], plain[0])
+    torch.testing.assert_close(hidden[1], plain[1])
+    with pytest.raises(ValueError, match="text_mask_prob"):
+        AstraModel(preset("tiny"), VOCAB).text_encoder(tokens, lens, some)

@@ -7,7 +7,7 @@ import torch
 
 from astra.model import AstraModel, ModelConfig, preset
 from astra.model.attention import MultiHeadSelfAttention, relative_shift
-from astra.model.frontend import Conv2dSubsampling, SpecAugment
+from astra.model.frontend import Conv2dSubsampling, FrequencyWarp, SpecAugment
 
 VOCAB = 20
 
@@ -127,6 +127,31 @@ def test_spec_augment_only_in_training_and_only_on_valid_frames():
     assert (y != x).any()
 
 
+def test_frequency_warp_stretches_the_mel_axis_of_valid_frames_in_training_only():
+    torch.manual_seed(0)
+    warp = FrequencyWarp(0.2)
+    bins = torch.arange(80, dtype=torch.float32)
+    x = bins.expand(3, 50, 80).clone()  # every frame is the ramp 0..79: warped bin f reads f / a
+    x[2, 20:] = -7.0  # padding of utterance 2 (length 20) must stay as it was
+    lens = torch.tensor([50, 50, 20])
+    warp.eval()
+    assert torch.equal(warp(x, lens), x)
+    warp.train()
+    y = warp(x, lens)
+    assert torch.equal(y[2, 20:], x[2, 20:])
+    for b in range(3):
+        frame = y[b, 0]
+        factor = float(frame[10] / 10.0) ** -1  # the ramp turns into f / a
+        assert 0.8 <= factor <= 1.2
+        expected = (bins / factor).clamp(max=79.0)
+        torch.testing.assert_close(frame, expected, atol=1e-4, rtol=0)
+        assert torch.equal(y[b, : int(lens[b])], frame.expand(int(lens[b]), 80))  # one factor per utterance
+    assert not torch.allclose(y[0, 0], y[1, 0])
+    assert torch.equal(FrequencyWarp(0.0).train()(x, lens), x)
+    with pytest.raises(ValueError, match="max_warp"):
+        FrequencyWarp(1.0)
+
+
 def test_feature_stats_are_buffers_and_normalise():
     model = _model()
     mean, std = torch.full((80,), 2.0), torch.full((80,), 4.0)
@@ -235,3 +260,24 @@ def test_training_time_priming_changes_only_primed_examples():
     assert n == n2 == 7 and primed.item() != pytest.approx(plain.item())
     with pytest.raises(ValueError, match="aligner_prime_prob"):
         preset("tiny", aligner_prime_prob=1.5)
+
+
+def test_utterance_norm_uses_only_each_utterances_valid_frames():
+    from astra.model.conformer import UtteranceNorm
+
+    torch.manual_seed(0)
+    norm = UtteranceNorm(6)
+    x = torch.randn(2, 9, 6) * 3 + 1
+    lens = torch.tensor([9, 5])
+    pad = torch.arange(9)[None, :] >= lens[:, None]
+    y = norm(x, pad)
+    for b, n in enumerate(lens.tolist()):
+        valid = x[b, :n]
+        expected = (valid - valid.mean(0)) / torch.sqrt(valid.var(0, unbiased=False) + 1e-5)
+        torch.testing.assert_close(y[b, :n], expected, atol=1e-5, rtol=1e-5)
+    garbage = x.clone()
+    garbage[1, 5:] = 1e3  # padding content and the other utterance never matter
+    torch.testing.assert_close(norm(garbage, pad)[1, :5], y[1, :5])
+    torch.testing.assert_close(norm(x[1:2, :5], pad[1:2, :5]), y[1:2, :5])
+    with pytest.raises(ValueError, match="conv_norm"):
+        ModelConfig(conv_norm="batch").validate()

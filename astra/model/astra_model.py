@@ -31,6 +31,7 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from astra.losses.aligner import aligner_loss
@@ -40,7 +41,7 @@ from astra.model.attention import MultiHeadSelfAttention
 from astra.model.config import ModelConfig
 from astra.model.ctc_head import CtcHead
 from astra.model.encoders import SharedEncoder, SpeechEncoder, TextEncoder
-from astra.model.frontend import GlobalCMVN, SpecAugment
+from astra.model.frontend import FrequencyWarp, GlobalCMVN, SpecAugment
 from astra.model.rnnt_head import LATTICES, RnntHead, RnntLosses, emit_occupancy
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class AstraModel(nn.Module):
             raise ValueError(f"vocab_size={vocab_size}: needs the 4 special ids plus at least one piece")
         self.cfg = cfg
         self.vocab_size = vocab_size
+        self.freq_warp = FrequencyWarp(cfg.freq_warp)
         self.cmvn = GlobalCMVN(cfg.num_features)
         self.spec_augment = SpecAugment(
             cfg.freq_masks if cfg.spec_augment else 0, cfg.freq_mask_width,
@@ -196,20 +198,24 @@ class AstraModel(nn.Module):
     ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
         """Raw features ``[B, T, F]`` -> ``(H [B, T', D], T' [B], {k: layer k output})``;
         layer 0 is the speech-encoder output S."""
-        x = self.cmvn(features, feature_lens)
+        x = self.cmvn(self.freq_warp(features, feature_lens), feature_lens)
         x = self.spec_augment(x, feature_lens)
         speech, lens = self.speech_encoder(x, feature_lens)
         top, layers = self.shared_encoder(speech, lens, return_layers)
         return top, lens, layers
 
     def forward_text_encoder(
-        self, tokens: Tensor, token_lens: Tensor, return_layers: tuple[int, ...] = (), num_shared: int | None = None
+        self, tokens: Tensor, token_lens: Tensor, return_layers: tuple[int, ...] = (), num_shared: int | None = None,
+        masked: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
         """Tokens ``[B, U]`` -> ``(H [B, U+1, D], U+1 [B], {k: layer k})``; the text encoder
         reads ``y_1..y_U, <eos>``; layer 0 is the text-encoder output E. ``num_shared``
-        runs only that many shared blocks (0: H is E)."""
+        runs only that many shared blocks (0: H is E). ``masked [B, U]`` (bool): input
+        tokens replaced by the mask vector (see :meth:`draw_text_mask`)."""
         inputs = append_eos(tokens, token_lens)
-        text, lens = self.text_encoder(inputs, token_lens + 1)
+        if masked is not None:
+            masked = torch.cat([masked, torch.zeros_like(masked[:, :1])], dim=1)
+        text, lens = self.text_encoder(inputs, token_lens + 1, masked)
         top, layers = self.shared_encoder(text, lens, return_layers, num_blocks=num_shared)
         return top, lens, layers
 
@@ -265,6 +271,22 @@ class AstraModel(nn.Module):
             end = int(donor_lens[b])
             history[i, history.size(1) - n :] = donors[b, end - n : end]
         return rows, history
+
+    def draw_text_mask(self, token_lens: Tensor, width: int) -> Tensor | None:
+        """Spans of ``text_mask_span`` tokens to mask: ``[B, width]`` bool within each
+        ``token_lens [B]`` (a span starts at a token with probability ``text_mask_prob /
+        span``, so about ``text_mask_prob`` of the tokens are masked), or ``None`` when off
+        or not training. Uses torch's global RNG (seeded by the trainer)."""
+        cfg = self.cfg
+        if not self.training or cfg.text_mask_prob <= 0 or width == 0:
+            return None
+        span = cfg.text_mask_span
+        starts = torch.rand(token_lens.size(0), width, device=token_lens.device) < cfg.text_mask_prob / span
+        masked = starts
+        if span > 1:  # token u is masked if a span starts at u-span+1..u
+            masked = F.max_pool1d(F.pad(starts.float()[:, None], (span - 1, 0)), span, stride=1)[:, 0] > 0
+        valid = torch.arange(width, device=token_lens.device)[None, :] < token_lens[:, None]
+        return masked & valid
 
     # --- training forward ----------------------------------------------------------------
     def forward_speech(self, batch: dict) -> ModelOutput:
@@ -374,7 +396,8 @@ class AstraModel(nn.Module):
             return ModelOutput({name: self._zero_loss() for name in names}, counts)
         index = torch.nonzero(keep).flatten()
         tokens, token_lens = tokens[index][:, : int(token_lens[index].max())], token_lens[index]
-        top, lens, layers = self.forward_text_encoder(tokens, token_lens, (cfg.rnnt_layer,))
+        masked = self.draw_text_mask(token_lens, tokens.size(1))
+        top, lens, layers = self.forward_text_encoder(tokens, token_lens, (cfg.rnnt_layer,), masked=masked)
         losses: dict[str, Tensor] = {}
         loss, n, _ = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
         losses["text_aligner"] = loss / max(n, 1)
@@ -382,6 +405,8 @@ class AstraModel(nn.Module):
             rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
             losses["text_rnnt"] = rnnt.pruned / float(token_lens.sum())
         counts.update(utterances=float(len(index)), tokens=float(token_lens.sum()), aligner_tokens=float(n))
+        if masked is not None:
+            counts["masked_tokens"] = float(masked.sum())
         return ModelOutput(losses, counts)
 
     # --- inference -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ POSITION_ENCODINGS = ("rope", "rel_pos")
 SUBSAMPLING_FACTORS = (4, 6, 8)
 ASTRA_MODES = ("expected", "weighted_rnnt")
 ASTRA_DISTANCES = ("mae", "mse")
+CONV_NORMS = ("utterance", "layer")
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ModelConfig:
     num_features: int = 80  # F, log-mel bins from astra.features.fbank
     subsampling: int = 4  # 4 (40 ms frames), 6 or 8
     subsampling_channels: int = 0  # Conv2d channels; 0 = d_model
+    freq_warp: float = 0.0  # training only: mel axis stretched by U(1-w, 1+w) per utterance (VTLP-like)
     spec_augment: bool = True  # training only
     freq_masks: int = 2
     freq_mask_width: int = 27  # max bins per frequency mask
@@ -39,6 +41,7 @@ class ModelConfig:
     num_heads: int = 4  # H
     ff_mult: int = 4
     conv_kernel: int = 31
+    conv_norm: str = "utterance"  # after the depthwise conv: "utterance" (per-utterance channel norm) or "layer"
     dropout: float = 0.1
     position_encoding: str = "rope"  # "rope" (rotary) or "rel_pos" (Transformer-XL style)
     speech_layers: int = 4  # N blocks after subsampling
@@ -77,6 +80,14 @@ class ModelConfig:
     astra_distance: str = "mae"  # "mae" or "mse"
     astra_lam: float = 1.0  # lambda of the weighted-RNN-T form
 
+    # --- unpaired text ---------------------------------------------------------------
+    # training only: spans of text_mask_span input tokens of unpaired-text batches are
+    # replaced by a learned mask vector before the text encoder (about text_mask_prob of the
+    # tokens; targets unchanged), so the shared encoder and the Aligner decoder must fill
+    # them in from context: they learn the text's language, text-only words included
+    text_mask_prob: float = 0.0
+    text_mask_span: int = 1
+
     # --- lattice-guided self-transduction (design.md idea beyond the seeds; off) -------
     transduction_kl_layer: int = 0  # shared layer whose attention rows u follow the lattice; 0 = off
 
@@ -90,6 +101,8 @@ class ModelConfig:
             raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
         if self.position_encoding == "rope" and (self.d_model // self.num_heads) % 2 != 0:
             raise ValueError("model.position_encoding='rope' needs an even head dimension d_model/num_heads")
+        if self.conv_norm not in CONV_NORMS:
+            raise ValueError(f"model.conv_norm={self.conv_norm!r}: use one of {CONV_NORMS}")
         if self.conv_kernel % 2 != 1:
             raise ValueError(f"model.conv_kernel={self.conv_kernel} must be odd")
         for name in ("num_features", "d_model", "num_heads", "ff_mult", "conv_kernel", "pred_dim", "joint_dim",
@@ -100,6 +113,12 @@ class ModelConfig:
                      "freq_mask_width", "time_masks", "time_mask_width"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name}={getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.text_mask_prob < 1.0:
+            raise ValueError(f"model.text_mask_prob={self.text_mask_prob} must be in [0, 1)")
+        if self.text_mask_span < 1:
+            raise ValueError(f"model.text_mask_span={self.text_mask_span} must be >= 1")
+        if not 0.0 <= self.freq_warp < 1.0:
+            raise ValueError(f"model.freq_warp={self.freq_warp} must be in [0, 1)")
         if not 0.0 <= self.time_mask_ratio <= 1.0:
             raise ValueError(f"model.time_mask_ratio={self.time_mask_ratio} must be in [0, 1]")
         for name in ("inter_ctc_layer", "inter_aligner_layer", "rnnt_layer", "astra_layer", "transduction_kl_layer"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from astra.model.config import ModelConfig
@@ -17,7 +18,9 @@ from astra.model.frontend import Conv2dSubsampling, lengths_to_padding_mask
 
 def _blocks(cfg: ModelConfig, count: int) -> nn.ModuleList:
     return nn.ModuleList(
-        ConformerBlock(cfg.d_model, cfg.num_heads, cfg.ff_mult, cfg.conv_kernel, cfg.dropout, cfg.position_encoding)
+        ConformerBlock(
+            cfg.d_model, cfg.num_heads, cfg.ff_mult, cfg.conv_kernel, cfg.dropout, cfg.position_encoding, cfg.conv_norm
+        )
         for _ in range(count)
     )
 
@@ -52,17 +55,25 @@ class SpeechEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """Token embedding + M Conformer blocks, one frame per token (no upsampling).
 
-    ``forward(tokens [B, U], lengths [B]) -> (E [B, U, D], lengths [B])``.
+    ``forward(tokens [B, U], lengths [B], masked=None) -> (E [B, U, D], lengths [B])``;
+    ``masked [B, U]`` (bool) replaces those tokens' embeddings by a learned mask vector
+    (text masking, ``cfg.text_mask_prob > 0``; the vector exists only then).
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, cfg.d_model)
+        self.mask_embedding = nn.Parameter(torch.zeros(cfg.d_model)) if cfg.text_mask_prob > 0 else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = _blocks(cfg, cfg.text_layers)
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        return _run_blocks(self.blocks, self.dropout(self.embedding(tokens)), lengths), lengths
+    def forward(self, tokens: Tensor, lengths: Tensor, masked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = self.embedding(tokens)
+        if masked is not None:
+            if self.mask_embedding is None:
+                raise ValueError("text masking needs model.text_mask_prob > 0 (no mask vector was built)")
+            x = torch.where(masked[:, :, None], self.mask_embedding.to(x.dtype), x)
+        return _run_blocks(self.blocks, self.dropout(x), lengths), lengths
 
 
 class SharedEncoder(nn.Module):

@@ -1,4 +1,4 @@
-"""Front end: global CMVN, SpecAugment and Conv2d subsampling.
+"""Front end: frequency warping, global CMVN, SpecAugment and Conv2d subsampling.
 
 Input features are raw 80-dim log-mel frames from :func:`astra.features.fbank` (10 ms
 frames). Legend: B batch, T input frames (10 ms), T' encoder frames, F features, D model dim.
@@ -42,6 +42,39 @@ class GlobalCMVN(nn.Module):
         out = (features - self.mean) / self.std
         pad = lengths_to_padding_mask(lengths, features.size(1))
         return out.masked_fill(pad[:, :, None], 0.0)
+
+
+class FrequencyWarp(nn.Module):
+    """VTLP-style speaker augmentation: each utterance's mel axis is stretched by a factor
+    drawn uniformly from ``[1 - max_warp, 1 + max_warp]`` (linear interpolation between bins,
+    the top bin repeated past the edge), which imitates a longer or shorter vocal tract.
+
+    Active only in training mode and when ``max_warp > 0``. ``forward(features [B, T, F],
+    lengths [B]) -> [B, T, F]``; padded frames stay as they were. Factors come from torch's
+    global RNG (seeded by the trainer).
+    """
+
+    def __init__(self, max_warp: float) -> None:
+        super().__init__()
+        if not 0.0 <= max_warp < 1.0:
+            raise ValueError(f"max_warp={max_warp} must be in [0, 1)")
+        self.max_warp = max_warp
+
+    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
+        if not self.training or self.max_warp == 0.0:
+            return features
+        batch, _, bins = features.shape
+        factor = 1.0 + (torch.rand(batch, 1, device=features.device) * 2.0 - 1.0) * self.max_warp  # [B, 1]
+        source = (torch.arange(bins, device=features.device, dtype=features.dtype)[None, :] / factor).clamp(
+            max=bins - 1
+        )  # output bin f reads input bin f / factor: [B, F]
+        low = source.floor().long()
+        high = (low + 1).clamp(max=bins - 1)
+        frac = (source - low.to(source.dtype))[:, None, :]
+        gather = lambda index: features.gather(2, index[:, None, :].expand_as(features))  # noqa: E731
+        warped = gather(low) * (1.0 - frac) + gather(high) * frac
+        pad = lengths_to_padding_mask(lengths, features.size(1))
+        return torch.where(pad[:, :, None], features, warped)
 
 
 class SpecAugment(nn.Module):
