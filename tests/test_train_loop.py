@@ -246,3 +246,20 @@ def test_num_threads_is_applied(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mode, accum", [("share", 1), ("add", 1), ("add", 2)])
+def test_text_batches_share_or_add_to_the_speech_of_a_step(tmp_path, mode, accum):
+    # every 3rd global batch of the fake stream is text
+    cfg = make_cfg(tmp_path, f"{mode}{accum}", "run.max_steps=6", f"optim.grad_accum_steps={accum}",
+                   f"optim.text_batches={mode}")
+    trainer = Trainer(cfg, build_fake_parts)
+    trainer.run()
+    counts = trainer.state.counts
+    assert trainer.state.step == 6 and counts["batches/text"] >= 2
+    if mode == "add":  # every step has its accum speech batches; text comes on top
+        assert counts["batches/speech"] == 6 * accum
+    else:  # a text batch took a speech batch's place
+        assert counts["batches/speech"] + counts["batches/text"] == 6 * accum
+    with pytest.raises(ValueError, match="text_batches"):
+        make_cfg(tmp_path, "bad", "optim.text_batches=both")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 
@@ -171,9 +172,11 @@ def build_train_stream(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
 
 
 class EvalBatches:
-    """Speech batches over every usable utterance of one split, in a fixed order
-    (languages sorted, then by duration). ``utterances`` lists the records batched;
-    ``skip_summary()`` what was skipped (empty transcripts, undecodable audio)."""
+    """Speech batches over every usable utterance of one split, in a fixed order: the
+    languages' batches (each language's by duration) taken in turn, so that the first few
+    batches (``run.valid_max_batches``) sample every language. ``utterances`` lists the
+    records batched; ``skip_summary()`` what was skipped (empty transcripts, undecodable
+    audio)."""
 
     def __init__(self, cfg: DataConfig, items: list[SpeechItem], skip_counter: SkipCounter, max_batch_seconds: float,
                  num_workers: int = 0, rank: int = 0, world_size: int = 1):
@@ -186,11 +189,14 @@ class EvalBatches:
         by_lang: dict[str, list[int]] = {}
         for i, it in enumerate(items):
             by_lang.setdefault(it.utterance.language, []).append(i)
+        per_language = []
         for lang in sorted(by_lang):
             idx = by_lang[lang]
             sampler = BucketBatchSampler([items[i].duration for i in idx], max_batch_seconds, shuffle=False,
                                          max_batch_items=cfg.max_batch_utterances, name=f"eval {lang}")
-            self.batches.extend([[idx[j] for j in b] for b in sampler.epoch_batches(0)])
+            per_language.append([[idx[j] for j in b] for b in sampler.epoch_batches(0)])
+        for turn in itertools.zip_longest(*per_language):
+            self.batches.extend(b for b in turn if b is not None)
         self.batches = self.batches[rank::world_size]
 
     @property

@@ -23,6 +23,7 @@ LOSS_NAMES = (
 )
 LR_DECAYS = ("cosine", "linear", "inverse_sqrt", "constant")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+TEXT_BATCHES = ("share", "add")
 BEST_METRICS = ("valid_loss", "wer")
 
 
@@ -109,6 +110,11 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     max_grad_norm: float = 5.0  # global-norm clipping; 0 = off (the norm is still logged)
     grad_accum_steps: int = 1  # micro-batches per optimizer step (per process)
+    # "share": a text batch is one of a step's grad_accum_steps micro-batches (it takes a speech
+    # batch's place); "add": a step always has grad_accum_steps speech batches and the text
+    # batches the stream puts between them come on top (equal speech per step with and without
+    # unpaired text: a fair paired-only comparison at equal steps)
+    text_batches: str = "share"
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -125,6 +131,8 @@ class OptimConfig:
             raise ValueError("optim.max_grad_norm must be >= 0")
         if self.grad_accum_steps < 1:
             raise ValueError("optim.grad_accum_steps must be >= 1")
+        if self.text_batches not in TEXT_BATCHES:
+            raise ValueError(f"optim.text_batches={self.text_batches!r}: use one of {TEXT_BATCHES}")
 
 
 @dataclass

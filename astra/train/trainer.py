@@ -407,14 +407,20 @@ class Trainer:
         self.loss_module.step = step
         self.optimizer.zero_grad(set_to_none=True)
         accum = cfg.optim.grad_accum_steps
+        add_text = cfg.optim.text_batches == "add"
         info: dict[str, float] = {"lr": lr}
         nonfinite_losses = None
-        for micro in range(accum):
+        micro = speech = 0
+        last = False
+        while not last:
             batch = self._next_batch()
             is_speech = batch.get("kind", "speech") == "speech"
             if cfg.run.alignment_every and is_speech and not is_empty_batch(batch):
                 self._last_speech_batch = batch
-            last = micro == accum - 1
+            micro += 1
+            speech += is_speech
+            # "add": the step ends with its accum-th speech batch (text batches ride along)
+            last = speech == accum if add_text else micro == accum
             sync = contextlib.nullcontext() if last else acc.no_sync(self.wrapped)
             with sync:
                 with acc.autocast():
