@@ -5,7 +5,7 @@
 #
 # Stages (each skips work already done, so re-running resumes; --stage runs one alone):
 #   corpus     synthesise the corpus: 5 languages, Latin + Cyrillic (tools/build_tiny_corpus.py)
-#   tokenizer  SentencePiece on the paired training transcripts + unpaired text
+#   tokenizer  SentencePiece on the paired training transcripts
 #   pretrain   paired speech (split `pretrain`) + unpaired text + ASTRA consistency
 #   finetune   low-resource target corpus (split `train`) + unpaired text
 #   evaluate   Aligner greedy on `test` (unseen voices): WER per language, pooled, macro,
@@ -114,9 +114,9 @@ stage_tokenizer() {
     need "$corpus/corpus.json" corpus
     if [ -f "$tokenizer" ]; then say "tokenizer: $tokenizer exists (skipped)"; return; fi
     say "tokenizer -> $tokenizer"
-    local texts=() lang
-    for lang in "${languages[@]}"; do texts+=(--text "$lang=$corpus/$lang/unpaired.txt"); done
-    "$ASTRA" tokenizer train --corpus "$corpus" --splits pretrain,train "${texts[@]}" \
+    # on the paired transcripts only: every piece is then heard in training speech, and a word
+    # that occurs only in the unpaired text is spelled with pieces the acoustic model knows
+    "$ASTRA" tokenizer train --corpus "$corpus" --splits pretrain,train \
         --vocab-size "$vocab_size" --model-type unigram --character-coverage 1.0 --out "$tokenizer"
 }
 

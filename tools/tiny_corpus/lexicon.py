@@ -129,15 +129,23 @@ ENGLISH = Language(
     name="English",
     espeak_voice="en-us",
     num2words_lang="en",
-    names=_names("Anna:f Tom:m Mary:f John:m Lucy:f Peter:m Emma:f David:m Sarah:f Paul:m Kate:f Mark:m"),
+    names=_names(
+        "Anna:f Tom:m Mary:f John:m Lucy:f Peter:m Emma:f David:m Sarah:f Paul:m Kate:f Mark:m "
+        "Alice:f James:m Grace:f Robert:m Helen:f Daniel:m Julia:f Michael:m Laura:f George:m Rose:f Henry:m"
+    ),
     transitive=_verbs([
         ("buy", "bought"), ("see", "saw"), ("find", "found"), ("paint", "painted"),
         ("sell", "sold"), ("wash", "washed"), ("carry", "carried"), ("lose", "lost"),
         ("clean", "cleaned"), ("fix", "fixed"),
+        ("take", "took"), ("show", "showed"), ("choose", "chose"), ("forget", "forgot"),
+        ("receive", "received"), ("check", "checked"), ("damage", "damaged"), ("hide", "hid"),
+        ("order", "ordered"), ("look_for", "looked for"),
     ]),
     intransitive=_verbs([
         ("sleep", "slept"), ("work", "worked"), ("sing", "sang"), ("read", "read"),
         ("wait", "waited"), ("eat", "ate"), ("play", "played"), ("dance", "danced"),
+        ("cook", "cooked"), ("write", "wrote"), ("study", "studied"), ("run", "ran"),
+        ("talk", "talked"), ("walk", "walked"), ("smile", "smiled"), ("rest", "rested"),
     ]),
     nouns=_nouns([
         ("car", "m", "car"), ("house", "m", "house"), ("book", "m", "book"),
@@ -150,11 +158,26 @@ ENGLISH = Language(
         ("bed", "m", "bed"), ("plate", "m", "plate"), ("phone", "m", "phone"),
         ("coat", "m", "coat"), ("basket", "m", "basket"), ("vase", "m", "vase"),
         ("pen", "m", "pen"),
+        ("spoon", "m", "spoon"), ("fork", "m", "fork"), ("knife", "m", "knife"),
+        ("glass", "m", "glass"), ("pot", "m", "pot"), ("pan", "m", "pan"),
+        ("pillow", "m", "pillow"), ("blanket", "m", "blanket"), ("shoe", "m", "shoe"),
+        ("dress", "m", "dress"), ("skirt", "m", "skirt"), ("scarf", "m", "scarf"),
+        ("candle", "m", "candle"), ("bowl", "m", "bowl"), ("teapot", "m", "teapot"),
+        ("pencil", "m", "pencil"), ("notebook", "m", "notebook"), ("suitcase", "m", "suitcase"),
+        ("wallet", "m", "wallet"), ("brush", "m", "brush"), ("rug", "m", "rug"),
+        ("shelf", "m", "shelf"), ("fridge", "m", "fridge"), ("oven", "m", "oven"),
+        ("guitar", "m", "guitar"), ("ladder", "m", "ladder"), ("hammer", "m", "hammer"),
+        ("broom", "m", "broom"), ("envelope", "m", "envelope"), ("newspaper", "m", "newspaper"),
+        ("toy", "m", "toy"), ("doll", "m", "doll"), ("sweater", "m", "sweater"),
+        ("cap", "m", "cap"),
     ]),
     adjectives=_adjectives([
         ("red", "red"), ("blue", "blue"), ("green", "green"), ("black", "black"),
         ("white", "white"), ("old", "old"), ("new", "new"), ("big", "big"),
         ("small", "small"), ("yellow", "yellow"),
+        ("brown", "brown"), ("grey", "gray"), ("pink", "pink"), ("dark", "dark"),
+        ("heavy", "heavy"), ("light", "light"), ("cheap", "cheap"), ("expensive", "expensive"),
+        ("dirty", "dirty"), ("beautiful", "beautiful"),
     ]),
     adjective_form=_all_cases(0),
     determiner=_by_gender("the", "the"),
@@ -163,10 +186,13 @@ ENGLISH = Language(
     times=(
         "yesterday", "today", "this morning", "in the evening", "on Monday", "on Friday",
         "on Sunday", "last week", "at night", "last summer",
+        "on Tuesday", "on Wednesday", "on Thursday", "on Saturday", "last winter", "at noon",
     ),
     places=(
         "in the garden", "at home", "in the kitchen", "at school", "in the park",
         "in the office", "at the station", "in the city", "at the market", "in the library",
+        "in the store", "at the beach", "in the village", "at the airport", "in the bathroom",
+        "in the hotel", "at the museum", "in the living room", "in the forest", "at the restaurant",
     ),
     frames=("lives in room", "waits at gate", "sits in row"),
     templates=_SVO_TEMPLATES,
@@ -177,15 +203,23 @@ GERMAN = Language(
     name="German",
     espeak_voice="de",
     num2words_lang="de",
-    names=_names("Anna:f Lukas:m Marie:f Jonas:m Lena:f Felix:m Sophie:f Paul:m Laura:f Max:m Hanna:f Peter:m"),
+    names=_names(
+        "Anna:f Lukas:m Marie:f Jonas:m Lena:f Felix:m Sophie:f Paul:m Laura:f Max:m Hanna:f Peter:m "
+        "Julia:f Leon:m Clara:f Tobias:m Emilia:f Stefan:m Mia:f Moritz:m Greta:f Thomas:m Sabine:f Jan:m"
+    ),
     transitive=_verbs([
         ("buy", "kaufte"), ("see", "sah"), ("find", "fand"), ("paint", "malte"),
         ("sell", "verkaufte"), ("wash", "wusch"), ("carry", "trug"), ("lose", "verlor"),
         ("clean", "putzte"), ("fix", "reparierte"),
+        ("take", "nahm"), ("show", "zeigte"), ("choose", "wählte"), ("forget", "vergaß"),
+        ("receive", "bekam"), ("check", "prüfte"), ("damage", "beschädigte"), ("hide", "versteckte"),
+        ("order", "bestellte"), ("look_for", "suchte"),
     ]),
     intransitive=_verbs([
         ("sleep", "schlief"), ("work", "arbeitete"), ("sing", "sang"), ("read", "las"),
         ("wait", "wartete"), ("eat", "aß"), ("play", "spielte"), ("dance", "tanzte"),
+        ("cook", "kochte"), ("write", "schrieb"), ("study", "lernte"), ("run", "rannte"),
+        ("talk", "redete"), ("walk", "spazierte"), ("smile", "lächelte"), ("rest", "erholte sich"),
     ]),
     nouns=_nouns([
         ("car", "m", "Wagen"), ("house", "n", "Haus"), ("book", "n", "Buch"),
@@ -198,6 +232,18 @@ GERMAN = Language(
         ("bed", "n", "Bett"), ("plate", "m", "Teller"), ("phone", "n", "Telefon"),
         ("coat", "m", "Mantel"), ("basket", "m", "Korb"), ("vase", "f", "Vase"),
         ("pen", "m", "Stift"),
+        ("spoon", "m", "Löffel"), ("fork", "f", "Gabel"), ("knife", "n", "Messer"),
+        ("glass", "n", "Glas"), ("pot", "m", "Topf"), ("pan", "f", "Pfanne"),
+        ("pillow", "n", "Kissen"), ("blanket", "f", "Decke"), ("shoe", "m", "Schuh"),
+        ("dress", "n", "Kleid"), ("skirt", "m", "Rock"), ("scarf", "m", "Schal"),
+        ("candle", "f", "Kerze"), ("bowl", "f", "Schüssel"), ("teapot", "f", "Teekanne"),
+        ("pencil", "m", "Bleistift"), ("notebook", "n", "Heft"), ("suitcase", "m", "Koffer"),
+        ("wallet", "m", "Geldbeutel"), ("brush", "f", "Bürste"), ("rug", "m", "Teppich"),
+        ("shelf", "n", "Regal"), ("fridge", "m", "Kühlschrank"), ("oven", "m", "Ofen"),
+        ("guitar", "f", "Gitarre"), ("ladder", "f", "Leiter"), ("hammer", "m", "Hammer"),
+        ("broom", "m", "Besen"), ("envelope", "m", "Umschlag"), ("newspaper", "f", "Zeitung"),
+        ("toy", "n", "Spielzeug"), ("doll", "f", "Puppe"), ("sweater", "m", "Pullover"),
+        ("cap", "f", "Mütze"),
     ]),
     # weak declension after the definite article: -e, except masculine accusative -en
     adjectives=_adjectives([
@@ -205,6 +251,12 @@ GERMAN = Language(
         ("black", "schwarze", "schwarzen"), ("white", "weiße", "weißen"),
         ("old", "alte", "alten"), ("new", "neue", "neuen"), ("big", "große", "großen"),
         ("small", "kleine", "kleinen"), ("yellow", "gelbe", "gelben"),
+        ("brown", "braune", "braunen"), ("grey", "graue", "grauen"),
+        ("pink", "rosa", "rosa"),  # colour adjective "rosa" is not inflected
+        ("dark", "dunkle", "dunklen"), ("heavy", "schwere", "schweren"),
+        ("light", "leichte", "leichten"), ("cheap", "billige", "billigen"),
+        ("expensive", "teure", "teuren"), ("dirty", "schmutzige", "schmutzigen"),
+        ("beautiful", "schöne", "schönen"),
     ]),
     adjective_form={**_all_cases(0), ("acc", "m"): 1},
     determiner={
@@ -216,10 +268,13 @@ GERMAN = Language(
     times=(
         "gestern", "heute", "heute Morgen", "am Abend", "am Montag", "am Freitag",
         "am Sonntag", "letzte Woche", "in der Nacht", "letzten Sommer",
+        "am Dienstag", "am Mittwoch", "am Donnerstag", "am Samstag", "letzten Winter", "am Mittag",
     ),
     places=(
         "im Garten", "zu Hause", "in der Küche", "in der Schule", "im Park", "im Büro",
         "am Bahnhof", "in der Stadt", "auf dem Markt", "in der Bibliothek",
+        "im Laden", "am Strand", "im Dorf", "am Flughafen", "im Badezimmer", "im Hotel",
+        "im Museum", "im Wohnzimmer", "im Wald", "im Restaurant",
     ),
     frames=("wohnt in Zimmer", "wartet an Gleis", "sitzt in Reihe"),
     # verb second: the time adverb goes before the object / place
@@ -236,15 +291,23 @@ SPANISH = Language(
     name="Spanish",
     espeak_voice="es-419",
     num2words_lang="es",
-    names=_names("Ana:f Pablo:m María:f Carlos:m Lucía:f Diego:m Sofía:f Javier:m Elena:f Miguel:m Carmen:f Luis:m"),
+    names=_names(
+        "Ana:f Pablo:m María:f Carlos:m Lucía:f Diego:m Sofía:f Javier:m Elena:f Miguel:m Carmen:f Luis:m "
+        "Isabel:f Jorge:m Laura:f Andrés:m Valeria:f Fernando:m Camila:f Mateo:m Paula:f Ricardo:m Gabriela:f Tomás:m"
+    ),
     transitive=_verbs([
         ("buy", "compró"), ("see", "vio"), ("find", "encontró"), ("paint", "pintó"),
         ("sell", "vendió"), ("wash", "lavó"), ("carry", "llevó"), ("lose", "perdió"),
         ("clean", "limpió"), ("fix", "arregló"),
+        ("take", "tomó"), ("show", "mostró"), ("choose", "eligió"), ("forget", "olvidó"),
+        ("receive", "recibió"), ("check", "revisó"), ("damage", "dañó"), ("hide", "escondió"),
+        ("order", "pidió"), ("look_for", "buscó"),
     ]),
     intransitive=_verbs([
         ("sleep", "durmió"), ("work", "trabajó"), ("sing", "cantó"), ("read", "leyó"),
         ("wait", "esperó"), ("eat", "comió"), ("play", "jugó"), ("dance", "bailó"),
+        ("cook", "cocinó"), ("write", "escribió"), ("study", "estudió"), ("run", "corrió"),
+        ("talk", "habló"), ("walk", "caminó"), ("smile", "sonrió"), ("rest", "descansó"),
     ]),
     nouns=_nouns([
         ("car", "m", "coche"), ("house", "f", "casa"), ("book", "m", "libro"),
@@ -257,12 +320,28 @@ SPANISH = Language(
         ("bed", "f", "cama"), ("plate", "m", "plato"), ("phone", "m", "teléfono"),
         ("coat", "m", "abrigo"), ("basket", "f", "cesta"), ("vase", "m", "jarrón"),
         ("pen", "m", "bolígrafo"),
+        ("spoon", "f", "cuchara"), ("fork", "m", "tenedor"), ("knife", "m", "cuchillo"),
+        ("glass", "m", "vaso"), ("pot", "f", "olla"), ("pan", "f", "sartén"),
+        ("pillow", "f", "almohada"), ("blanket", "f", "cobija"), ("shoe", "m", "zapato"),
+        ("dress", "m", "vestido"), ("skirt", "f", "falda"), ("scarf", "f", "bufanda"),
+        ("candle", "f", "vela"), ("bowl", "m", "tazón"), ("teapot", "f", "tetera"),
+        ("pencil", "m", "lápiz"), ("notebook", "m", "cuaderno"), ("suitcase", "f", "maleta"),
+        ("wallet", "f", "billetera"), ("brush", "m", "cepillo"), ("rug", "f", "alfombra"),
+        ("shelf", "m", "estante"), ("fridge", "m", "refrigerador"), ("oven", "m", "horno"),
+        ("guitar", "f", "guitarra"), ("ladder", "f", "escalera"), ("hammer", "m", "martillo"),
+        ("broom", "f", "escoba"), ("envelope", "m", "sobre"), ("newspaper", "m", "periódico"),
+        ("toy", "m", "juguete"), ("doll", "f", "muñeca"), ("sweater", "m", "suéter"),
+        ("cap", "f", "gorra"),
     ]),
     adjectives=_adjectives([
         ("red", "rojo", "roja"), ("blue", "azul", "azul"), ("green", "verde", "verde"),
         ("black", "negro", "negra"), ("white", "blanco", "blanca"), ("old", "viejo", "vieja"),
         ("new", "nuevo", "nueva"), ("big", "grande", "grande"),
         ("small", "pequeño", "pequeña"), ("yellow", "amarillo", "amarilla"),
+        ("brown", "marrón", "marrón"), ("grey", "gris", "gris"), ("pink", "rosado", "rosada"),
+        ("dark", "oscuro", "oscura"), ("heavy", "pesado", "pesada"), ("light", "ligero", "ligera"),
+        ("cheap", "barato", "barata"), ("expensive", "caro", "cara"), ("dirty", "sucio", "sucia"),
+        ("beautiful", "bonito", "bonita"),
     ]),
     adjective_form={(c, g): (1 if g == "f" else 0) for c in CASES for g in GENDERS},
     determiner=_by_gender("el", "la"),
@@ -271,10 +350,13 @@ SPANISH = Language(
     times=(
         "ayer", "hoy", "esta mañana", "por la tarde", "el lunes", "el viernes", "el domingo",
         "la semana pasada", "por la noche", "el verano pasado",
+        "el martes", "el miércoles", "el jueves", "el sábado", "el invierno pasado", "al mediodía",
     ),
     places=(
         "en el jardín", "en casa", "en la cocina", "en la escuela", "en el parque",
         "en la oficina", "en la estación", "en la ciudad", "en el mercado", "en la biblioteca",
+        "en la tienda", "en la playa", "en el pueblo", "en el aeropuerto", "en el baño",
+        "en el hotel", "en el museo", "en la sala", "en el bosque", "en el restaurante",
     ),
     frames=("vive en la habitación", "espera en el andén", "se sienta en la fila"),
     templates=_SVO_TEMPLATES,
@@ -285,18 +367,29 @@ ITALIAN = Language(
     name="Italian",
     espeak_voice="it",
     num2words_lang="it",
-    names=_names("Giulia:f Marco:m Sofia:f Luca:m Chiara:f Paolo:m Elena:f Matteo:m Sara:f Andrea:m Anna:f Giorgio:m"),
+    names=_names(
+        "Giulia:f Marco:m Sofia:f Luca:m Chiara:f Paolo:m Elena:f Matteo:m Sara:f Andrea:m Anna:f Giorgio:m "
+        "Francesca:f Giovanni:m Martina:f Alessandro:m Valentina:f Davide:m Federica:f Roberto:m "
+        "Silvia:f Stefano:m Laura:f Lorenzo:m"
+    ),
     # passato prossimo with "avere": no agreement with subject or object
     transitive=_verbs([
         ("buy", "ha comprato"), ("see", "ha visto"), ("find", "ha trovato"),
         ("paint", "ha dipinto"), ("sell", "ha venduto"), ("wash", "ha lavato"),
         ("carry", "ha portato"), ("lose", "ha perso"), ("clean", "ha pulito"),
         ("fix", "ha riparato"),
+        ("take", "ha preso"), ("show", "ha mostrato"), ("choose", "ha scelto"),
+        ("forget", "ha dimenticato"), ("receive", "ha ricevuto"), ("check", "ha controllato"),
+        ("damage", "ha danneggiato"), ("hide", "ha nascosto"), ("order", "ha ordinato"),
+        ("look_for", "ha cercato"),
     ]),
     intransitive=_verbs([
         ("sleep", "ha dormito"), ("work", "ha lavorato"), ("sing", "ha cantato"),
         ("read", "ha letto"), ("wait", "ha aspettato"), ("eat", "ha mangiato"),
         ("play", "ha giocato"), ("dance", "ha ballato"),
+        ("cook", "ha cucinato"), ("write", "ha scritto"), ("study", "ha studiato"),
+        ("run", "ha corso"), ("talk", "ha parlato"), ("walk", "ha camminato"),
+        ("smile", "ha sorriso"), ("rest", "ha riposato"),
     ]),
     # every noun takes "il" or "la" (no lo/l'/gli forms needed)
     nouns=_nouns([
@@ -310,12 +403,29 @@ ITALIAN = Language(
         ("bed", "m", "divano"), ("plate", "m", "piatto"), ("phone", "m", "telefono"),
         ("coat", "m", "cappotto"), ("basket", "m", "cestino"), ("vase", "m", "vaso"),
         ("pen", "f", "penna"),
+        ("spoon", "m", "cucchiaio"), ("fork", "f", "forchetta"), ("knife", "m", "coltello"),
+        ("glass", "m", "bicchiere"), ("pot", "f", "pentola"), ("pan", "f", "padella"),
+        ("pillow", "m", "cuscino"), ("blanket", "f", "coperta"), ("shoe", "f", "scarpa"),
+        ("dress", "m", "vestito"), ("skirt", "f", "gonna"), ("scarf", "f", "sciarpa"),
+        ("candle", "f", "candela"), ("bowl", "f", "ciotola"), ("teapot", "f", "teiera"),
+        ("pencil", "f", "matita"), ("notebook", "m", "quaderno"), ("suitcase", "f", "valigia"),
+        ("wallet", "m", "portafoglio"), ("brush", "f", "spazzola"), ("rug", "m", "tappeto"),
+        ("shelf", "f", "mensola"), ("fridge", "m", "frigorifero"), ("oven", "m", "forno"),
+        ("guitar", "f", "chitarra"), ("ladder", "f", "scala"), ("hammer", "m", "martello"),
+        ("broom", "f", "scopa"), ("envelope", "f", "busta"), ("newspaper", "m", "giornale"),
+        ("toy", "m", "giocattolo"), ("doll", "f", "bambola"), ("sweater", "m", "maglione"),
+        ("cap", "m", "berretto"),
     ]),
     adjectives=_adjectives([
         ("red", "rosso", "rossa"), ("blue", "blu", "blu"), ("green", "verde", "verde"),
         ("black", "nero", "nera"), ("white", "bianco", "bianca"),
         ("old", "vecchio", "vecchia"), ("new", "nuovo", "nuova"), ("big", "grande", "grande"),
         ("small", "piccolo", "piccola"), ("yellow", "giallo", "gialla"),
+        ("brown", "marrone", "marrone"), ("grey", "grigio", "grigia"), ("pink", "rosa", "rosa"),
+        ("dark", "scuro", "scura"), ("heavy", "pesante", "pesante"),
+        ("light", "leggero", "leggera"), ("cheap", "economico", "economica"),
+        ("expensive", "costoso", "costosa"), ("dirty", "sporco", "sporca"),
+        ("beautiful", "bello", "bella"),
     ]),
     adjective_form={(c, g): (1 if g == "f" else 0) for c in CASES for g in GENDERS},
     determiner=_by_gender("il", "la"),
@@ -324,10 +434,13 @@ ITALIAN = Language(
     times=(
         "ieri", "oggi", "stamattina", "di sera", "lunedì", "venerdì", "domenica",
         "la settimana scorsa", "di notte", "due giorni fa",
+        "martedì", "mercoledì", "giovedì", "sabato", "lo scorso inverno", "a mezzogiorno",
     ),
     places=(
         "in giardino", "a casa", "in cucina", "a scuola", "nel parco", "in ufficio",
         "alla stazione", "in città", "al mercato", "in biblioteca",
+        "in negozio", "in spiaggia", "in paese", "in aeroporto", "in bagno", "in albergo",
+        "al museo", "in salotto", "nel bosco", "al ristorante",
     ),
     frames=("abita nella stanza", "aspetta al binario", "siede nella fila"),
     templates=_SVO_TEMPLATES,
@@ -338,7 +451,11 @@ RUSSIAN = Language(
     name="Russian",
     espeak_voice="ru",
     num2words_lang="ru",
-    names=_names("Анна:f Иван:m Мария:f Пётр:m Ольга:f Сергей:m Елена:f Андрей:m Наталья:f Павел:m Ирина:f Михаил:m"),
+    names=_names(
+        "Анна:f Иван:m Мария:f Пётр:m Ольга:f Сергей:m Елена:f Андрей:m Наталья:f Павел:m Ирина:f Михаил:m "
+        "Татьяна:f Алексей:m Светлана:f Дмитрий:m Екатерина:f Николай:m Юлия:f Владимир:m "
+        "Марина:f Борис:m Дарья:f Олег:m"
+    ),
     # past tense agrees with the subject: (masculine, feminine)
     transitive=_verbs([
         ("buy", "купил", "купила"), ("see", "увидел", "увидела"), ("find", "нашёл", "нашла"),
@@ -346,11 +463,20 @@ RUSSIAN = Language(
         ("wash", "помыл", "помыла"), ("carry", "принёс", "принесла"),
         ("lose", "потерял", "потеряла"), ("clean", "почистил", "почистила"),
         ("fix", "починил", "починила"),
+        ("take", "взял", "взяла"), ("show", "показал", "показала"),
+        ("choose", "выбрал", "выбрала"), ("forget", "забыл", "забыла"),
+        ("receive", "получил", "получила"), ("check", "проверил", "проверила"),
+        ("damage", "повредил", "повредила"), ("hide", "спрятал", "спрятала"),
+        ("order", "заказал", "заказала"), ("look_for", "искал", "искала"),
     ]),
     intransitive=_verbs([
         ("sleep", "спал", "спала"), ("work", "работал", "работала"), ("sing", "пел", "пела"),
         ("read", "читал", "читала"), ("wait", "ждал", "ждала"), ("eat", "ел", "ела"),
         ("play", "играл", "играла"), ("dance", "танцевал", "танцевала"),
+        ("cook", "готовил", "готовила"), ("write", "писал", "писала"),
+        ("study", "учился", "училась"), ("run", "бегал", "бегала"),
+        ("talk", "говорил", "говорила"), ("walk", "гулял", "гуляла"),
+        ("smile", "улыбался", "улыбалась"), ("rest", "отдыхал", "отдыхала"),
     ]),
     # inanimate nouns: accusative = nominative except feminine -а/-я -> -у/-ю
     nouns=_nouns([
@@ -365,6 +491,19 @@ RUSSIAN = Language(
         ("bed", "f", "кровать"), ("plate", "f", "тарелка", "тарелку"), ("phone", "m", "телефон"),
         ("coat", "n", "пальто"), ("basket", "f", "корзина", "корзину"),
         ("vase", "f", "ваза", "вазу"), ("pen", "f", "ручка", "ручку"),
+        ("spoon", "f", "ложка", "ложку"), ("fork", "f", "вилка", "вилку"), ("knife", "m", "нож"),
+        ("glass", "m", "стакан"), ("pot", "f", "кастрюля", "кастрюлю"),
+        ("pan", "f", "сковорода", "сковороду"), ("pillow", "f", "подушка", "подушку"),
+        ("blanket", "n", "одеяло"), ("shoe", "m", "ботинок"), ("dress", "n", "платье"),
+        ("skirt", "f", "юбка", "юбку"), ("scarf", "m", "шарф"), ("candle", "f", "свеча", "свечу"),
+        ("bowl", "f", "миска", "миску"), ("teapot", "m", "чайник"), ("pencil", "m", "карандаш"),
+        ("notebook", "f", "тетрадь"), ("suitcase", "m", "чемодан"), ("wallet", "m", "кошелёк"),
+        ("brush", "f", "щётка", "щётку"), ("rug", "m", "ковёр"), ("shelf", "f", "полка", "полку"),
+        ("fridge", "m", "холодильник"), ("oven", "f", "духовка", "духовку"),
+        ("guitar", "f", "гитара", "гитару"), ("ladder", "f", "лестница", "лестницу"),
+        ("hammer", "m", "молоток"), ("broom", "f", "метла", "метлу"), ("envelope", "m", "конверт"),
+        ("newspaper", "f", "газета", "газету"), ("toy", "f", "игрушка", "игрушку"),
+        ("doll", "f", "кукла", "куклу"), ("sweater", "m", "свитер"), ("cap", "f", "кепка", "кепку"),
     ]),
     # forms: nominative m, f, n, accusative f (accusative m/n of inanimates = nominative)
     adjectives=_adjectives([
@@ -378,6 +517,16 @@ RUSSIAN = Language(
         ("big", "большой", "большая", "большое", "большую"),
         ("small", "маленький", "маленькая", "маленькое", "маленькую"),
         ("yellow", "жёлтый", "жёлтая", "жёлтое", "жёлтую"),
+        ("brown", "коричневый", "коричневая", "коричневое", "коричневую"),
+        ("grey", "серый", "серая", "серое", "серую"),
+        ("pink", "розовый", "розовая", "розовое", "розовую"),
+        ("dark", "тёмный", "тёмная", "тёмное", "тёмную"),
+        ("heavy", "тяжёлый", "тяжёлая", "тяжёлое", "тяжёлую"),
+        ("light", "лёгкий", "лёгкая", "лёгкое", "лёгкую"),
+        ("cheap", "дешёвый", "дешёвая", "дешёвое", "дешёвую"),
+        ("expensive", "дорогой", "дорогая", "дорогое", "дорогую"),
+        ("dirty", "грязный", "грязная", "грязное", "грязную"),
+        ("beautiful", "красивый", "красивая", "красивое", "красивую"),
     ]),
     adjective_form={
         ("nom", "m"): 0, ("nom", "f"): 1, ("nom", "n"): 2,
@@ -389,10 +538,13 @@ RUSSIAN = Language(
     times=(
         "вчера", "сегодня", "утром", "вечером", "в понедельник", "в пятницу", "в воскресенье",
         "на прошлой неделе", "ночью", "прошлым летом",
+        "во вторник", "в среду", "в четверг", "в субботу", "прошлой зимой", "в полдень",
     ),
     places=(
         "в саду", "дома", "на кухне", "в школе", "в парке", "в офисе", "на вокзале", "в городе",
         "на рынке", "в библиотеке",
+        "в магазине", "на пляже", "в деревне", "в аэропорту", "в ванной", "в гостинице", "в музее",
+        "в гостиной", "в лесу", "в ресторане",
     ),
     frames=("живёт в комнате номер", "ждёт на платформе номер", "сидит в ряду номер"),
     templates=_SVO_TEMPLATES,
