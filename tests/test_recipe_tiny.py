@@ -31,6 +31,17 @@ def load_report_module():
 report = load_report_module()
 
 
+def load_scores_module():
+    spec = importlib.util.spec_from_file_location("tiny_text_only_scores", REPO / "recipes" / "tiny" / "text_only_scores.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tiny_text_only_scores"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+scores = load_scores_module()
+
+
 def write_eval(folder: Path, rows: list[tuple[str, str, str]]) -> None:
     """A minimal `astra evaluate` folder: results.json + hyps.tsv for (language, ref, hyp) rows."""
     import jiwer
@@ -103,6 +114,46 @@ def test_report_names_a_missing_evaluation(tmp_path, capsys):
     (corpus / "text_only_words.json").write_text("{}")
     assert report.main(["--corpus", str(corpus), "--eval", f"x={tmp_path / 'nothing'}"]) == 2
     assert "results.json not found" in capsys.readouterr().err
+
+
+class CharTokenizer:
+    """One id per character, '_' before every word (SentencePiece-like word boundaries)."""
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for w in text.split() for c in "_" + w]
+
+
+def test_text_only_mask_marks_the_pieces_of_text_only_words():
+    pieces, mask = scores.text_only_mask(["tom", "saw", "a", "vase"], {"vase"}, CharTokenizer())
+    assert pieces == CharTokenizer().encode("tom saw a vase")
+    assert mask == [0] * 10 + [1, 2, 2, 2, 2]
+
+
+def test_text_only_scores_tables_pool_languages(tmp_path):
+    base = scores.ModelScores("paired-only", text_only={"en_us": scores.TokenScores(4, 1, -8.0)},
+                              word_start={"en_us": scores.TokenScores(2, 0, -6.0)},
+                              other={"en_us": scores.TokenScores(10, 9, -1.0)})
+    text = scores.ModelScores("text+ASTRA", text_only={"en_us": scores.TokenScores(4, 3, -2.0),
+                                                        "ru_ru": scores.TokenScores(2, 0, -6.0)},
+                              word_start={"en_us": scores.TokenScores(2, 1, -1.5), "ru_ru": scores.TokenScores(1, 0, -4.0)},
+                              other={"en_us": scores.TokenScores(10, 8, -2.0)})
+    table = scores.markdown([base, text])
+    assert "| en_us | 2 | 4 | 0.0 | 50.0 | 25.0 | 75.0 | -2.00 | -0.50 | 90.0 | 80.0 |" in table
+    assert "| ru_ru | 0 | 0 | n/a | 0.0 | n/a | 0.0 | n/a | -3.00 | n/a | n/a |" in table
+    assert "| **pooled** | 2 | 4 | 0.0 | 33.3 | 25.0 | 50.0 |" in table
+    data = scores.to_json([base, text])
+    assert data["text+ASTRA"]["text_only_pooled"] == {"tokens": 6, "accuracy": pytest.approx(0.5),
+                                                      "mean_log_prob": pytest.approx(-8.0 / 6)}
+    assert data["paired-only"]["other_pooled"]["accuracy"] == pytest.approx(0.9)
+
+
+def test_text_only_scores_names_a_missing_checkpoint(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "text_only_words.json").write_text("{}")
+    assert scores.main(["--corpus", str(corpus), "--model", f"x={tmp_path / 'nothing'}"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert scores.main(["--corpus", str(corpus), "--model", "no-equals-sign"]) == 2
 
 
 # ---- end to end ----------------------------------------------------------------------------
@@ -182,6 +233,17 @@ def test_quick_recipe_end_to_end(tmp_path):
         by_lang = {x["language"]: x["error_rate"] for x in main["languages"]}
         assert compare["text+ASTRA"]["error_rate"][lang] == pytest.approx(by_lang[lang])
     assert "Paired-only vs text-injected" in proc.stdout and "| **pooled** |" in proc.stdout
+    token_scores = json.loads((work / "text_only_scores.json").read_text(encoding="utf-8"))
+    assert sorted(token_scores) == ["paired-only", "text+ASTRA"]
+    for entry in token_scores.values():
+        assert entry["skipped_spelling"] == 0
+        assert entry["skipped_too_long"] == token_scores["paired-only"]["skipped_too_long"] < 10
+        assert entry["text_only_pooled"]["tokens"] == token_scores["paired-only"]["text_only_pooled"]["tokens"] > 0
+        assert 0 < entry["word_start_pooled"]["tokens"] <= entry["text_only_pooled"]["tokens"]
+        for key in ("word_start_pooled", "text_only_pooled", "other_pooled"):
+            assert 0.0 <= entry[key]["accuracy"] <= 1.0 and _finite(entry[key]["mean_log_prob"])
+            assert entry[key]["mean_log_prob"] <= 0.0
+    assert "Teacher-forced Aligner scores" in proc.stdout
 
     for png in ("attention.png", "lattice_occupancy.png"):
         data = (work / "plots" / png).read_bytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from astra.model.attention import MultiHeadSelfAttention
 from astra.model.config import CONV_NORMS
 
 
@@ -38,8 +39,6 @@ class UtteranceNorm(nn.Module):
         mean = (x * valid).sum(dim=1, keepdim=True) / count
         var = ((x - mean).pow(2) * valid).sum(dim=1, keepdim=True) / count
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
-
-from astra.model.attention import MultiHeadSelfAttention
 
 
 class FeedForward(nn.Module):

@@ -12,7 +12,8 @@
 #              and the error rate on the text-only words
 #   plot       attention maps + lattice occupancy PNG of one test utterance
 #   compare    (--compare) the same model paired-only (no unpaired text, no ASTRA),
-#              equal steps and paired data, evaluated on the same test sets; tables side by side
+#              equal steps and paired data, evaluated on the same test sets; tables side by side,
+#              and teacher-forced scores of the text-only words' tokens (text_only_scores.py)
 #
 # --quick: a few sentences and steps per stage (CI; under a minute on an idle 2-core machine).
 # Output: exp/tiny (or exp/tiny_quick); override with --work DIR or ASTRA_TINY_WORK.
@@ -184,6 +185,13 @@ stage_compare() {
     say "paired-only vs unpaired text + ASTRA (same test sets; text-only words never in paired speech)"
     "$PY" $recipe/report.py --corpus "$corpus" --eval "paired-only=$work/eval/paired_only" \
         --eval "text+ASTRA=$work/eval/main" --out "$work/results_compare"
+    if [ -f "$work/text_only_scores.json" ]; then
+        say "text-only scores: $work/text_only_scores.json exists (skipped)"
+    else
+        say "teacher-forced Aligner scores of the text-only words' tokens (how far from winning they are)"
+        "$PY" $recipe/text_only_scores.py --corpus "$corpus" --model "paired-only=$work/paired_only/finetune" \
+            --model "text+ASTRA=$work/finetune" --out "$work/text_only_scores" > /dev/null
+    fi
 }
 
 # ---- run ----------------------------------------------------------------------------------
@@ -199,5 +207,6 @@ if ran evaluate && [ -f "$work/results_main.md" ]; then
 fi
 if ran compare && [ -f "$work/results_compare.md" ]; then
     echo; echo "Paired-only vs text-injected:"; cat "$work/results_compare.md"
+    echo; echo "Teacher-forced Aligner scores (test set):"; cat "$work/text_only_scores.md"
 fi
 exit 0

@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""How close a model comes to the text-only words: teacher-forced Aligner scores.
+
+    python recipes/tiny/text_only_scores.py --corpus exp/tiny/corpus \
+        --model "paired-only=exp/tiny/paired_only/finetune" --model "text+ASTRA=exp/tiny/finetune" \
+        [--split test] [--out exp/tiny/text_only_scores]
+
+Greedy decoding says only whether a text-only word (``CORPUS/text_only_words.json``: in the
+unpaired text, in no paired training transcript) wins; this says how far from winning it is.
+Every test utterance is encoded from its audio and the Aligner decoder is fed the reference
+(teacher forcing, as in training). For the tokens that spell text-only words, and for all
+other tokens, it reports the **token accuracy** (the reference token is the arg-max given the
+correct history) and the **mean log-probability** (nats), and the accuracy on the **first
+piece** of each text-only word — the decision greedy decoding gets wrong first (after it the
+history is no longer the reference). Text injection that reaches speech should raise these
+on the text-only words relative to a paired-only model.
+
+Writes ``OUT.md`` and ``OUT.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TokenScores:
+    """Teacher-forced scores of a set of reference tokens (Aligner frame u scores token u)."""
+
+    tokens: int = 0
+    correct: int = 0
+    log_prob: float = 0.0
+
+    def add(self, other: TokenScores) -> None:
+        self.tokens += other.tokens
+        self.correct += other.correct
+        self.log_prob += other.log_prob
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.tokens if self.tokens else math.nan
+
+    @property
+    def mean_log_prob(self) -> float:
+        return self.log_prob / self.tokens if self.tokens else math.nan
+
+
+GROUPS = ("word_start", "text_only", "other")
+
+
+@dataclass
+class ModelScores:
+    """Per language: scores of text-only-word tokens (all, first pieces) and of every other token."""
+
+    name: str
+    text_only: dict[str, TokenScores] = field(default_factory=dict)
+    word_start: dict[str, TokenScores] = field(default_factory=dict)  # first pieces of text-only words
+    other: dict[str, TokenScores] = field(default_factory=dict)
+    skipped_too_long: int = 0  # utterances with U+1 > T' (the Aligner cannot score them)
+    skipped_spelling: int = 0  # utterances whose word-by-word spelling differs from the sentence's tokens
+
+    def pooled(self, which: dict[str, TokenScores]) -> TokenScores:
+        total = TokenScores()
+        for s in which.values():
+            total.add(s)
+        return total
+
+
+def text_only_mask(words: list[str], text_only: set[str], tokenizer) -> tuple[list[int], list[int]]:
+    """The pieces of ``words`` (spelled word by word) and, per piece, 0 (not in a text-only
+    word), 1 (first piece of a text-only word) or 2 (a later piece of one)."""
+    pieces: list[int] = []
+    mask: list[int] = []
+    for word in words:
+        ids = tokenizer.encode(word)
+        pieces += ids
+        if word in text_only:
+            mask += [1] + [2] * (len(ids) - 1)
+        else:
+            mask += [0] * len(ids)
+    return pieces, mask
+
+
+def score_model(name: str, checkpoint: Path, corpus: Path, split: str, text_only_words: dict[str, list[str]]) -> ModelScores:
+    import torch
+
+    from astra.data import build_eval_batches
+    from astra.model.astra_model import append_eos
+    from astra.text_norm import normalize_text
+    from astra.train.checkpoint import load_inference_model
+
+    model, tokenizer, cfg = load_inference_model(checkpoint)
+    data_cfg = cfg.data
+    data_cfg.corpora, data_cfg.fleurs, data_cfg.languages, data_cfg.num_workers = [str(corpus)], [], [], 0
+    batches = build_eval_batches(data_cfg, tokenizer, split)
+    scores = ModelScores(name)
+    tag = int(data_cfg.language_tags)
+    for batch in batches:
+        with torch.no_grad():
+            top, lens, _ = model.forward_encoder(batch["features"], batch["feature_lens"])
+            targets = append_eos(batch["tokens"], batch["token_lens"])
+            width = min(targets.size(1), top.size(1))
+            log_probs = torch.log_softmax(model.aligner(top[:, :width], targets[:, :width]).float(), dim=-1)
+        for b, (language, text) in enumerate(zip(batch["languages"], batch["texts"], strict=True)):
+            n = int(batch["token_lens"][b])
+            reference = batch["tokens"][b, :n].tolist()
+            normalized = normalize_text(text) if data_cfg.normalize_transcripts else text.strip()
+            pieces, mask = text_only_mask(normalized.split(), set(text_only_words.get(language, [])), tokenizer)
+            if n + 1 > int(lens[b]):
+                scores.skipped_too_long += 1
+                continue
+            if pieces != reference[tag:]:
+                scores.skipped_spelling += 1
+                continue
+            mask = [0] * tag + mask + [0]  # language tag and <eos> count as other tokens
+            for u, kind in enumerate(mask):
+                target = int(targets[b, u])
+                token = TokenScores(1, int(int(log_probs[b, u].argmax()) == target), float(log_probs[b, u, target]))
+                groups = [scores.text_only] + [scores.word_start] * (kind == 1) if kind else [scores.other]
+                for group in groups:
+                    group.setdefault(language, TokenScores()).add(token)
+    return scores
+
+
+def _fmt(value: float, percent: bool) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{100.0 * value:.1f}" if percent else f"{value:.2f}"
+
+
+def markdown(models: list[ModelScores]) -> str:
+    languages = sorted(set().union(*(getattr(m, group) for m in models for group in GROUPS)))
+    head = ["language", "text-only words", "text-only tokens"]
+    head += [f"first-piece acc. (%) {m.name}" for m in models]
+    head += [f"text-only token acc. (%) {m.name}" for m in models]
+    head += [f"text-only log-prob {m.name}" for m in models]
+    head += [f"other token acc. (%) {m.name}" for m in models]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+
+    def row(label: str, starts: list[TokenScores], text_only: list[TokenScores], other: list[TokenScores]) -> str:
+        cells = [label, str(starts[0].tokens), str(text_only[0].tokens)]
+        cells += [_fmt(s.accuracy, True) for s in starts]
+        cells += [_fmt(s.accuracy, True) for s in text_only] + [_fmt(s.mean_log_prob, False) for s in text_only]
+        cells += [_fmt(s.accuracy, True) for s in other]
+        return "| " + " | ".join(cells) + " |"
+
+    for lang in languages:
+        lines.append(row(lang, *([getattr(m, group).get(lang, TokenScores()) for m in models] for group in GROUPS)))
+    lines.append(row("**pooled**", *([m.pooled(getattr(m, group)) for m in models] for group in GROUPS)))
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def to_json(models: list[ModelScores]) -> dict:
+    def scores(s: TokenScores) -> dict:
+        return {"tokens": s.tokens, "accuracy": _num(s.accuracy), "mean_log_prob": _num(s.mean_log_prob)}
+
+    return {
+        m.name: {
+            "skipped_too_long": m.skipped_too_long,
+            "skipped_spelling": m.skipped_spelling,
+            **{group: {lang: scores(s) for lang, s in sorted(getattr(m, group).items())} for group in GROUPS},
+            **{f"{group}_pooled": scores(m.pooled(getattr(m, group))) for group in GROUPS},
+        }
+        for m in models
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", required=True, help="the tiny corpus folder (text_only_words.json)")
+    parser.add_argument("--model", dest="models", action="append", required=True, metavar="NAME=CHECKPOINT",
+                        help="a trained run or checkpoint folder; repeat to compare (baseline first)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out", help="write OUT.md and OUT.json")
+    args = parser.parse_args(argv)
+    corpus = Path(args.corpus)
+    try:
+        words_path = corpus / "text_only_words.json"
+        if not words_path.is_file():
+            raise ValueError(f"{words_path} not found (build the corpus with tools/build_tiny_corpus.py)")
+        text_only_words = json.loads(words_path.read_text(encoding="utf-8"))
+        models = []
+        for spec in args.models:
+            name, sep, folder = spec.partition("=")
+            if not sep or not name or not folder:
+                raise ValueError(f"--model must be NAME=CHECKPOINT, got {spec!r}")
+            if not Path(folder).exists():
+                raise ValueError(f"--model {spec}: {folder} not found")
+            models.append(score_model(name, Path(folder), corpus, args.split, text_only_words))
+    except ValueError as e:
+        print(f"text_only_scores: error: {e}", file=sys.stderr)
+        return 2
+    for m in models:
+        if m.skipped_too_long or m.skipped_spelling:
+            print(f"text_only_scores: {m.name}: skipped {m.skipped_too_long} utterance(s) with more tokens than "
+                  f"encoder frames, {m.skipped_spelling} whose word-by-word spelling differs from the sentence's "
+                  "tokens", file=sys.stderr)
+    table = markdown(models)
+    print(table, end="")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(table, encoding="utf-8")
+        out.with_suffix(".json").write_text(json.dumps(to_json(models), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
