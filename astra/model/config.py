@@ -41,7 +41,7 @@ class ModelConfig:
     num_heads: int = 4  # H
     ff_mult: int = 4
     conv_kernel: int = 31
-    conv_norm: str = "utterance"  # after the depthwise conv: "utterance" (per-utterance channel norm) or "layer"
+    conv_norm: str = "layer"  # after the depthwise conv: "layer" (per-frame LayerNorm) or "utterance" (per-utterance channel norm)
     dropout: float = 0.1
     position_encoding: str = "rope"  # "rope" (rotary) or "rel_pos" (Transformer-XL style)
     speech_layers: int = 4  # N blocks after subsampling

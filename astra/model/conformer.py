@@ -66,7 +66,7 @@ class ConvolutionModule(nn.Module):
     ``forward(x [B, T', D], padding_mask [B, T']) -> [B, T', D]``.
     """
 
-    def __init__(self, d_model: int, kernel_size: int, dropout: float, norm: str = "utterance") -> None:
+    def __init__(self, d_model: int, kernel_size: int, dropout: float, norm: str = "layer") -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
         self.pointwise_in = nn.Linear(d_model, 2 * d_model)
@@ -101,7 +101,7 @@ class ConformerBlock(nn.Module):
         conv_kernel: int,
         dropout: float,
         position_encoding: str,
-        conv_norm: str = "utterance",
+        conv_norm: str = "layer",
     ) -> None:
         super().__init__()
         self.ff1 = FeedForward(d_model, ff_mult, dropout)
