@@ -20,26 +20,17 @@ RUN_SH = REPO / "recipes" / "tiny" / "run.sh"
 LANGUAGES = ["de_de", "en_us", "es_419", "it_it", "ru_ru"]
 
 
-def load_report_module():
-    spec = importlib.util.spec_from_file_location("tiny_report", REPO / "recipes" / "tiny" / "report.py")
+def load_recipe_script(name: str):
+    """Import ``recipes/tiny/NAME.py`` (a script, not a package module) as ``tiny_NAME``."""
+    spec = importlib.util.spec_from_file_location(f"tiny_{name}", REPO / "recipes" / "tiny" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["tiny_report"] = module
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-report = load_report_module()
-
-
-def load_scores_module():
-    spec = importlib.util.spec_from_file_location("tiny_text_only_scores", REPO / "recipes" / "tiny" / "text_only_scores.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tiny_text_only_scores"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-scores = load_scores_module()
+report = load_recipe_script("report")
+scores = load_recipe_script("text_only_scores")
 
 
 def write_eval(folder: Path, rows: list[tuple[str, str, str]]) -> None:

@@ -121,7 +121,7 @@ def score_model(name: str, checkpoint: Path, corpus: Path, split: str, text_only
             for u, kind in enumerate(mask):
                 target = int(targets[b, u])
                 token = TokenScores(1, int(int(log_probs[b, u].argmax()) == target), float(log_probs[b, u, target]))
-                groups = [scores.text_only] + [scores.word_start] * (kind == 1) if kind else [scores.other]
+                groups = {0: [scores.other], 1: [scores.text_only, scores.word_start], 2: [scores.text_only]}[kind]
                 for group in groups:
                     group.setdefault(language, TokenScores()).add(token)
     return scores
