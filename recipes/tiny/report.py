@@ -175,6 +175,30 @@ def to_json(evaluations: list[Evaluation]) -> dict:
     return out
 
 
+def read_text_only_words(corpus: Path) -> dict[str, list[str]]:
+    """``CORPUS/text_only_words.json``: language -> its text-only words."""
+    path = Path(corpus) / "text_only_words.json"
+    if not path.is_file():
+        raise ValueError(f"{path} not found (build the corpus with tools/build_tiny_corpus.py)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def split_named(spec: str, flag: str, value: str) -> tuple[str, Path]:
+    """``"NAME=PATH"`` -> ``(NAME, PATH)``; ``ValueError`` naming ``flag`` otherwise."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"{flag} must be NAME={value}, got {spec!r}")
+    return name, Path(path)
+
+
+def write_tables(out: Path, table: str, data: dict) -> None:
+    """``OUT.md`` (the markdown table) and ``OUT.json``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(table, encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", required=True, help="the tiny corpus folder (text_only_words.json)")
@@ -183,26 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write OUT.md and OUT.json")
     args = parser.parse_args(argv)
     try:
-        words_path = Path(args.corpus) / "text_only_words.json"
-        if not words_path.is_file():
-            raise ValueError(f"{words_path} not found (build the corpus with tools/build_tiny_corpus.py)")
-        text_only_words = json.loads(words_path.read_text(encoding="utf-8"))
-        evaluations = []
-        for spec in args.evals:
-            name, sep, folder = spec.partition("=")
-            if not sep or not name or not folder:
-                raise ValueError(f"--eval must be NAME=DIR, got {spec!r}")
-            evaluations.append(read_evaluation(name, Path(folder), text_only_words))
+        text_only_words = read_text_only_words(args.corpus)
+        evaluations = [read_evaluation(*split_named(spec, "--eval", "DIR"), text_only_words) for spec in args.evals]
     except ValueError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 2
     table = markdown(evaluations)
     print(table, end="")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(table, encoding="utf-8")
-        out.with_suffix(".json").write_text(json.dumps(to_json(evaluations), indent=2) + "\n", encoding="utf-8")
+        write_tables(args.out, table, to_json(evaluations))
     return 0
 
 

@@ -21,11 +21,14 @@ Writes ``OUT.md`` and ``OUT.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the recipe's report.py
+
+from report import read_text_only_words, split_named, write_tables  # noqa: E402
 
 
 @dataclass
@@ -184,18 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     corpus = Path(args.corpus)
     try:
-        words_path = corpus / "text_only_words.json"
-        if not words_path.is_file():
-            raise ValueError(f"{words_path} not found (build the corpus with tools/build_tiny_corpus.py)")
-        text_only_words = json.loads(words_path.read_text(encoding="utf-8"))
+        text_only_words = read_text_only_words(corpus)
         models = []
         for spec in args.models:
-            name, sep, folder = spec.partition("=")
-            if not sep or not name or not folder:
-                raise ValueError(f"--model must be NAME=CHECKPOINT, got {spec!r}")
-            if not Path(folder).exists():
+            name, folder = split_named(spec, "--model", "CHECKPOINT")
+            if not folder.exists():
                 raise ValueError(f"--model {spec}: {folder} not found")
-            models.append(score_model(name, Path(folder), corpus, args.split, text_only_words))
+            models.append(score_model(name, folder, corpus, args.split, text_only_words))
     except ValueError as e:
         print(f"text_only_scores: error: {e}", file=sys.stderr)
         return 2
@@ -207,10 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(models)
     print(table, end="")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(table, encoding="utf-8")
-        out.with_suffix(".json").write_text(json.dumps(to_json(models), indent=2) + "\n", encoding="utf-8")
+        write_tables(args.out, table, to_json(models))
     return 0
 
 
