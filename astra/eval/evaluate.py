@@ -119,7 +119,7 @@ def decode_batches(
         ValueError: unknown ``method``, or a batch whose hypotheses do not match its size.
     """
     import torch
-    from tqdm import tqdm
+    from astra.progress import progress_bar
 
     if method not in DECODE_METHODS:
         raise ValueError(f"unknown decoding method {method!r}; choose one of {DECODE_METHODS}")
@@ -128,7 +128,7 @@ def decode_batches(
     min_frames = encoder.subsampling.min_input_frames() if encoder is not None else 1
     device = next(iter(model.parameters()), torch.empty(0)).device if hasattr(model, "parameters") else None
     result = DecodeResult()
-    bar = tqdm(total=total, unit="utt", desc=f"decode {method}", disable=not progress)
+    bar = progress_bar(total=total, unit="utt", desc=f"decode {method}", disable=not progress)
     with torch.inference_mode():
         for batch in batches:
             if batch.get("kind", "speech") != "speech":

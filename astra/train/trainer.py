@@ -696,10 +696,10 @@ class Trainer:
         self._weight_names = sorted(self.cfg.losses.ramps)
         if acc.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
-            from tqdm.auto import tqdm
+            from astra.progress import progress_bar
 
             self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
-            self._progress = tqdm(
+            self._progress = progress_bar(
                 total=run.max_steps, initial=self.state.step, desc="train", dynamic_ncols=True
             )
         self.wrapped.train()

@@ -140,7 +140,7 @@ def run_jobs(jobs: list[SynthesisJob], espeak: str, workers: int = 2, progress: 
     runs), then resamples; ``workers`` = number of cores is the sweet spot.
     """
     import torch
-    from tqdm import tqdm
+    from astra.progress import progress_bar
 
     torch.set_num_threads(1)
     stats = SynthesisStats()
@@ -149,7 +149,7 @@ def run_jobs(jobs: list[SynthesisJob], espeak: str, workers: int = 2, progress: 
     if not todo:
         return stats
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(
         total=len(todo), desc="synthesising", unit="utt", disable=not progress
     ) as bar:
         futures = [pool.submit(synthesize, job, espeak) for job in todo]
