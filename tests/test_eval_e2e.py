@@ -188,3 +188,11 @@ def test_evaluate_counts_unreadable_audio_as_skipped(tiny, tmp_path, capsys):
     assert data["utterances"] == 5
     assert sum(data["meta"]["skipped"].values()) == 1
     assert "skipped utterances" in capsys.readouterr().out
+
+
+def test_force_language_needs_a_model_with_language_tags(tiny, tmp_path, capsys):
+    assert _evaluate(tiny, tmp_path / "forced", "--force-language") == 2
+    assert "without language tags" in capsys.readouterr().err
+    assert _evaluate(tiny, tmp_path / "forced_ctc", "--force-language", "--method", "ctc_greedy") == 2
+    assert "aligner_* method" in capsys.readouterr().err
+    assert not (tmp_path / "forced").exists()

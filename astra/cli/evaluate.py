@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     dec.add_argument("--method", choices=DECODE_METHODS, default="aligner_greedy",
                      help="head and search (default: aligner_greedy)")
     dec.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
+    dec.add_argument("--force-language", action="store_true",
+                     help="decode each utterance in its data language: its <lang:xx> tag is forced "
+                          "as the first output (models trained with data.language_tags; aligner_* "
+                          "methods). Default: the model emits the tag itself")
     dec.add_argument("--max-batch-seconds", type=float, default=None,
                      help="audio seconds per batch (default: the checkpoint's data config)")
     dec.add_argument("--num-workers", type=int, default=0,
@@ -108,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     checkpoint, model, tokenizer, cfg = load_checkpoint(args)
+    if args.force_language:
+        if not args.method.startswith("aligner"):
+            raise UserError(f"--force-language needs an aligner_* method, not --method {args.method}")
+        if not cfg.data.language_tags or not tokenizer.languages:
+            raise UserError(
+                f"--force-language: {checkpoint} was trained without language tags "
+                "(data.language_tags=false): there is no <lang:xx> token to force"
+            )
     batches = load_eval_batches(cfg, tokenizer, args)
     total = len(batches.utterances)
     if total == 0:
@@ -117,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_batches(
             model, tokenizer, batches, method=args.method, beam=args.beam,
             normalize=not args.no_normalize, cer_languages=cer_languages,
-            progress=not args.no_progress, total=total,
+            progress=not args.no_progress, total=total, force_language=args.force_language,
         )
     except ValueError as e:  # e.g. the checkpoint has no head for the chosen method
-        raise UserError(f"--method {args.method}: {e}") from e
+        raise UserError(f"evaluate --method {args.method}: {e}") from e
     data = data_description(args)
     out_dir = Path(args.output_dir) if args.output_dir else (
         Path(args.output_root) / output_dir_name(checkpoint, data)
@@ -134,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "method": args.method,
         "beam": args.beam,
+        "force_language": args.force_language,
         "normalize": not args.no_normalize,
         "cer_languages": cer_languages,
         "utterances": len(decoded.keys),

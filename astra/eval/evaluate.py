@@ -76,16 +76,38 @@ def _to_device(batch: dict, device) -> dict:
             for k, v in batch.items()}
 
 
-def _decode_batch(model, batch: dict, method: str, beam: int, min_frames: int):
+def language_tag_ids(tokenizer, languages: Sequence[str]):
+    """``[B]`` ids of the ``<lang:xx>`` tags of ``languages`` (for a forced-language decode).
+
+    Raises ``ValueError`` naming the problem when the tokenizer has no language tags (the
+    model was trained without ``data.language_tags``) or none for one of the languages."""
+    import torch
+
+    if not getattr(tokenizer, "languages", None):
+        raise ValueError(
+            "forcing the language needs a model trained with language tags "
+            "(data.language_tags=true and a tokenizer trained with --language-tags)"
+        )
+    return torch.tensor([tokenizer.language_id(lang) for lang in languages], dtype=torch.long)
+
+
+def _decode_batch(model, batch: dict, method: str, beam: int, min_frames: int, tokenizer, force_language: bool):
     """Hypotheses of one batch; utterances shorter than ``min_frames`` get ``[]``."""
+
+    def decode(part: dict) -> list[list[int]]:
+        if not force_language:
+            return model.decode(part, method=method, beam=beam)
+        first = language_tag_ids(tokenizer, part["languages"]).to(part["feature_lens"].device)
+        return model.decode(part, method=method, beam=beam, first_tokens=first)
+
     lens = batch["feature_lens"].tolist()
     ok = [i for i, n in enumerate(lens) if n >= min_frames]
     short = [i for i, n in enumerate(lens) if n < min_frames]
     if not short:
-        return model.decode(batch, method=method, beam=beam), []
+        return decode(batch), []
     hyps: list[list[int]] = [[] for _ in lens]
     if ok:
-        for i, h in zip(ok, model.decode(_select(batch, ok), method=method, beam=beam), strict=True):
+        for i, h in zip(ok, decode(_select(batch, ok)), strict=True):
             hyps[i] = h
     return hyps, short
 
@@ -98,6 +120,7 @@ def decode_batches(
     beam: int = 4,
     progress: bool = True,
     total: int | None = None,
+    force_language: bool = False,
 ) -> DecodeResult:
     """Decode speech batches (CONTRIBUTING.md "Batches") into text.
 
@@ -110,13 +133,17 @@ def decode_batches(
         beam: beam size of the beam-search methods.
         progress: show a tqdm progress bar (utterances) on stderr.
         total: number of utterances for the progress bar (``None``: unknown).
+        force_language: decode each utterance in its known language (``batch["languages"]``):
+            its ``<lang:xx>`` tag is forced as the first output (models trained with
+            ``data.language_tags``; Aligner methods). Off: the model emits a tag itself.
 
     Utterances too short for the model's subsampling (fewer feature frames than
     ``model.speech_encoder.subsampling.min_input_frames()``) are not decoded: they get an
     empty hypothesis (so their reference words count as deletions), and their keys are
     listed in ``DecodeResult.too_short`` and logged.
     Raises:
-        ValueError: unknown ``method``, or a batch whose hypotheses do not match its size.
+        ValueError: unknown ``method``, a batch whose hypotheses do not match its size, or
+            ``force_language`` with a tokenizer without language tags or a non-Aligner method.
     """
     import torch
     from astra.progress import progress_bar
@@ -136,7 +163,7 @@ def decode_batches(
             if device is not None:
                 batch = _to_device(batch, device)
             start = time.perf_counter()
-            ids, short = _decode_batch(model, batch, method, beam, min_frames)
+            ids, short = _decode_batch(model, batch, method, beam, min_frames, tokenizer, force_language)
             result.decode_seconds += time.perf_counter() - start
             result.too_short += [batch["keys"][i] for i in short]
             if len(ids) != len(batch["keys"]):
@@ -169,7 +196,7 @@ def evaluate_batches(
     **decode_options,
 ) -> EvaluationResult:
     """Decode (:func:`decode_batches`; ``decode_options``: its ``method``, ``beam``,
-    ``progress``, ``total``) and score (:func:`astra.eval.metrics.score_corpus` with
+    ``progress``, ``total``, ``force_language``) and score (:func:`astra.eval.metrics.score_corpus` with
     ``normalize`` and ``cer_languages``)."""
     decoded = decode_batches(model, tokenizer, batches, **decode_options)
     if not decoded.keys:

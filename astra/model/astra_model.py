@@ -421,10 +421,23 @@ class AstraModel(nn.Module):
         return features, lens
 
     @torch.no_grad()
-    def decode(self, batch: dict, method: str = "aligner_greedy", beam: int = 4) -> list[list[int]]:
-        """Token ids per utterance of a speech batch (methods: ``DECODE_METHODS``)."""
+    def decode(
+        self, batch: dict, method: str = "aligner_greedy", beam: int = 4, first_tokens: Tensor | None = None
+    ) -> list[list[int]]:
+        """Token ids per utterance of a speech batch (methods: ``DECODE_METHODS``).
+
+        ``first_tokens [B]``: ids forced as every hypothesis' first token (the ``<lang:xx>``
+        tag of a known language); Aligner methods only."""
         if method not in DECODE_METHODS:
             raise ValueError(f"decode method {method!r}: use one of {DECODE_METHODS}")
+        if first_tokens is not None:
+            if not method.startswith("aligner"):
+                raise ValueError(f"a forced first token (language) needs an aligner_* method, not {method!r}")
+            if first_tokens.shape != (batch["feature_lens"].size(0),):
+                raise ValueError(
+                    f"first_tokens has shape {tuple(first_tokens.shape)}, expected "
+                    f"[{batch['feature_lens'].size(0)}] (one id per utterance)"
+                )
         features, lens = self._inference_inputs(batch)
         cfg = self.cfg
         if method.startswith("rnnt") and self.rnnt is None:
@@ -437,9 +450,9 @@ class AstraModel(nn.Module):
         wanted = () if layer is None else (layer,)
         top, enc_lens, layers = self.forward_encoder(features, lens, wanted)
         if method == "aligner_greedy":
-            return decoding.aligner_greedy(self.aligner, top, enc_lens, EOS_ID)
+            return decoding.aligner_greedy(self.aligner, top, enc_lens, EOS_ID, first_tokens=first_tokens)
         if method == "aligner_beam":
-            return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam)
+            return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens)
         if method == "rnnt_greedy":
             return decoding.rnnt_greedy(self.rnnt, layers[layer], enc_lens)
         if method == "rnnt_beam":

@@ -35,6 +35,7 @@ def aligner_greedy(
     lengths: Tensor,
     eos_id: int,
     start: tuple[Tensor, tuple[Tensor, Tensor]] | None = None,
+    first_tokens: Tensor | None = None,
 ) -> list[list[int]]:
     """Batched greedy Aligner decoding, O(U): token i is read from frame i.
 
@@ -44,6 +45,9 @@ def aligner_greedy(
         encoder_out: ``[B, T', D]``; lengths ``[B]``.
         start: optional ``(g [B, P], state)`` from :meth:`AlignerDecoder.prime` (long form);
             default: ``<sos>`` and zero state.
+        first_tokens: optional ``[B]`` ids forced as the first output (frame 0), e.g. the
+            ``<lang:xx>`` tag a model trained with language tags emits first; it is part of
+            the returned ids like a decoded one.
     """
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
@@ -54,7 +58,10 @@ def aligner_greedy(
     for i in range(frames):
         if not bool(active.any()):
             break
-        tokens = _joint_step(decoder, enc[:, i], g).argmax(dim=-1)
+        if i == 0 and first_tokens is not None:
+            tokens = first_tokens.to(device=device, dtype=torch.long)
+        else:
+            tokens = _joint_step(decoder, enc[:, i], g).argmax(dim=-1)
         tokens = tokens.masked_fill(~active, eos_id)
         emitted[:, i] = tokens
         active = active & (tokens != eos_id) & (lengths > i + 1)
@@ -68,7 +75,8 @@ def aligner_greedy(
 
 @torch.no_grad()
 def aligner_beam(
-    decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4
+    decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
+    first_tokens: Tensor | None = None,
 ) -> list[list[int]]:
     """Batched Aligner beam search.
 
@@ -76,7 +84,8 @@ def aligner_beam(
     token; ``<eos>`` ends a hypothesis (so does the utterance's last frame, like greedy
     decoding); the ``beam`` best continuations stay live. An utterance stops when no live
     hypothesis can beat its best finished one (scores only decrease); the best finished
-    hypothesis (total log-prob) is returned.
+    hypothesis (total log-prob) is returned. ``first_tokens [B]``: as in
+    :func:`aligner_greedy`, every hypothesis starts with it.
     """
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
@@ -94,6 +103,9 @@ def aligner_beam(
             break
         frame = enc[:, i].repeat_interleave(beam, dim=0)  # [B*K, J]
         logp = _joint_step(decoder, frame, g).log_softmax(dim=-1)
+        if i == 0 and first_tokens is not None:  # only the forced token, at no cost
+            forced = first_tokens.to(device=device, dtype=torch.long).repeat_interleave(beam)[:, None]
+            logp = torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
         total = scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
         vocab = total.size(-1)
         # hypotheses ending here: <eos>, or any token on the utterance's last frame
