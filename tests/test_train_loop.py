@@ -263,3 +263,39 @@ def test_text_batches_share_or_add_to_the_speech_of_a_step(tmp_path, mode, accum
         assert counts["batches/speech"] + counts["batches/text"] == 6 * accum
     with pytest.raises(ValueError, match="text_batches"):
         make_cfg(tmp_path, "bad", "optim.text_batches=both")
+
+
+class _LanguageBatches:
+    """Validation batches of three languages, one language per batch (like EvalBatches)."""
+
+    def __init__(self, batches: list[dict]):
+        self.batches = []
+        for i, batch in enumerate(batches):
+            lang = ["aa", "bb", "cc"][i % 3]
+            self.batches.append({**batch, "languages": [lang] * len(batch["keys"])})
+        self.utterances = [
+            type("Utt", (), {"language": lang})() for b in self.batches for lang in b["languages"]
+        ]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("limit, missing", [(2, "cc"), (3, None)])
+def test_validation_warns_about_languages_it_never_sees(tmp_path, caplog, limit, missing):
+    def parts(cfg, rank, world_size):
+        p = build_fake_parts(cfg, rank, world_size)
+        batches = p.eval_batches()
+        p.eval_batches = lambda: _LanguageBatches(batches + batches)
+        return p
+
+    cfg = make_cfg(tmp_path, f"langs{limit}", "run.max_steps=3", f"run.valid_max_batches={limit}")
+    with caplog.at_level("WARNING", logger="astra.train.trainer"):
+        Trainer(cfg, parts).run()
+    warnings = [r.getMessage() for r in caplog.records if "not validated" in r.getMessage()]
+    if missing is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warnings[0].endswith(
+            f"not validated: {missing} (raise run.valid_max_batches to at least the number of languages)"
+        )

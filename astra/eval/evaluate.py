@@ -176,7 +176,7 @@ def decode_batches(
             result.hypotheses += [tokenizer.decode(h) for h in ids]
             result.audio_seconds += _audio_seconds(batch)
             bar.update(len(ids))
-            bar.set_postfix(rtf=f"{result.rtf:.3f}")
+            bar.set_postfix(rtf=f"{result.rtf:.3f}", refresh=False)
     bar.close()
     if result.too_short:
         log.warning(

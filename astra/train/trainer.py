@@ -533,6 +533,7 @@ class Trainer:
                     loss=f"{scalars.get('loss', float('nan')):.3f}",
                     lr=f"{info['lr']:.2e}",
                     audio_s_per_s=f"{scalars['throughput/audio_seconds_per_second']:.1f}",
+                    refresh=False,  # shown at the bar's next redraw (every 30 s in a log file)
                 )
             log.debug("step %d %s", step, scalars)
         self._last_scalars = scalars
@@ -595,6 +596,15 @@ class Trainer:
             batches = self.parts.eval_batches()
             limit = self.cfg.run.valid_max_batches
             self._eval_cache = list(itertools.islice(batches, limit)) if limit > 0 else batches
+            if limit > 0 and hasattr(batches, "utterances") and self.accelerator.num_processes == 1:
+                everything = {u.language for u in batches.utterances}
+                kept = {lang for b in self._eval_cache for lang in b.get("languages", [])}
+                if everything - kept:
+                    log.warning(
+                        "validation: run.valid_max_batches=%d covers %s only; not validated: %s "
+                        "(raise run.valid_max_batches to at least the number of languages)",
+                        limit, ", ".join(sorted(kept)) or "nothing", ", ".join(sorted(everything - kept)),
+                    )
         return self._eval_cache
 
     def _first_eval_batch(self) -> dict | None:
