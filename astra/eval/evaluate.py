@@ -146,6 +146,7 @@ def decode_batches(
             ``force_language`` with a tokenizer without language tags or a non-Aligner method.
     """
     import torch
+
     from astra.progress import progress_bar
 
     if method not in DECODE_METHODS:

@@ -706,6 +706,7 @@ class Trainer:
         self._weight_names = sorted(self.cfg.losses.ramps)
         if acc.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
+
             from astra.progress import progress_bar
 
             self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))

@@ -140,6 +140,7 @@ def run_jobs(jobs: list[SynthesisJob], espeak: str, workers: int = 2, progress: 
     runs), then resamples; ``workers`` = number of cores is the sweet spot.
     """
     import torch
+
     from astra.progress import progress_bar
 
     torch.set_num_threads(1)
