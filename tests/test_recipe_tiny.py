@@ -99,10 +99,16 @@ def test_report_counts_text_only_words_and_compares(tmp_path, capsys):
     assert out.with_suffix(".md").read_text() == table
 
 
-def test_report_names_a_missing_evaluation(tmp_path, capsys):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "text_only_words.json").write_text("{}")
+@pytest.fixture
+def corpus(tmp_path):
+    """A corpus folder with no text-only words (enough for the scripts' argument checks)."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "text_only_words.json").write_text("{}")
+    return folder
+
+
+def test_report_names_a_missing_evaluation(tmp_path, corpus, capsys):
     assert report.main(["--corpus", str(corpus), "--eval", f"x={tmp_path / 'nothing'}"]) == 2
     assert "results.json not found" in capsys.readouterr().err
 
@@ -138,10 +144,7 @@ def test_text_only_scores_tables_pool_languages(tmp_path):
     assert data["paired-only"]["other_pooled"]["accuracy"] == pytest.approx(0.9)
 
 
-def test_text_only_scores_names_a_missing_checkpoint(tmp_path, capsys):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "text_only_words.json").write_text("{}")
+def test_text_only_scores_names_a_missing_checkpoint(tmp_path, corpus, capsys):
     assert scores.main(["--corpus", str(corpus), "--model", f"x={tmp_path / 'nothing'}"]) == 2
     assert "not found" in capsys.readouterr().err
     assert scores.main(["--corpus", str(corpus), "--model", "no-equals-sign"]) == 2

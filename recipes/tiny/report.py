@@ -191,8 +191,12 @@ def split_named(spec: str, flag: str, value: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def write_tables(out: Path, table: str, data: dict) -> None:
-    """``OUT.md`` (the markdown table) and ``OUT.json``."""
+def emit_tables(out: Path | None, table: str, data: dict) -> None:
+    """Print the markdown ``table``; with ``out``, also write it to ``OUT.md`` and ``data`` to
+    ``OUT.json``."""
+    print(table, end="")
+    if not out:
+        return
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(table, encoding="utf-8")
@@ -212,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 2
-    table = markdown(evaluations)
-    print(table, end="")
-    if args.out:
-        write_tables(args.out, table, to_json(evaluations))
+    emit_tables(args.out, markdown(evaluations), to_json(evaluations))
     return 0
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the recipe's report.py
 
-from report import read_text_only_words, split_named, write_tables  # noqa: E402
+from report import emit_tables, read_text_only_words, split_named  # noqa: E402
 
 
 @dataclass
@@ -202,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"text_only_scores: {m.name}: skipped {m.skipped_too_long} utterance(s) with more tokens than "
                   f"encoder frames, {m.skipped_spelling} whose word-by-word spelling differs from the sentence's "
                   "tokens", file=sys.stderr)
-    table = markdown(models)
-    print(table, end="")
-    if args.out:
-        write_tables(args.out, table, to_json(models))
+    emit_tables(args.out, markdown(models), to_json(models))
     return 0
 
 
