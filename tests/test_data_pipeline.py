@@ -182,6 +182,31 @@ def test_feature_cache_speed_perturb_and_stats(corpus, tmp_path):
     assert mean.shape == (80,) and std.shape == (80,) and (std > 0).all()
 
 
+def test_feature_cache_is_not_read_for_rewritten_audio(tmp_path):
+    import os
+
+    import numpy as np
+
+    from astra.data.dataset import FeatureCache
+    from astra.data.manifest import Utterance
+
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(1600, dtype=np.float32), 16000)
+    utt = Utterance(key="en_us/train/a.wav", language="en_us", split="train", transcription="a", path=str(wav))
+    cache = FeatureCache(tmp_path / "fc")
+    assert cache.get(utt) is None
+    cache.put(utt, torch.ones(3, 80))
+    assert torch.equal(cache.get(utt), torch.ones(3, 80))
+    sf.write(str(wav), np.ones(3200, dtype=np.float32) * 0.1, 16000)  # the corpus rebuilt in place
+    os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
+    assert cache.get(utt) is None
+    in_memory = Utterance(key=utt.key, language="en_us", split="train", transcription="a", audio_bytes=b"x")
+    cache.put(in_memory, torch.zeros(2, 80))
+    assert cache.get(in_memory).shape == (2, 80)
+    assert cache.get(Utterance(key=utt.key, language="en_us", split="train", transcription="a",
+                               audio_bytes=b"y")) is None
+
+
 @pytest.mark.parametrize("factor", [4, 6, 8])
 def test_encoder_frames_match_the_model_front_end(factor):
     from astra.data.dataset import subsampled_frames

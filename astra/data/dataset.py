@@ -183,19 +183,34 @@ def text_batch(items: list[TextItem]) -> dict:
 
 
 class FeatureCache:
-    """fbank features on disk, one ``.pt`` file per utterance key (unperturbed audio only)."""
+    """fbank features on disk, one ``.pt`` file per utterance (unperturbed audio only).
+
+    The file name hashes the utterance key and its audio's identity — the resolved path, size
+    and modification time of a file, or a digest of in-memory bytes — so a corpus rebuilt in
+    place (same keys, new audio) never reads the old features.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def _path(self, key: str) -> Path:
-        h = hashlib.sha1(f"{key}|fbank{NUM_MEL_BINS}".encode()).hexdigest()
+    def _path(self, utt) -> Path:
+        source = ""
+        if utt.path:
+            try:
+                st = os.stat(utt.path)
+                source = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+            except OSError:  # missing file: the decode reports it
+                source = str(utt.path)
+        elif utt.audio_bytes is not None:
+            source = hashlib.sha1(utt.audio_bytes).hexdigest()
+        h = hashlib.sha1(f"{utt.key}|{source}|fbank{NUM_MEL_BINS}".encode()).hexdigest()
         return self.root / h[:2] / f"{h}.pt"
 
-    def get(self, key: str):
+    def get(self, utt):
+        """The cached ``[T, F]`` features of ``utt`` (a :class:`Utterance`), or ``None``."""
         import torch
 
-        path = self._path(key)
+        path = self._path(utt)
         if path.exists():
             try:
                 return torch.load(path, weights_only=True)
@@ -203,10 +218,10 @@ class FeatureCache:
                 log.warning("feature cache: cannot read %s (%s); recomputing", path, e)
         return None
 
-    def put(self, key: str, feats) -> None:
+    def put(self, utt, feats) -> None:
         import torch
 
-        path = self._path(key)
+        path = self._path(utt)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(feats.clone(), tmp)
@@ -250,7 +265,7 @@ class BatchDataset:
         utt = item.utterance
         factor = self._speed_factor(utt.key, epoch)
         if factor == 1.0 and self.cache is not None:
-            cached = self.cache.get(utt.key)
+            cached = self.cache.get(utt)
             if cached is not None:
                 return cached, item.duration
         wav = utt.load_audio()
@@ -266,7 +281,7 @@ class BatchDataset:
             raise AudioError(skips.TRANSCRIPT_TOO_LONG, f"{utt.key}: {len(item.tokens)} tokens in {wav.numel() / SAMPLE_RATE:.2f} s decoded")
         feats = fbank(wav)
         if factor == 1.0 and self.cache is not None:
-            self.cache.put(utt.key, feats)
+            self.cache.put(utt, feats)
         return feats, wav.numel() / SAMPLE_RATE
 
     def speech_batch(self, indices: list[int], epoch: int = 0) -> dict:
