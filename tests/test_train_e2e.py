@@ -153,3 +153,34 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
     b = ckpt.read_model_state(tmp_path / "ft" / "checkpoints" / "step-00000002")
     k = next(k for k in a if k.startswith("shared_encoder.") and a[k].is_floating_point())
     torch.testing.assert_close(averaged.state_dict()[k], (a[k] + b[k]) / 2)
+
+
+def test_bench_train_step_prints_one_row_per_variant(tmp_path, corpus_and_tokenizer, capsys):
+    import sys
+    from pathlib import Path
+
+    from astra.config import save_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import bench_train_step
+
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        bench_train_step.parse_variant("bad=data.num_workers")
+    assert bench_train_step.parse_variant("base=") == ("base", [])
+    corpus, text, tok = corpus_and_tokenizer
+    cfg = load_config(TrainConfig, None, [
+        *(f"model.{k}={v}" for k, v in PRESETS["tiny"].items()),
+        f"data.corpora=[{corpus}]", f"data.tokenizer={tok}", f"data.unpaired_text=[en_us={text}]",
+        "data.max_batch_seconds=4.0", "run.feature_stats_utterances=4",
+    ])
+    config = tmp_path / "config.yaml"
+    save_config(cfg, config)
+    cache = tmp_path / "fc"
+    assert bench_train_step.main([
+        "--config", str(config), "--steps", "1", "--warmup", "0", "--rounds", "2",
+        "--variant", "base=", "--variant", f"cache=data.feature_cache={cache}",
+    ]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| base", "| cache"))]
+    assert len(rows) == 2 and rows[0].endswith("| 1.00 |")
+    assert all(float(cell) > 0 for row in rows for cell in row.strip("|").split("|")[2:])
+    assert any(cache.rglob("*.pt"))  # the cache variant really read and wrote the cache
