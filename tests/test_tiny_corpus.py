@@ -35,6 +35,7 @@ SMALL = dict(
     test_sentences=8,
     unpaired_sentences=60,
     voices_per_sentence=2,
+    pretrain_pseudo_word_fraction=0.5,
 )
 
 
@@ -90,6 +91,7 @@ def test_unknown_held_out_concept_is_a_clear_error():
         ({"test_text_only_fraction": 1.5}, "test_text_only_fraction"),
         ({"speed_wpm": [200, 100]}, "speed_wpm"),
         ({"voices_per_sentence": 99}, "voices_per_sentence"),
+        ({"pretrain_pseudo_word_fraction": -0.1}, "pretrain_pseudo_word_fraction"),
     ],
 )
 def test_bad_settings_are_rejected_by_name(changes, message):
@@ -113,6 +115,46 @@ def test_plan_is_deterministic_and_splits_are_disjoint():
     bigger = make_plan(small_config(train_sentences=80, test_sentences=20, unpaired_sentences=300))
     for a, b in zip(first, bigger, strict=True):
         assert [u.sentence.text for u in a.utterances["test"]] == [u.sentence.text for u in b.utterances["test"]]
+
+
+def test_made_up_words_are_spelled_from_the_inventory_and_never_a_lexicon_word():
+    from tiny_corpus.pseudowords import SPELLINGS
+
+    for code, lang in LANGUAGES.items():
+        grammar = SentenceGrammar(lang, ["bicycle", "yellow", "paint"])
+        source = grammar.pseudo_words()
+        letters = set("".join(SPELLINGS[code].onsets + SPELLINGS[code].vowels + SPELLINGS[code].codas))
+        rng = random.Random(1)
+        words = [source.word(rng) for _ in range(300)]
+        assert len(set(words)) > 250, code  # thousands of spellings, not a few
+        assert all(set(w) <= letters and len(w) >= 4 for w in words), code
+        assert not set(words) & grammar.lexicon_words, code
+        assert grammar.text_only_words <= grammar.lexicon_words
+    # Russian made-up nouns are indeclinable neuters ending in a vowel, like loanwords
+    source = SentenceGrammar(LANGUAGES["ru_ru"]).pseudo_words()
+    nouns = [source.noun(random.Random(i)) for i in range(50)]
+    assert all(n.gender == "n" and n.nom[-1] in "оеиу" and n.form("acc") == n.nom for n in nouns)
+    # German nouns are capitalised
+    assert SentenceGrammar(LANGUAGES["de_de"]).pseudo_words().noun(random.Random(0)).nom[0].isupper()
+
+
+def test_only_pretrain_sentences_get_made_up_words():
+    plain = make_plan(small_config(pretrain_sentences=400, pretrain_pseudo_word_fraction=0.0))
+    spelled = make_plan(small_config(pretrain_sentences=400, pretrain_pseudo_word_fraction=0.25))
+    for a, b in zip(plain, spelled, strict=True):
+        assert not any(u.sentence.pseudo_words for rows in a.utterances.values() for u in rows)
+        for split in ("test", "validation", "train"):  # the evaluation data does not change
+            assert [u.sentence.raw for u in a.utterances[split]] == [u.sentence.raw for u in b.utterances[split]]
+        assert not any(s.pseudo_words for s in b.unpaired)
+        pretrain = [u.sentence for u in b.utterances["pretrain"]]
+        with_made_up = [s for s in pretrain if s.pseudo_words]
+        # the name and the object noun are each made up with probability 0.25
+        assert 0.2 < len(with_made_up) / len(pretrain) < 0.45, b.code
+        grammar = SentenceGrammar(LANGUAGES[b.code], small_config().held_out_concepts)
+        for s in with_made_up:
+            assert set(s.pseudo_words) <= set(s.text.split()), s.text
+            assert not set(s.pseudo_words) & grammar.lexicon_words
+            assert not set(s.text.split()) & grammar.text_only_words
 
 
 def test_a_request_the_grammar_cannot_meet_fails_clearly():
@@ -151,6 +193,9 @@ def test_layout_and_manifest_columns(corpus):
             assert len(read_tsv(out / code / f"{split}.tsv")) == expected
         unpaired = (out / code / "unpaired.txt").read_text(encoding="utf-8").splitlines()
         assert len(unpaired) == SMALL["unpaired_sentences"] and all(unpaired)
+        splits = summary["languages"][code]["splits"]
+        assert splits["pretrain"]["sentences_with_made_up_words"] > 0
+        assert all(splits[s]["sentences_with_made_up_words"] == 0 for s in ("train", "validation", "test"))
 
 
 @needs_espeak
@@ -239,3 +284,20 @@ def test_interrupted_build_is_finished(tmp_path):
     summary = build_corpus(cfg, out, workers=2, progress=False)
     assert victim.is_file() and (out / "en_us" / "test.tsv").is_file()
     assert summary["synthesis"]["utterances"] == 1
+
+
+@needs_espeak
+def test_a_corpus_built_before_a_setting_existed_counts_as_its_default(tmp_path):
+    cfg = small_config(languages=["en_us"], pretrain_sentences=0, train_sentences=2, validation_sentences=1,
+                       test_sentences=2, unpaired_sentences=5, voices_per_sentence=1,
+                       pretrain_pseudo_word_fraction=0.0)
+    out = tmp_path / "corpus"
+    build_corpus(cfg, out, workers=2, progress=False)
+    summary_file = out / "corpus.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    del summary["settings"]["pretrain_pseudo_word_fraction"]  # as written before the setting existed
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    build_corpus(cfg, out, workers=2, progress=False)  # the default: the same corpus
+    with pytest.raises(ValueError, match="pretrain_pseudo_word_fraction"):
+        build_corpus(small_config(**{**cfg.to_dict(), "pretrain_pseudo_word_fraction": 0.5}), out, workers=2,
+                     progress=False)

@@ -77,7 +77,8 @@ def _check_settings(out_dir: Path, cfg: TinyCorpusConfig, force: bool) -> None:
     summary = read_summary(out_dir)
     if summary is None:
         return
-    old = summary.get("settings", {})
+    # a setting added after the corpus was built had its default then
+    old = {**TinyCorpusConfig().to_dict(), **summary.get("settings", {})}
     if summary.get("format") == FORMAT and old == cfg.to_dict():
         return
     if not force:
@@ -144,6 +145,7 @@ def _write_language(out_dir: Path, plan: LanguagePlan, max_seconds: float) -> di
             "seconds": round(seconds, 1),
             "speakers": sorted(speakers),
             "skipped_too_long": too_long,
+            "sentences_with_made_up_words": sum(bool(u.sentence.pseudo_words) for u in plan.utterances[split]),
         }
     _write_atomic(lang_dir / "unpaired.txt", "".join(s.text + "\n" for s in plan.unpaired))
     counts["unpaired_sentences"] = len(plan.unpaired)

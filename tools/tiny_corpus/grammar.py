@@ -4,7 +4,9 @@ A :class:`SentenceGrammar` draws one sentence at a time from four templates (tra
 intransitive, number, location) with agreement handled by the lexicon's explicit forms.
 Some concepts can be *held out*: paired speech sentences never use them, so the words that
 only they produce (the **text-only words**) occur only in unpaired text and in test
-sentences — the vocabulary split of the text-injection experiment.
+sentences — the vocabulary split of the text-injection experiment. With a
+:class:`~tiny_corpus.pseudowords.PseudoWords` source, a share of the names and object nouns
+are made-up words (spelling practice; see that module).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from num2words import num2words
 from astra.text_norm import normalize_text
 
 from .lexicon import Adjective, Language, Noun, Verb
+from .pseudowords import PseudoWords
 
 TEMPLATE_WEIGHTS = {"transitive": 0.4, "intransitive": 0.2, "number": 0.15, "location": 0.25}
 
@@ -31,12 +34,14 @@ class Sentence:
         text: ``normalize_text(raw)`` (the ``transcription``; what is scored).
         concepts: ids of the nouns, adjectives and verbs it uses.
         template: which template made it.
+        pseudo_words: its made-up words (normalised), if any.
     """
 
     raw: str
     text: str
     concepts: frozenset[str]
     template: str
+    pseudo_words: tuple[str, ...] = ()
 
 
 def _join(*parts: str) -> str:
@@ -120,6 +125,15 @@ class SentenceGrammar:
             words |= self._words_of_concept(concept)
         return frozenset(words - self.paired_vocabulary)
 
+    @cached_property
+    def lexicon_words(self) -> frozenset[str]:
+        """Every word of the lexicon (normalised): the paired vocabulary and the text-only words."""
+        return self.paired_vocabulary | self.text_only_words
+
+    def pseudo_words(self) -> PseudoWords:
+        """A source of made-up words that are none of :attr:`lexicon_words`."""
+        return PseudoWords(self.language, self.lexicon_words)
+
     # ---- sampling ----------------------------------------------------------------------
     def _noun_phrase(self, case: str, noun: Noun, adjective: Adjective) -> str:
         lang = self.language
@@ -128,18 +142,40 @@ class SentenceGrammar:
         body = _join(noun.form(case), adj) if lang.adjective_after_noun else _join(adj, noun.form(case))
         return _join(det, body)
 
-    def sample(self, rng: random.Random, include_held_out: bool = False) -> Sentence:
-        """Draw one sentence; held-out concepts only if ``include_held_out``."""
+    def sample(
+        self,
+        rng: random.Random,
+        include_held_out: bool = False,
+        pseudo_words: PseudoWords | None = None,
+        pseudo_fraction: float = 0.0,
+    ) -> Sentence:
+        """Draw one sentence; held-out concepts only if ``include_held_out``.
+
+        With ``pseudo_words``, the name and the object noun are each replaced by a made-up
+        word with probability ``pseudo_fraction``.
+        """
         lang = self.language
         kinds = list(TEMPLATE_WEIGHTS)
         kind = rng.choices(kinds, weights=[TEMPLATE_WEIGHTS[k] for k in kinds])[0]
+        made_up: list[str] = []
+
+        def made_up_instead() -> bool:  # no draw without a source: old corpora stay the same
+            return pseudo_words is not None and rng.random() < pseudo_fraction
+
         name = rng.choice(lang.names)
+        if "{name}" in lang.templates[kind] and made_up_instead():
+            name = pseudo_words.name(rng)
+            made_up.append(normalize_text(name.text))
         slots = {"name": name.text, "time": rng.choice(lang.times), "place": rng.choice(lang.places)}
         concepts: set[str] = set()
         if kind in ("transitive", "location"):
             noun: Noun = rng.choice(self._pool(lang.nouns, include_held_out))
             adj: Adjective = rng.choice(self._pool(lang.adjectives, include_held_out))
             concepts |= {noun.id, adj.id}
+            if made_up_instead():
+                concepts.discard(noun.id)  # the lexicon noun is not used after all
+                noun = pseudo_words.noun(rng)
+                made_up.append(normalize_text(noun.nom))
             slots["np_acc"] = self._noun_phrase("acc", noun, adj)
             slots["np_nom"] = self._noun_phrase("nom", noun, adj)
             slots["cop"] = lang.copula[noun.gender]
@@ -156,7 +192,9 @@ class SentenceGrammar:
             slots["number"] = num2words(rng.randint(1, self.number_max), lang=lang.num2words_lang)
         body = lang.templates[kind].format(**slots)
         raw = body[0].upper() + body[1:] + "."
-        return Sentence(raw=raw, text=normalize_text(raw), concepts=frozenset(concepts), template=kind)
+        return Sentence(
+            raw=raw, text=normalize_text(raw), concepts=frozenset(concepts), template=kind, pseudo_words=tuple(made_up)
+        )
 
     def uses_held_out(self, sentence: Sentence) -> bool:
         return bool(sentence.concepts & self.held_out)

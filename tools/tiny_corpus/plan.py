@@ -6,8 +6,9 @@ The splits of one language share no sentence (normalised text), and neither does
 unpaired text with any of them. ``pretrain`` is the larger paired set for ``astra pretrain``;
 ``train``/``validation``/``test`` are the small FLEURS-like target corpus (``train`` is the
 low-resource fine-tuning set). Paired ``pretrain``/``train``/``validation`` sentences never
-contain a held-out concept; ``test`` has a fixed fraction of sentences that do (so the text-only words
-can be scored) and is spoken only by the test voices, none of which speaks in training.
+contain a held-out concept (``pretrain`` may have made-up names and nouns); ``test`` has a
+fixed fraction of sentences that do (so the text-only words can be scored) and is spoken only
+by the test voices, none of which speaks in training.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class TinyCorpusConfig:
 
     languages: list[str] = field(default_factory=lambda: ["en_us", "de_de", "es_419", "it_it", "ru_ru"])
     pretrain_sentences: int = 500
+    pretrain_pseudo_word_fraction: float = 0.0  # chance that a pretrain name / object noun is made up
     train_sentences: int = 100
     validation_sentences: int = 40
     test_sentences: int = 80
@@ -58,6 +60,10 @@ class TinyCorpusConfig:
         for key in ("pretrain_sentences", "validation_sentences", "unpaired_sentences"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.pretrain_pseudo_word_fraction <= 1.0:
+            raise ValueError(
+                f"pretrain_pseudo_word_fraction must be in [0, 1], got {self.pretrain_pseudo_word_fraction}"
+            )
         if not 0.0 <= self.test_text_only_fraction <= 1.0:
             raise ValueError(f"test_text_only_fraction must be in [0, 1], got {self.test_text_only_fraction}")
         if self.test_text_only_fraction > 0 and not self.held_out_concepts:
@@ -126,15 +132,18 @@ def _draw_unique(
     include_held_out: bool,
     want_held_out: bool | None,
     what: str,
+    pseudo_fraction: float = 0.0,
 ) -> list[Sentence]:
     """``count`` sentences whose text is not in ``seen`` (which is updated).
 
     ``want_held_out``: True keeps only sentences with a held-out concept, False only
-    sentences without, None any.
+    sentences without, None any. ``pseudo_fraction``: the chance that a sentence's name or
+    object noun is a made-up word (:mod:`tiny_corpus.pseudowords`).
     Raises:
         ValueError: the grammar cannot produce that many new sentences.
     """
     out: list[Sentence] = []
+    pseudo_words = grammar.pseudo_words() if pseudo_fraction > 0 else None
     attempts = 0
     max_attempts = 200 * count + 1000
     while len(out) < count:
@@ -144,7 +153,7 @@ def _draw_unique(
                 f"{grammar.language.code}: could only draw {len(out)} of {count} distinct {what} "
                 f"sentences in {max_attempts} attempts; ask for fewer sentences"
             )
-        sentence = grammar.sample(rng, include_held_out=include_held_out)
+        sentence = grammar.sample(rng, include_held_out, pseudo_words, pseudo_fraction)
         if sentence.text in seen:
             continue
         if want_held_out is not None and grammar.uses_held_out(sentence) != want_held_out:
@@ -181,7 +190,8 @@ def plan_language(cfg: TinyCorpusConfig, code: str) -> LanguagePlan:
         grammar, _rng(cfg.seed, code, "train"), cfg.train_sentences, seen, False, False, "train"
     )
     sentences["pretrain"] = _draw_unique(
-        grammar, _rng(cfg.seed, code, "pretrain"), cfg.pretrain_sentences, seen, False, False, "pretrain"
+        grammar, _rng(cfg.seed, code, "pretrain"), cfg.pretrain_sentences, seen, False, False, "pretrain",
+        cfg.pretrain_pseudo_word_fraction,
     )
     unpaired = _draw_unique(
         grammar, _rng(cfg.seed, code, "unpaired"), cfg.unpaired_sentences, seen, True, None, "unpaired"
