@@ -208,6 +208,7 @@ def test_quick_recipe_end_to_end(tmp_path):
     assert corpus_summary["status"] == "complete"
     assert sorted(corpus_summary["languages"]) == LANGUAGES
     assert (work / "tokenizer.model").is_file()
+    assert any((work / "features").rglob("*.pt"))  # the training runs' fbank cache
     for run in ("pretrain", "finetune", "paired_only/pretrain", "paired_only/finetune"):
         assert (work / run / "DONE").is_file(), run
         ckpts = sorted((work / run / "checkpoints").glob("step-*"))

@@ -16,11 +16,12 @@
 #              and teacher-forced scores of the text-only words' tokens (text_only_scores.py)
 #
 # --quick: a few sentences and steps per stage (CI; under a minute on an idle 2-core machine).
-# Output: exp/tiny (or exp/tiny_quick); override with --work DIR or ASTRA_TINY_WORK.
+# Output: exp/tiny (or exp/tiny_quick); override with --work DIR or ASTRA_TINY_WORK. The fbank
+# cache of the training runs, WORK/features (~1.2 GB for the full corpus), can be deleted.
 # Extra `astra pretrain/finetune` settings: ASTRA_TINY_SET="optim.lr=1e-3 run.max_steps=100".
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
 compare=0
@@ -128,7 +129,10 @@ train_run() {  # train_run KIND(pretrain|finetune) OUT CONFIG [INIT] -- extra --
     say "$kind -> $out"
     local args=(--config "$config" --out-dir "$out" --resume)
     [ -n "$init" ] && args+=(--init "$init")
-    local base=(data.corpora="[$corpus]" data.tokenizer="$tokenizer" data.unpaired_text="$(unpaired_list)")
+    # fbank features are cached on disk after their first epoch (~17 % cheaper steps after it;
+    # tools/bench_train_step.py); every run of this work folder shares them
+    local base=(data.corpora="[$corpus]" data.tokenizer="$tokenizer" data.unpaired_text="$(unpaired_list)"
+                data.feature_cache="$work/features")
     mapfile -t set_args < <(sets "${base[@]}" "$@" "${extra_set[@]}")
     "$ASTRA" "$kind" "${args[@]}" "${set_args[@]}"
     touch "$out/DONE"
