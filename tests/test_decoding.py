@@ -108,6 +108,7 @@ def test_beam_searches_return_the_training_transcripts(overfit):
     model, speech = overfit["model"], overfit["speech"]
     refs = _references(speech)
     assert model.decode(speech, "aligner_beam", beam=4) == refs
+    assert model.decode(speech, "aligner_ctc_beam", beam=4, ctc_weight=0.3) == refs
     assert model.decode(speech, "rnnt_beam", beam=4) == refs
 
 

@@ -89,7 +89,7 @@ def test_evaluate_writes_consistent_outputs(tiny, tmp_path, capsys):
     assert "Real-time factor" in stdout
 
 
-@pytest.mark.parametrize("method", ["aligner_beam", "rnnt_greedy", "ctc_greedy"])
+@pytest.mark.parametrize("method", ["aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "ctc_greedy"])
 def test_evaluate_other_heads_and_searches(tiny, tmp_path, method):
     out = tmp_path / method
     assert _evaluate(tiny, out, "--method", method, "--beam", "2", "--languages", "en_us") == 0
@@ -117,6 +117,10 @@ def test_evaluate_user_errors(tiny, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(tiny.corpus)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    for flag, value in (("--ctc-weight", "1.5"), ("--beam", "0")):
+        for command in (["evaluate", "--data", str(tiny.corpus)], ["transcribe", str(tiny.audio)]):
+            assert main([*command, "--checkpoint", str(tiny.checkpoint), flag, value]) == 2
+            assert f"{flag} must be" in capsys.readouterr().err
 
 
 def test_transcribe_text_json_and_long_form(tiny, tmp_path, capsys):

@@ -85,7 +85,7 @@ def test_model_decode_forces_the_first_token_and_checks_its_arguments():
     model = AstraModel(preset("tiny"), vocab_size=V).eval()
     batch = _speech_batch(model, ["en_us", "de_de"])
     first = torch.tensor([4, 5])
-    for method in ("aligner_greedy", "aligner_beam"):
+    for method in ("aligner_greedy", "aligner_beam", "aligner_ctc_beam"):
         assert [h[0] for h in model.decode(batch, method, beam=3, first_tokens=first)] == [4, 5]
     with pytest.raises(ValueError, match="aligner"):
         model.decode(batch, "ctc_greedy", first_tokens=first)
@@ -114,7 +114,7 @@ class RecordingModel(torch.nn.Module):
         super().__init__()
         self.first_tokens = []
 
-    def decode(self, batch, method="aligner_greedy", beam=4, first_tokens=None):
+    def decode(self, batch, method="aligner_greedy", beam=4, first_tokens=None, ctc_weight=0.3):
         self.first_tokens.append(None if first_tokens is None else first_tokens.tolist())
         start = [] if first_tokens is None else [int(first_tokens[0])]
         return [start + [9] for _ in batch["keys"]]

@@ -215,19 +215,24 @@ def test_quick_recipe_end_to_end(tmp_path):
         assert ckpts, run
         for name in ("config.yaml", "model.safetensors", "tokenizer.model", "trainer_state.json"):
             assert (ckpts[-1] / name).is_file(), (run, name)
-    main = _check_eval(work / "eval" / "main", corpus)
-    paired = _check_eval(work / "eval" / "paired_only", corpus)
-    assert main["utterances"] == paired["utterances"]
-
     results_main = json.loads((work / "results_main.json").read_text(encoding="utf-8"))
-    _check_text_only(results_main, "text+ASTRA", corpus_summary)
-    compare = json.loads((work / "results_compare.json").read_text(encoding="utf-8"))
-    _check_text_only(compare, "text+ASTRA", corpus_summary)
-    _check_text_only(compare, "paired-only", corpus_summary)
-    for lang in LANGUAGES:
-        by_lang = {x["language"]: x["error_rate"] for x in main["languages"]}
-        assert compare["text+ASTRA"]["error_rate"][lang] == pytest.approx(by_lang[lang])
-    assert "Paired-only vs text-injected" in proc.stdout and "| **pooled** |" in proc.stdout
+    for suffix, decoder in (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam")):
+        main = _check_eval(work / "eval" / f"main{suffix}", corpus)
+        paired = _check_eval(work / "eval" / f"paired_only{suffix}", corpus)
+        assert main["utterances"] == paired["utterances"]
+        assert main["meta"]["method"] == paired["meta"]["method"]
+        _check_text_only(results_main, decoder, corpus_summary)
+        compare = json.loads((work / f"results_compare{suffix}.json").read_text(encoding="utf-8"))
+        _check_text_only(compare, "text+ASTRA", corpus_summary)
+        _check_text_only(compare, "paired-only", corpus_summary)
+        for lang in LANGUAGES:
+            by_lang = {x["language"]: x["error_rate"] for x in main["languages"]}
+            assert compare["text+ASTRA"]["error_rate"][lang] == pytest.approx(by_lang[lang])
+            assert results_main[decoder]["error_rate"][lang] == pytest.approx(by_lang[lang])
+    assert main["meta"]["method"] == "aligner_ctc_beam" and main["meta"]["ctc_weight"] == 0.3
+    for title in ("Paired-only vs text-injected, Aligner greedy", "Paired-only vs text-injected, Aligner + CTC beam"):
+        assert title in proc.stdout
+    assert "| **pooled** |" in proc.stdout
     token_scores = json.loads((work / "text_only_scores.json").read_text(encoding="utf-8"))
     assert sorted(token_scores) == ["paired-only", "text+ASTRA"]
     for entry in token_scores.values():

@@ -103,7 +103,7 @@ class FakeModel(torch.nn.Module):
         h = self.text_encoder(batch["tokens"]).mean(dim=1)
         return FakeOutput(losses={"text_aligner": self._loss(h, batch)}, counts={})
 
-    def decode(self, batch, method="aligner_greedy", beam=4):
+    def decode(self, batch, method="aligner_greedy", beam=4, ctc_weight=0.3):
         x = (batch["features"] - self.feature_mean) / self.feature_std
         logits = self.head(torch.tanh(self.shared(self.speech_encoder(x).mean(dim=1))))
         return [[int(i)] for i in logits.argmax(-1)]

@@ -12,7 +12,8 @@ joint output layers are scaled up so that one token dominates each step, as in a
 model (beam searches then keep their hypotheses to the end). This changes joint weights
 only (no shapes), so the cost per step is that of a real model. RNN-T greedy runs with one
 symbol per frame (like modified beam search); ``decode()``'s default allows 3, which costs
-one more joiner call per emitted token.
+one more joiner call per emitted token. The Aligner + CTC beam reads the untrained CTC head's
+(near-uniform) log-probs: its row measures the cost of CTC prefix scoring, not search quality.
 
 Usage: ``python tools/bench_decode.py [--preset NAME] [--repeats 5] [--vocab 1024] [--threads N]
 [--same-joint]``
@@ -105,6 +106,9 @@ def main() -> None:
         "RNN-T greedy": lambda: decoding.rnnt_greedy(model.rnnt, frames, enc_lens, max_symbols=1),
         "CTC greedy": lambda: ctc_head.greedy(ctc_in, enc_lens),
         f"Aligner beam {args.beam}": lambda: decoding.aligner_beam(model.aligner, frames, enc_lens, EOS_ID, args.beam),
+        f"Aligner + CTC beam {args.beam} (ctc_weight 0.3)": lambda: decoding.aligner_beam(
+            model.aligner, frames, enc_lens, EOS_ID, args.beam, ctc_log_probs=ctc_head(ctc_in), ctc_weight=0.3,
+        ),
         f"RNN-T beam {args.beam} (modified)": lambda: decoding.rnnt_beam(model.rnnt, frames, enc_lens, args.beam),
     }
     results = {"Encoding": (encode_ms, None)}

@@ -8,7 +8,7 @@ import argparse
 from astra.cli import UserError
 
 # = astra.model.DECODE_METHODS (kept here so that building the parser does not import torch)
-DECODE_METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
 
 
 def add_checkpoint_arguments(parser, device_group=None) -> None:
@@ -17,6 +17,22 @@ def add_checkpoint_arguments(parser, device_group=None) -> None:
                         help="checkpoint folder (or run folder: its latest checkpoint)")
     (device_group or parser).add_argument("--device", default="cpu",
                                           help="torch device (default: cpu)")
+
+
+def add_decode_arguments(parser, method_help: str) -> None:
+    """``--method``, ``--beam`` and ``--ctc-weight``; check them with :func:`check_decode_arguments`."""
+    parser.add_argument("--method", choices=DECODE_METHODS, default="aligner_greedy", help=method_help)
+    parser.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
+    parser.add_argument("--ctc-weight", type=float, default=0.3,
+                        help="aligner_ctc_beam: weight of the CTC head's prefix score, in [0, 1] (default: 0.3)")
+
+
+def check_decode_arguments(args: argparse.Namespace) -> None:
+    """:class:`UserError` for a bad ``--beam`` or ``--ctc-weight``."""
+    if args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    if not 0.0 <= args.ctc_weight <= 1.0:
+        raise UserError(f"--ctc-weight must be in [0, 1], got {args.ctc_weight}")
 
 
 def load_checkpoint(args: argparse.Namespace):

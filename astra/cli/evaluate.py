@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from astra.cli import UserError
-from astra.cli._common import DECODE_METHODS, add_checkpoint_arguments, load_checkpoint
+from astra.cli._common import (
+    add_checkpoint_arguments,
+    add_decode_arguments,
+    check_decode_arguments,
+    load_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +41,7 @@ def register(subparsers) -> None:
                      help="evaluate only these languages (default: every language found)")
     dec = p.add_argument_group("decoding")
     add_checkpoint_arguments(p, device_group=dec)
-    dec.add_argument("--method", choices=DECODE_METHODS, default="aligner_greedy",
-                     help="head and search (default: aligner_greedy)")
-    dec.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
+    add_decode_arguments(dec, "head and search (default: aligner_greedy)")
     dec.add_argument("--force-language", action="store_true",
                      help="decode each utterance in its data language: its <lang:xx> tag is forced "
                           "as the first output (models trained with data.language_tags; aligner_* "
@@ -107,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).is_dir():
             raise UserError(f"--data {d}: not a folder")
-    if args.beam < 1:
-        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    check_decode_arguments(args)
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     checkpoint, model, tokenizer, cfg = load_checkpoint(args)
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     cer_languages = args.cer_languages or list(DEFAULT_CER_LANGUAGES)
     try:
         result = evaluate_batches(
-            model, tokenizer, batches, method=args.method, beam=args.beam,
+            model, tokenizer, batches, method=args.method, beam=args.beam, ctc_weight=args.ctc_weight,
             normalize=not args.no_normalize, cer_languages=cer_languages,
             progress=not args.no_progress, total=total, force_language=args.force_language,
         )
@@ -146,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "method": args.method,
         "beam": args.beam,
+        "ctc_weight": args.ctc_weight if args.method == "aligner_ctc_beam" else None,
         "force_language": args.force_language,
         "normalize": not args.no_normalize,
         "cer_languages": cer_languages,

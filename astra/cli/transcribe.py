@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from astra.cli import UserError
-from astra.cli._common import DECODE_METHODS, add_checkpoint_arguments, load_checkpoint
+from astra.cli._common import (
+    add_checkpoint_arguments,
+    add_decode_arguments,
+    check_decode_arguments,
+    load_checkpoint,
+)
 
 
 def register(subparsers) -> None:
@@ -24,9 +29,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio file(s)")
     add_checkpoint_arguments(p)
-    p.add_argument("--method", choices=DECODE_METHODS, default="aligner_greedy",
-                   help="head and search for audio up to --chunk-seconds (default: aligner_greedy)")
-    p.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
+    add_decode_arguments(p, "head and search for audio up to --chunk-seconds (default: aligner_greedy)")
     p.add_argument("--chunk-seconds", type=float, default=14.0,
                    help="long-form chunk length in seconds (default: 14)")
     p.add_argument("--prime-tokens", type=int, default=10,
@@ -42,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [a for a in args.audio if not Path(a).is_file()]
     if missing:
         raise UserError(f"audio file(s) not found: {', '.join(missing)}")
-    if args.beam < 1:
-        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    check_decode_arguments(args)
     if args.chunk_seconds <= 0:
         raise UserError(f"--chunk-seconds must be > 0, got {args.chunk_seconds}")
     if args.prime_tokens < 0:
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             t = transcribe_file(
                 model, tokenizer, path, method=args.method, beam=args.beam,
-                chunk_seconds=args.chunk_seconds, prime_tokens=args.prime_tokens,
+                ctc_weight=args.ctc_weight, chunk_seconds=args.chunk_seconds, prime_tokens=args.prime_tokens,
                 device=args.device,
             )
         except ValueError as e:  # unreadable, empty or too short audio: report, go on

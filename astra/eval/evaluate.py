@@ -17,7 +17,7 @@ from astra.eval.metrics import DEFAULT_CER_LANGUAGES, ScoreSummary, UtteranceSco
 
 log = logging.getLogger(__name__)
 
-DECODE_METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
 FRAME_SECONDS = 0.01  # fbank frame shift, used when a batch has no "durations"
 
 
@@ -91,14 +91,16 @@ def language_tag_ids(tokenizer, languages: Sequence[str]):
     return torch.tensor([tokenizer.language_id(lang) for lang in languages], dtype=torch.long)
 
 
-def _decode_batch(model, batch: dict, method: str, beam: int, min_frames: int, tokenizer, force_language: bool):
+def _decode_batch(
+    model, batch: dict, method: str, beam: int, min_frames: int, tokenizer, force_language: bool, ctc_weight: float
+):
     """Hypotheses of one batch; utterances shorter than ``min_frames`` get ``[]``."""
 
     def decode(part: dict) -> list[list[int]]:
         if not force_language:
-            return model.decode(part, method=method, beam=beam)
+            return model.decode(part, method=method, beam=beam, ctc_weight=ctc_weight)
         first = language_tag_ids(tokenizer, part["languages"]).to(part["feature_lens"].device)
-        return model.decode(part, method=method, beam=beam, first_tokens=first)
+        return model.decode(part, method=method, beam=beam, first_tokens=first, ctc_weight=ctc_weight)
 
     lens = batch["feature_lens"].tolist()
     ok = [i for i, n in enumerate(lens) if n >= min_frames]
@@ -121,6 +123,7 @@ def decode_batches(
     progress: bool = True,
     total: int | None = None,
     force_language: bool = False,
+    ctc_weight: float = 0.3,
 ) -> DecodeResult:
     """Decode speech batches (CONTRIBUTING.md "Batches") into text.
 
@@ -131,6 +134,7 @@ def decode_batches(
             ``keys``, ``languages``, ``texts`` and ``durations [B]`` seconds.
         method: one of :data:`DECODE_METHODS`.
         beam: beam size of the beam-search methods.
+        ctc_weight: weight of the CTC prefix score in ``aligner_ctc_beam``.
         progress: show a tqdm progress bar (utterances) on stderr.
         total: number of utterances for the progress bar (``None``: unknown).
         force_language: decode each utterance in its known language (``batch["languages"]``):
@@ -164,7 +168,7 @@ def decode_batches(
             if device is not None:
                 batch = _to_device(batch, device)
             start = time.perf_counter()
-            ids, short = _decode_batch(model, batch, method, beam, min_frames, tokenizer, force_language)
+            ids, short = _decode_batch(model, batch, method, beam, min_frames, tokenizer, force_language, ctc_weight)
             result.decode_seconds += time.perf_counter() - start
             result.too_short += [batch["keys"][i] for i in short]
             if len(ids) != len(batch["keys"]):
@@ -196,7 +200,7 @@ def evaluate_batches(
     cer_languages: Sequence[str] = DEFAULT_CER_LANGUAGES,
     **decode_options,
 ) -> EvaluationResult:
-    """Decode (:func:`decode_batches`; ``decode_options``: its ``method``, ``beam``,
+    """Decode (:func:`decode_batches`; ``decode_options``: its ``method``, ``beam``, ``ctc_weight``,
     ``progress``, ``total``, ``force_language``) and score (:func:`astra.eval.metrics.score_corpus` with
     ``normalize`` and ``cer_languages``)."""
     decoded = decode_batches(model, tokenizer, batches, **decode_options)

@@ -57,6 +57,7 @@ def transcribe_file(
     path: str | Path,
     method: str = "aligner_greedy",
     beam: int = 4,
+    ctc_weight: float = 0.3,
     chunk_seconds: float = 14.0,
     prime_tokens: int = 10,
     device: str = "cpu",
@@ -83,7 +84,7 @@ def transcribe_file(
             used = "aligner_greedy (long form)"
         else:
             batch = single_batch(features, key=str(path))
-            ids = model.decode(batch, method=method, beam=beam)[0]
+            ids = model.decode(batch, method=method, beam=beam, ctc_weight=ctc_weight)[0]
             used = method
     elapsed = time.perf_counter() - start
     if long_form and method != "aligner_greedy":

@@ -28,6 +28,7 @@ U+1 frames, can be trained on text; ASTRA compares S with the first U text frame
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -47,8 +48,9 @@ from astra.model.rnnt_head import LATTICES, RnntHead, RnntLosses, emit_occupancy
 logger = logging.getLogger(__name__)
 
 BLANK_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
-DECODE_METHODS = ("aligner_greedy", "aligner_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
 FRAMES_PER_SECOND = 100  # astra.features: 10 ms shift
+CTC_CANDIDATES_PER_BEAM = 1.5  # aligner_ctc_beam: CTC scores the Aligner's best 1.5 x beam tokens (ESPnet's pre-beam)
 
 
 @dataclass
@@ -422,12 +424,15 @@ class AstraModel(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, batch: dict, method: str = "aligner_greedy", beam: int = 4, first_tokens: Tensor | None = None
+        self, batch: dict, method: str = "aligner_greedy", beam: int = 4, first_tokens: Tensor | None = None,
+        ctc_weight: float = 0.3,
     ) -> list[list[int]]:
         """Token ids per utterance of a speech batch (methods: ``DECODE_METHODS``).
 
         ``first_tokens [B]``: ids forced as every hypothesis' first token (the ``<lang:xx>``
-        tag of a known language); Aligner methods only."""
+        tag of a known language); Aligner methods only. ``ctc_weight``: weight of the CTC
+        prefix score in ``aligner_ctc_beam`` (Aligner beam search joint with the CTC head,
+        which scores each hypothesis' ``CTC_CANDIDATES_PER_BEAM * beam`` best Aligner tokens)."""
         if method not in DECODE_METHODS:
             raise ValueError(f"decode method {method!r}: use one of {DECODE_METHODS}")
         if first_tokens is not None:
@@ -442,10 +447,12 @@ class AstraModel(nn.Module):
         cfg = self.cfg
         if method.startswith("rnnt") and self.rnnt is None:
             raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
-        if method == "ctc_greedy" and self.ctc is None and self.inter_ctc is None:
-            raise ValueError("decode method 'ctc_greedy' needs model.top_ctc or model.inter_ctc_layer")
+        if method in ("ctc_greedy", "aligner_ctc_beam") and self.ctc is None and self.inter_ctc is None:
+            raise ValueError(f"decode method {method!r} needs model.top_ctc or model.inter_ctc_layer")
+        if method == "aligner_ctc_beam" and not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
         layer = {"rnnt_greedy": cfg.rnnt_layer, "rnnt_beam": cfg.rnnt_layer}.get(method)
-        if method == "ctc_greedy":
+        if method in ("ctc_greedy", "aligner_ctc_beam"):
             layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
         wanted = () if layer is None else (layer,)
         top, enc_lens, layers = self.forward_encoder(features, lens, wanted)
@@ -453,11 +460,17 @@ class AstraModel(nn.Module):
             return decoding.aligner_greedy(self.aligner, top, enc_lens, EOS_ID, first_tokens=first_tokens)
         if method == "aligner_beam":
             return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens)
+        head = self.ctc if self.ctc is not None else self.inter_ctc
+        if method == "aligner_ctc_beam":
+            return decoding.aligner_beam(
+                self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens,
+                ctc_log_probs=head(layers.get(layer, top)), ctc_weight=ctc_weight, blank_id=BLANK_ID,
+                ctc_candidates=math.ceil(CTC_CANDIDATES_PER_BEAM * beam),
+            )
         if method == "rnnt_greedy":
             return decoding.rnnt_greedy(self.rnnt, layers[layer], enc_lens)
         if method == "rnnt_beam":
             return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam)
-        head = self.ctc if self.ctc is not None else self.inter_ctc
         return head.greedy(layers.get(layer, top), enc_lens)
 
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Decoders: Aligner greedy/beam, RNN-T greedy/modified beam, CTC greedy (in ctc_head).
+"""Decoders: Aligner greedy/beam (optionally joint with CTC prefix scores), RNN-T greedy/modified beam, CTC greedy (in ctc_head).
 
 Legend: B batch, T' encoder frames, U tokens, D model dim, P prediction width, V vocabulary.
 All functions run under ``torch.no_grad()`` on encoder outputs and return token ids per
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from astra.model.aligner_decoder import AlignerDecoder
+from astra.model.ctc_prefix_score import CtcPrefixScorer
 from astra.model.rnnt_head import RnntHead
 
 
@@ -76,28 +77,48 @@ def aligner_greedy(
 @torch.no_grad()
 def aligner_beam(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
-    first_tokens: Tensor | None = None,
+    first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
+    blank_id: int = 0, ctc_candidates: int | None = None,
 ) -> list[list[int]]:
-    """Batched Aligner beam search.
+    """Batched Aligner beam search, optionally joint with CTC prefix scores.
 
     At frame i each of the ``beam`` live hypotheses of an utterance is extended by every
     token; ``<eos>`` ends a hypothesis (so does the utterance's last frame, like greedy
     decoding); the ``beam`` best continuations stay live. An utterance stops when no live
     hypothesis can beat its best finished one (scores only decrease); the best finished
-    hypothesis (total log-prob) is returned. ``first_tokens [B]``: as in
-    :func:`aligner_greedy`, every hypothesis starts with it.
+    hypothesis is returned. ``first_tokens [B]``: as in :func:`aligner_greedy`, every
+    hypothesis starts with it.
+
+    Score of a hypothesis h: ``(1 - w) log P_aligner(h) + w psi(h)``, ``w = ctc_weight``,
+    where ``psi`` is the CTC prefix score of ``ctc_log_probs [B, T', V]`` (blank
+    ``blank_id``; :mod:`astra.model.ctc_prefix_score`) and, for a finished hypothesis,
+    ``log P_ctc(h)``: CTC vetoes words the audio does not contain and endings that leave
+    audio unexplained (joint CTC/attention decoding, Watanabe et al. 2017). A hypothesis cut
+    by the last frame keeps its prefix score. ``ctc_log_probs=None``: the Aligner alone.
+    ``ctc_candidates``: CTC scores only each hypothesis' ``ctc_candidates`` most likely
+    Aligner tokens, the others are dropped (ESPnet's pre-beam; ``None``: every token).
     """
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+    if ctc_weight > 0 and ctc_log_probs is None:
+        raise ValueError("ctc_weight > 0 needs ctc_log_probs")
+    if ctc_candidates is not None and ctc_candidates < 1:
+        raise ValueError(f"ctc_candidates must be >= 1 or None, got {ctc_candidates}")
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
     enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
     g, state = decoder.start_state(batch * beam, device)  # rows b * beam + k
-    scores = torch.full((batch, beam), float("-inf"), device=device)
-    scores[:, 0] = 0.0
+    rows = torch.arange(batch, device=device)
+    scorer = ctc = None
+    if ctc_weight > 0:
+        scorer = CtcPrefixScorer(ctc_log_probs, lengths, blank_id, rows.repeat_interleave(beam))
+        ctc = scorer.initial_state()
+    aligner_scores = torch.full((batch, beam), float("-inf"), device=device)
+    aligner_scores[:, 0] = 0.0
     history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
     best_scores = torch.full((batch,), float("-inf"), device=device)
     best: list[list[int]] = [[] for _ in range(batch)]
     live = lengths > 0
-    rows = torch.arange(batch, device=device)
     for i in range(frames):
         if not bool(live.any()):
             break
@@ -106,8 +127,19 @@ def aligner_beam(
         if i == 0 and first_tokens is not None:  # only the forced token, at no cost
             forced = first_tokens.to(device=device, dtype=torch.long).repeat_interleave(beam)[:, None]
             logp = torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
-        total = scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
-        vocab = total.size(-1)
+        aligner_total = aligner_scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
+        vocab = aligner_total.size(-1)
+        if scorer is None:
+            total = aligner_total.clone()
+        else:
+            if ctc_candidates is None or ctc_candidates >= vocab:
+                psi = scorer.scores(ctc)
+            else:  # CTC scores only the Aligner's best candidates of each hypothesis
+                candidates = logp.topk(ctc_candidates, dim=-1).indices  # [B*K, C]
+                psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, scorer.scores(ctc, candidates))
+            psi[:, eos_id] = ctc.full_score()
+            total = (1.0 - ctc_weight) * aligner_total + ctc_weight * psi.view(batch, beam, vocab)
+            total = total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
         # hypotheses ending here: <eos>, or any token on the utterance's last frame
         last = live & (lengths == i + 1)
         end_scores = total[:, :, eos_id].clone()
@@ -135,7 +167,9 @@ def aligner_beam(
         parents, tokens = top_index // vocab, top_index % vocab
         flat = (rows[:, None] * beam + parents).flatten()
         history = torch.cat([history[rows[:, None], parents], tokens[:, :, None]], dim=2)
-        scores = top_scores
+        aligner_scores = aligner_total.view(batch, -1).gather(1, top_index)
+        if scorer is not None:
+            ctc = scorer.extend(ctc, flat, tokens.flatten())
         g, state = decoder.step(tokens.flatten(), (state[0][:, flat], state[1][:, flat]))
     return best
 

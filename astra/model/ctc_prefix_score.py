@@ -1,0 +1,118 @@
+"""CTC prefix scores of hypotheses that grow by one token per step (Watanabe et al., 2017).
+
+Legend: B batch, N hypotheses (``B * K`` for a beam of K), T' encoder frames, V vocabulary.
+
+The prefix score of a token sequence h is ``psi(h) = log sum P(pi)`` over the CTC paths pi
+whose collapsed output *starts with* h; the score of a complete hypothesis is
+``log P_ctc(h)``, the paths that collapse to exactly h (``-ctc_loss``). Both never increase
+as h grows, so a beam search that adds ``ctc_weight * psi`` keeps its stopping rule.
+
+Per hypothesis the state is the forward variables ``r_n[t]`` / ``r_b[t]``: the log
+probability of the paths over frames ``0..t`` that collapse to h and end in a non-blank /
+blank frame. Frames at or beyond an utterance's length emit blank with probability 1, so
+``logaddexp(r_n, r_b)`` at the last padded frame is ``log P_ctc(h)`` for every utterance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+LOG_FLOOR = -1e4  # log-probs below this count as impossible (keeps cumulative sums finite)
+
+
+@dataclass
+class CtcPrefixState:
+    """Forward variables of N hypotheses: ``r_n``, ``r_b`` ``[T', N]``; ``last [N]`` the last
+    token of each hypothesis (-1: empty)."""
+
+    r_n: Tensor
+    r_b: Tensor
+    last: Tensor
+
+    def full_score(self) -> Tensor:
+        """``[N]``: ``log P_ctc(h)`` of each hypothesis as a complete output."""
+        return torch.logaddexp(self.r_n[-1], self.r_b[-1])
+
+
+class CtcPrefixScorer:
+    """Prefix scores for N hypotheses over the CTC log-probs of B utterances.
+
+    Args:
+        log_probs: ``[B, T', V]`` CTC log-probabilities (blank included).
+        lengths: ``[B]`` valid frames per utterance.
+        blank_id: the CTC blank.
+        rows: ``[N]`` utterance index of each hypothesis (e.g. ``arange(B).repeat_interleave(K)``).
+    """
+
+    def __init__(self, log_probs: Tensor, lengths: Tensor, blank_id: int, rows: Tensor) -> None:
+        if log_probs.dim() != 3:
+            raise ValueError(f"log_probs must be [B, T', V], got shape {tuple(log_probs.shape)}")
+        batch, frames, _ = log_probs.shape
+        if lengths.shape != (batch,):
+            raise ValueError(f"lengths must be [{batch}], got shape {tuple(lengths.shape)}")
+        x = log_probs.float().transpose(0, 1)  # [T', B, V]
+        beyond = torch.arange(frames, device=x.device)[:, None] >= lengths.to(x.device)[None, :]  # [T', B]
+        x = x.masked_fill(beyond[:, :, None], NEG_INF)
+        x[:, :, blank_id] = x[:, :, blank_id].masked_fill(beyond, 0.0)
+        self.x = x[:, rows]  # [T', N, V]
+        self.blank_id = blank_id
+
+    def initial_state(self) -> CtcPrefixState:
+        """The empty hypothesis: only blank frames so far."""
+        r_b = self.x[:, :, self.blank_id].cumsum(dim=0)
+        n = r_b.size(1)
+        return CtcPrefixState(torch.full_like(r_b, NEG_INF), r_b, torch.full((n,), -1, dtype=torch.long, device=r_b.device))
+
+    @staticmethod
+    def _phi(r_n: Tensor, r_b: Tensor, last: Tensor, tokens: Tensor) -> Tensor:
+        """``[T', N, C]``: log-prob of the paths for h that may be followed by a new frame of
+        token ``tokens [N, C]`` (``r_b`` only when it repeats h's last token ``last [N]``)."""
+        repeat = (tokens == last[:, None])[None]  # [1, N, C]
+        return torch.where(repeat, r_b[:, :, None], torch.logaddexp(r_n, r_b)[:, :, None])
+
+    def scores(self, state: CtcPrefixState, tokens: Tensor | None = None) -> Tensor:
+        """``[N, C]``: ``psi(h + c)`` for the candidate tokens c of each hypothesis, ``tokens
+        [N, C]`` (default: every token, C = V; the blank's score is -inf; callers score an end
+        of hypothesis with :meth:`CtcPrefixState.full_score`)."""
+        frames, n, vocab = self.x.shape
+        if tokens is None:
+            tokens = torch.arange(vocab, device=self.x.device).expand(n, vocab)
+        x_c = self.x.gather(2, tokens[None].expand(frames, -1, -1))  # [T', N, C]
+        phi = self._phi(state.r_n, state.r_b, state.last, tokens)
+        empty = (state.last < 0)[:, None]  # only the empty hypothesis may start at frame 0
+        first = torch.where(empty, x_c[0], torch.full_like(x_c[0], NEG_INF))  # [N, C]
+        later = phi[:-1] + x_c[1:]  # [T'-1, N, C]: paths whose first frame of c is t >= 1
+        psi = torch.logsumexp(torch.cat([first[None], later], dim=0), dim=0)
+        return psi.masked_fill(tokens == self.blank_id, NEG_INF)
+
+    def extend(self, state: CtcPrefixState, parents: Tensor, tokens: Tensor) -> CtcPrefixState:
+        """Forward variables of ``h[parents[j]] + tokens[j]`` for each new hypothesis j
+        (``parents``, ``tokens`` ``[N]``); the new hypothesis j keeps row j's utterance.
+
+        The recursions ``r_n[t] = (r_n[t-1] + phi[t-1]) x_c[t]`` and ``r_b[t] = (r_b[t-1] +
+        r_n[t-1]) x_b[t]`` (probability space) are first-order linear, so each is one
+        cumulative sum and one ``logcumsumexp`` over T' instead of a loop over frames."""
+        phi = self._phi(state.r_n[:, parents], state.r_b[:, parents], state.last[parents], tokens[:, None])
+        phi = phi[:, :, 0].double()  # [T', N]
+        columns = torch.arange(tokens.numel(), device=tokens.device)
+        x_c = self.x[:, columns, tokens].double().clamp(min=LOG_FLOOR)  # [T', N]
+        x_b = self.x[:, :, self.blank_id].double().clamp(min=LOG_FLOOR)
+        empty = state.last[parents] < 0
+        # r_n: a path starts its first frame of c at s (s = 0 only for the empty prefix)
+        start = torch.cat([torch.where(empty, 0.0, NEG_INF)[None].to(phi), phi[:-1]])  # [T', N]
+        r_n = _linear_recursion(start, x_c)
+        r_b = _linear_recursion(torch.cat([torch.full_like(r_n[:1], NEG_INF), r_n[:-1]]), x_b)
+        return CtcPrefixState(r_n.float(), r_b.float(), tokens.clone())
+
+
+def _linear_recursion(start: Tensor, log_x: Tensor) -> Tensor:
+    """``r[t] = logaddexp(r[t-1], start[t]) + log_x[t]`` with ``r[-1] = -inf`` for all t at
+    once: ``r[t] = C[t] + logcumsumexp_s(start[s] - C[s-1])``, C the cumulative sum of
+    ``log_x`` (``[T', N]``, float64 and finite, so the differences stay exact)."""
+    cum = log_x.cumsum(dim=0)
+    before = torch.cat([torch.zeros_like(cum[:1]), cum[:-1]])
+    return cum + torch.logcumsumexp(start - before, dim=0)
