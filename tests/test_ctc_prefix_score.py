@@ -114,7 +114,8 @@ def test_joint_beam_follows_ctc_when_the_aligner_knows_nothing():
     lengths = torch.tensor([frames])
     ctc = _peaked_ctc([5, 5, BLANK, 6, 7, 7], vocab, frames)
     for weight in (0.3, 1.0):
-        hyp = aligner_beam(decoder, enc, lengths, EOS, beam=4, ctc_log_probs=ctc, ctc_weight=weight, blank_id=BLANK)
+        hyp = aligner_beam(decoder, enc, lengths, EOS, beam=4, ctc_log_probs=ctc, ctc_weight=weight, blank_id=BLANK,
+                           ctc_candidates=vocab)  # a uniform Aligner ranks no token above another
         assert hyp == [[5, 6, 7]], weight
     # the Aligner alone is uniform: <eos> ties with every token, the first frame ends it
     assert aligner_beam(decoder, enc, lengths, EOS, beam=4) != [[5, 6, 7]]
@@ -152,9 +153,10 @@ def test_joint_beam_with_candidates_keeps_the_result_of_a_confident_model():
     ctc = _peaked_ctc([5, 5, BLANK, 6, 7, 7], vocab, frames)
     options = dict(ctc_log_probs=ctc, ctc_weight=0.3, blank_id=BLANK)
     assert aligner_beam(decoder, enc, lengths, EOS, beam=2, ctc_candidates=4, **options) == [[5, 6, 7]]
-    assert aligner_beam(decoder, enc, lengths, EOS, beam=2, **options) == [[5, 6, 7]]
-    # token 6 is not among the Aligner's best 3: the CTC head never sees it
+    assert aligner_beam(decoder, enc, lengths, EOS, beam=2, ctc_candidates=vocab, **options) == [[5, 6, 7]]
+    # token 6 is not among the Aligner's best 3 (= the default for beam 2): the CTC head never sees it
     assert 6 not in aligner_beam(decoder, enc, lengths, EOS, beam=2, ctc_candidates=3, **options)[0]
+    assert 6 not in aligner_beam(decoder, enc, lengths, EOS, beam=2, **options)[0]
 
 
 def test_bad_ctc_weight_is_a_clear_error():

@@ -28,7 +28,6 @@ U+1 frames, can be trained on text; ASTRA compares S with the first U text frame
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -50,7 +49,6 @@ logger = logging.getLogger(__name__)
 BLANK_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
 FRAMES_PER_SECOND = 100  # astra.features: 10 ms shift
-CTC_CANDIDATES_PER_BEAM = 1.5  # aligner_ctc_beam: CTC scores the Aligner's best 1.5 x beam tokens (ESPnet's pre-beam)
 
 
 @dataclass
@@ -431,8 +429,7 @@ class AstraModel(nn.Module):
 
         ``first_tokens [B]``: ids forced as every hypothesis' first token (the ``<lang:xx>``
         tag of a known language); Aligner methods only. ``ctc_weight``: weight of the CTC
-        prefix score in ``aligner_ctc_beam`` (Aligner beam search joint with the CTC head,
-        which scores each hypothesis' ``CTC_CANDIDATES_PER_BEAM * beam`` best Aligner tokens)."""
+        prefix score in ``aligner_ctc_beam`` (Aligner beam search joint with the CTC head)."""
         if method not in DECODE_METHODS:
             raise ValueError(f"decode method {method!r}: use one of {DECODE_METHODS}")
         if first_tokens is not None:
@@ -465,7 +462,6 @@ class AstraModel(nn.Module):
             return decoding.aligner_beam(
                 self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens,
                 ctc_log_probs=head(layers.get(layer, top)), ctc_weight=ctc_weight, blank_id=BLANK_ID,
-                ctc_candidates=math.ceil(CTC_CANDIDATES_PER_BEAM * beam),
             )
         if method == "rnnt_greedy":
             return decoding.rnnt_greedy(self.rnnt, layers[layer], enc_lens)

@@ -16,6 +16,8 @@ from astra.model.aligner_decoder import AlignerDecoder
 from astra.model.ctc_prefix_score import CtcPrefixScorer
 from astra.model.rnnt_head import RnntHead
 
+CTC_CANDIDATES_PER_BEAM = 1.5  # aligner_beam with CTC: tokens scored by CTC per hypothesis, x beam
+
 
 def _encoder_half(decoder: AlignerDecoder, encoder_out: Tensor) -> Tensor:
     """``[B, T', D] -> [B, T', J]``: ``W_e h + b_e + b_p``, the part of the Aligner joint
@@ -96,14 +98,17 @@ def aligner_beam(
     audio unexplained (joint CTC/attention decoding, Watanabe et al. 2017). A hypothesis cut
     by the last frame keeps its prefix score. ``ctc_log_probs=None``: the Aligner alone.
     ``ctc_candidates``: CTC scores only each hypothesis' ``ctc_candidates`` most likely
-    Aligner tokens, the others are dropped (ESPnet's pre-beam; ``None``: every token).
+    Aligner tokens, the others are dropped (ESPnet's pre-beam; default ``ceil(1.5 * beam)``;
+    the vocabulary size or more: every token, ~V / C times the CTC cost).
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
     if ctc_weight > 0 and ctc_log_probs is None:
         raise ValueError("ctc_weight > 0 needs ctc_log_probs")
-    if ctc_candidates is not None and ctc_candidates < 1:
-        raise ValueError(f"ctc_candidates must be >= 1 or None, got {ctc_candidates}")
+    if ctc_candidates is None:
+        ctc_candidates = math.ceil(CTC_CANDIDATES_PER_BEAM * beam)
+    if ctc_candidates < 1:
+        raise ValueError(f"ctc_candidates must be >= 1, got {ctc_candidates}")
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
     enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
@@ -132,7 +137,7 @@ def aligner_beam(
         if scorer is None:
             total = aligner_total.clone()
         else:
-            if ctc_candidates is None or ctc_candidates >= vocab:
+            if ctc_candidates >= vocab:
                 psi = scorer.scores(ctc)
             else:  # CTC scores only the Aligner's best candidates of each hypothesis
                 candidates = logp.topk(ctc_candidates, dim=-1).indices  # [B*K, C]
