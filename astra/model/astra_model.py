@@ -446,8 +446,6 @@ class AstraModel(nn.Module):
             raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
         if method in ("ctc_greedy", "aligner_ctc_beam") and self.ctc is None and self.inter_ctc is None:
             raise ValueError(f"decode method {method!r} needs model.top_ctc or model.inter_ctc_layer")
-        if method == "aligner_ctc_beam" and not 0.0 <= ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
         layer = {"rnnt_greedy": cfg.rnnt_layer, "rnnt_beam": cfg.rnnt_layer}.get(method)
         if method in ("ctc_greedy", "aligner_ctc_beam"):
             layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer

@@ -137,11 +137,8 @@ def aligner_beam(
         if scorer is None:
             total = aligner_total.clone()
         else:
-            if ctc_candidates >= vocab:
-                psi = scorer.scores(ctc)
-            else:  # CTC scores only the Aligner's best candidates of each hypothesis
-                candidates = logp.topk(ctc_candidates, dim=-1).indices  # [B*K, C]
-                psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, scorer.scores(ctc, candidates))
+            candidates = logp.topk(min(ctc_candidates, vocab), dim=-1).indices  # [B*K, C]: the Aligner's best
+            psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, scorer.scores(ctc, candidates))
             psi[:, eos_id] = ctc.full_score()
             total = (1.0 - ctc_weight) * aligner_total + ctc_weight * psi.view(batch, beam, vocab)
             total = total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
