@@ -44,6 +44,9 @@ SETUP_PY = textwrap.dedent(
                          "src/py_fast_rnnt.cpp"],
                 include_dirs=["."],
                 extra_compile_args=["-O3", "-std=c++17"],
+                # the extension sits in site-packages next to torch/: without an rpath to
+                # torch's libraries, "import fast_rnnt" fails unless torch was imported first
+                extra_link_args=["-Wl,-rpath,$ORIGIN/torch/lib"],
             )
         ],
         cmdclass={{"build_ext": BuildExtension.with_options(use_ninja=False)}},
@@ -57,7 +60,7 @@ def log(msg: str) -> None:
 
 
 def works() -> bool:
-    """True when fast_rnnt imports and its rnnt_loss matches torchaudio's on a small case."""
+    """True when fast_rnnt imports on its own and its rnnt_loss matches torchaudio's on a small case."""
     code = textwrap.dedent(
         """
         import torch, torchaudio, fast_rnnt
@@ -72,6 +75,9 @@ def works() -> bool:
         assert torch.allclose(ref, got, rtol=1e-4), (ref, got)
         """
     )
+    alone = subprocess.run([sys.executable, "-c", "import fast_rnnt"], capture_output=True)
+    if alone.returncode != 0:  # must import without torch imported first (rpath to torch/lib)
+        return False
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
