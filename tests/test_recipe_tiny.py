@@ -71,6 +71,7 @@ def test_report_counts_text_only_words_and_compares(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "text_only_words.json").write_text(json.dumps({"en_us": ["basket", "yellow"], "ru_ru": ["ваза"]}))
+    (corpus / "unseen_words.json").write_text(json.dumps({"en_us": ["car"], "ru_ru": []}))
     rows_base = [
         ("en_us", "anna sold the yellow basket", "anna sold the blue bask"),   # 0 of 2
         ("en_us", "tom saw the red car", "tom saw the red car"),
@@ -96,6 +97,13 @@ def test_report_counts_text_only_words_and_compares(tmp_path, capsys):
     assert data["text+ASTRA"]["text_only"]["en_us"] == {"occurrences": 2, "recognised": 2, "error_rate": 0.0}
     assert data["text+ASTRA"]["text_only_pooled"]["error_rate"] == pytest.approx(1 / 3)
     assert data["text_only_pooled_relative_reduction"] == pytest.approx(2 / 3)
+    assert data["paired-only"]["unseen_pooled"] == {"occurrences": 1, "recognised": 1, "error_rate": 0.0}
+    # WER of the sentences holding a text-only word: en "yellow basket" (2 of 5 wrong) and ru (2 of 3)
+    assert data["paired-only"]["text_only_sentences_wer"]["en_us"] == pytest.approx(2 / 5)
+    assert data["paired-only"]["text_only_sentences_wer_pooled"] == pytest.approx(4 / 8)
+    assert data["text+ASTRA"]["text_only_sentences_wer"]["en_us"] == 0.0
+    # CER, spaces included: "tom saw a red car" vs "tom saw the red car" -> 3 edits of 19 chars
+    assert data["text+ASTRA"]["cer"]["en_us"] == pytest.approx(3 / (27 + 19))
     assert out.with_suffix(".md").read_text() == table
 
 

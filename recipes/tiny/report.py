@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Tables of the tiny recipe: per-language WER and the error rate on the text-only words.
+"""Tables of the tiny recipe: WER, CER and the error rates on text-only and unseen words.
 
     python recipes/tiny/report.py --corpus exp/tiny/corpus --eval "text+ASTRA=exp/tiny/eval/main" \
         [--eval "paired-only=exp/tiny/eval/paired_only"] [--out exp/tiny/results]
@@ -9,9 +9,15 @@ Each ``--eval NAME=DIR`` is an ``astra evaluate`` output folder (``results.json`
 references' occurrences of its text-only words (``CORPUS/text_only_words.json``: words that
 occur in the unpaired text but in no paired training transcript) that the hypothesis does
 not reproduce: the word is substituted or deleted in the word alignment (jiwer) of its
-utterance. With two evaluations (baseline first) the tables are printed side by side, with
-the relative reduction of the text-only word error rate of the second over the first.
-Writes ``OUT.md`` and ``OUT.json`` (unknown rates are ``null``).
+utterance. The **unseen word error rate** is the same for the words that occur in no training
+text at all (``CORPUS/unseen_words.json``; ``n/a`` when the corpus has no such file). Also
+reported per system: CER (jiwer's character alignment, spaces included) and the WER of the
+test sentences that contain at least one text-only word.
+
+The first table compares the systems on the pooled test set (all languages), one row per
+system; the second gives every language. With two or more evaluations (baseline first) the
+last column is the relative reduction of each system's text-only word error rate over the
+first's. Writes ``OUT.md`` and ``OUT.json`` (unknown rates are ``null``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,18 @@ class TextOnlyCounts:
 
 
 @dataclass
+class EditCounts:
+    """Edit operations (substitutions + deletions + insertions) against reference units."""
+
+    errors: int = 0
+    units: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.units if self.units else math.nan
+
+
+@dataclass
 class Evaluation:
     """One ``astra evaluate`` folder: WER per language, pooled, macro, text-only counts."""
 
@@ -47,13 +65,29 @@ class Evaluation:
     macro: float
     metric: str
     text_only: dict[str, TextOnlyCounts] = field(default_factory=dict)
+    unseen: dict[str, TextOnlyCounts] = field(default_factory=dict)
+    chars: dict[str, EditCounts] = field(default_factory=dict)
+    text_only_sentences: dict[str, EditCounts] = field(default_factory=dict)
 
     def text_only_pooled(self) -> TextOnlyCounts:
-        total = TextOnlyCounts()
-        for c in self.text_only.values():
-            total.occurrences += c.occurrences
-            total.recognised += c.recognised
-        return total
+        return _pool(self.text_only.values(), TextOnlyCounts())
+
+    def unseen_pooled(self) -> TextOnlyCounts:
+        return _pool(self.unseen.values(), TextOnlyCounts())
+
+    def chars_pooled(self) -> EditCounts:
+        return _pool(self.chars.values(), EditCounts())
+
+    def text_only_sentences_pooled(self) -> EditCounts:
+        return _pool(self.text_only_sentences.values(), EditCounts())
+
+
+def _pool(counts, total):
+    """Sum dataclass counters field by field into ``total``."""
+    for c in counts:
+        for name in total.__dataclass_fields__:
+            setattr(total, name, getattr(total, name) + getattr(c, name))
+    return total
 
 
 def recognised_words(reference: str, hypothesis: str) -> list[bool]:
@@ -74,7 +108,20 @@ def recognised_words(reference: str, hypothesis: str) -> list[bool]:
     return hits
 
 
-def read_evaluation(name: str, folder: Path, text_only_words: dict[str, list[str]]) -> Evaluation:
+def _edits(out) -> int:
+    return out.substitutions + out.deletions + out.insertions
+
+
+def count_occurrences(counts: TextOnlyCounts, words: set[str], ref: str, hits: list[bool]) -> None:
+    """Add the occurrences in ``ref`` of the ``words`` (and how many ``hits`` marks) to ``counts``."""
+    for word, hit in zip(ref.split(), hits, strict=True):
+        if word in words:
+            counts.occurrences += 1
+            counts.recognised += int(hit)
+
+
+def read_evaluation(name: str, folder: Path, text_only_words: dict[str, list[str]],
+                    unseen_words: dict[str, list[str]] | None = None) -> Evaluation:
     results_path, hyps_path = folder / "results.json", folder / "hyps.tsv"
     for path in (results_path, hyps_path):
         if not path.is_file():
@@ -89,15 +136,25 @@ def read_evaluation(name: str, folder: Path, text_only_words: dict[str, list[str
     )
     with open(hyps_path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    import jiwer
+
     for row in rows:
-        lang = row["language"]
+        lang, ref, hyp = row["language"], row["reference"], row["hypothesis"]
         words = set(text_only_words.get(lang, []))
-        counts = evaluation.text_only.setdefault(lang, TextOnlyCounts())
-        ref = row["reference"]
-        for word, hit in zip(ref.split(), recognised_words(ref, row["hypothesis"]), strict=True):
-            if word in words:
-                counts.occurrences += 1
-                counts.recognised += int(hit)
+        hits = recognised_words(ref, hyp)
+        count_occurrences(evaluation.text_only.setdefault(lang, TextOnlyCounts()), words, ref, hits)
+        if unseen_words is not None:
+            count_occurrences(evaluation.unseen.setdefault(lang, TextOnlyCounts()),
+                              set(unseen_words.get(lang, [])), ref, hits)
+        if not ref:
+            continue
+        chars = evaluation.chars.setdefault(lang, EditCounts())
+        chars.errors += _edits(jiwer.process_characters(ref, hyp)) if hyp else len(ref)
+        chars.units += len(ref)
+        sentences = evaluation.text_only_sentences.setdefault(lang, EditCounts())
+        if words.intersection(ref.split()):
+            sentences.errors += _edits(jiwer.process_words(ref, hyp)) if hyp else len(ref.split())
+            sentences.units += len(ref.split())
     return evaluation
 
 
@@ -112,39 +169,48 @@ def relative_reduction(before: float, after: float) -> float:
     return (before - after) / before
 
 
+METRICS = ("WER", "CER", "WER of sentences with text-only words", "text-only word error",
+           "unseen word error")
+
+
+def _cells(e: Evaluation, lang: str | None) -> list[float]:
+    """The METRICS of ``e`` for one language, or pooled over all (``lang=None``)."""
+    if lang is None:
+        return [e.pooled, e.chars_pooled().error_rate, e.text_only_sentences_pooled().error_rate,
+                e.text_only_pooled().error_rate, e.unseen_pooled().error_rate]
+    return [e.wer.get(lang, math.nan), e.chars.get(lang, EditCounts()).error_rate,
+            e.text_only_sentences.get(lang, EditCounts()).error_rate,
+            e.text_only.get(lang, TextOnlyCounts()).error_rate,
+            e.unseen.get(lang, TextOnlyCounts()).error_rate]
+
+
 def markdown(evaluations: list[Evaluation]) -> str:
-    """Side-by-side table: WER (%) and text-only word error (%) of every evaluation."""
+    """Two tables (rates in %): the systems on the pooled test set, then every language."""
     languages = sorted(set().union(*(e.wer for e in evaluations)))
-    metric = evaluations[0].metric
-    head = ["language"] + [f"{metric} (%) {e.name}" for e in evaluations]
-    head += [f"text-only words: error (%) {e.name}" for e in evaluations] + ["text-only occurrences"]
     compare = len(evaluations) > 1
-    if compare:
-        head.append(f"text-only error: relative reduction {evaluations[-1].name} vs {evaluations[0].name} (%)")
-    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    metrics = [f"{m} (%)" for m in METRICS]
+    extra = [f"text-only error: relative reduction vs {evaluations[0].name} (%)"] if compare else []
 
-    def row(label: str, wers: list[float], text_only: list[TextOnlyCounts]) -> str:
-        cells = [label] + [_pct(w) for w in wers] + [_pct(c.error_rate) for c in text_only]
-        cells.append(str(text_only[0].occurrences))
+    def header(first: list[str]) -> list[str]:
+        head = first + metrics + ["text-only occurrences"] + extra
+        return ["| " + " | ".join(head) + " |", "|---" * len(first) + "|---:" * (len(head) - len(first)) + "|"]
+
+    def cells(e: Evaluation, lang: str | None) -> list[str]:
+        counts = e.text_only_pooled() if lang is None else e.text_only.get(lang, TextOnlyCounts())
+        base = evaluations[0].text_only_pooled() if lang is None else evaluations[0].text_only.get(
+            lang, TextOnlyCounts())
+        out = [_pct(v) for v in _cells(e, lang)] + [str(counts.occurrences)]
         if compare:
-            cells.append(_pct(relative_reduction(text_only[0].error_rate, text_only[-1].error_rate)))
-        return "| " + " | ".join(cells) + " |"
+            out.append(_pct(relative_reduction(base.error_rate, counts.error_rate)))
+        return out
 
+    lines = ["Pooled over all languages:", ""] + header(["system"])
+    lines += ["| " + " | ".join([e.name] + cells(e, None)) + " |" for e in evaluations]
+    lines += ["", "Per language:", ""] + header(["language", "system"])
     for lang in languages:
-        lines.append(row(
-            lang,
-            [e.wer.get(lang, math.nan) for e in evaluations],
-            [e.text_only.get(lang, TextOnlyCounts()) for e in evaluations],
-        ))
-    lines.append(row("**pooled**", [e.pooled for e in evaluations], [e.text_only_pooled() for e in evaluations]))
-    macro_text_only = []
-    for e in evaluations:
-        rates = [c.error_rate for c in e.text_only.values() if c.occurrences]
-        macro_text_only.append(sum(rates) / len(rates) if rates else math.nan)
-    cells = ["**macro**"] + [_pct(e.macro) for e in evaluations] + [_pct(r) for r in macro_text_only] + [""]
-    if compare:
-        cells.append(_pct(relative_reduction(macro_text_only[0], macro_text_only[-1])))
-    lines.append("| " + " | ".join(cells) + " |")
+        lines += ["| " + " | ".join([lang, e.name] + cells(e, lang)) + " |" for e in evaluations]
+    lines.append("")
+    lines.append("Macro average WER (%): " + ", ".join(f"{e.name} {_pct(e.macro)}" for e in evaluations))
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +234,14 @@ def to_json(evaluations: list[Evaluation]) -> dict:
             "text_only_pooled": {
                 "occurrences": pooled.occurrences, "recognised": pooled.recognised, "error_rate": _num(pooled.error_rate),
             },
+            "unseen_pooled": {
+                "occurrences": e.unseen_pooled().occurrences, "recognised": e.unseen_pooled().recognised,
+                "error_rate": _num(e.unseen_pooled().error_rate),
+            },
+            "cer": {lang: _num(c.error_rate) for lang, c in sorted(e.chars.items())},
+            "cer_pooled": _num(e.chars_pooled().error_rate),
+            "text_only_sentences_wer": {lang: _num(c.error_rate) for lang, c in sorted(e.text_only_sentences.items())},
+            "text_only_sentences_wer_pooled": _num(e.text_only_sentences_pooled().error_rate),
         }
     if len(evaluations) > 1:
         first, last = evaluations[0].text_only_pooled(), evaluations[-1].text_only_pooled()
@@ -181,6 +255,12 @@ def read_text_only_words(corpus: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise ValueError(f"{path} not found (build the corpus with tools/build_tiny_corpus.py)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_unseen_words(corpus: Path) -> dict[str, list[str]] | None:
+    """``CORPUS/unseen_words.json`` (language -> test words in no training text), or None."""
+    path = Path(corpus) / "unseen_words.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def split_named(spec: str, flag: str, value: str) -> tuple[str, Path]:
@@ -212,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         text_only_words = read_text_only_words(args.corpus)
-        evaluations = [read_evaluation(*split_named(spec, "--eval", "DIR"), text_only_words) for spec in args.evals]
+        unseen_words = read_unseen_words(args.corpus)
+        evaluations = [read_evaluation(*split_named(spec, "--eval", "DIR"), text_only_words, unseen_words)
+                       for spec in args.evals]
     except ValueError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 2
