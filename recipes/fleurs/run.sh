@@ -159,8 +159,8 @@ stage_tokenizer() {
     while read -r src; do [ -n "$src" ] && args+=(--text "$src"); done < <(text_sources "${lang_list[@]}")
     say "tokenizer -> $tokenizer"
     "${ASTRA[@]}" tokenizer train --fleurs "$langs" "${fleurs_args[@]}" "${args[@]}" \
-        --vocab-size "$vocab_size" --character-coverage 0.9995 --out "$tokenizer.tmp.model"
-    mv "$tokenizer.tmp.model" "$tokenizer"
+        --vocab-size "$vocab_size" --character-coverage 0.9995 --out "$work/tokenizer-partial.model"
+    mv "$work/tokenizer-partial.model" "$tokenizer"; rm -f "$work/tokenizer-partial.vocab"
 }
 
 stage_lm() {
