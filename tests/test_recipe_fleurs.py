@@ -173,3 +173,22 @@ def test_fleurs_recipe_end_to_end(tmp_path):
     again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("(skipped)") >= 8
+
+
+def test_run_sh_help_and_bad_arguments():
+    help_text = subprocess.run(["bash", str(RUN_SH), "--help"], capture_output=True, text=True, check=True).stdout
+    for word in ("check", "text", "tokenizer", "lm", "pretrain", "finetune", "average", "evaluate", "plot",
+                 "--langs", "--gpus", "--finetune-langs", "--fleurs-dir", "--text-files", "--stage"):
+        assert word in help_text, word
+    for bad, message in ((["--stage", "train"], "unknown stage 'train'"), (["--gpus", "3"], "--gpus must be 0, 1, 8 or 16"),
+                         (["--langs"], "--langs needs a value")):
+        proc = subprocess.run(["bash", str(RUN_SH), *bad], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr, (bad, proc.stderr)
+
+
+@pytest.mark.parametrize(("name", "processes", "machines"), [("1gpu", 1, 1), ("8gpu", 8, 1), ("2x8gpu", 16, 2)])
+def test_accelerate_configs_load(name, processes, machines):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(REPO / "recipes" / "fleurs" / "accelerate" / f"{name}.yaml"))
+    assert (cfg.num_processes, cfg.num_machines, cfg.mixed_precision) == (processes, machines, "bf16")
