@@ -169,3 +169,11 @@ def test_data_check_local_copy_without_a_split(tmp_path, capsys, layout):
     # a split asked for explicitly is still an error
     assert main([*common, "--splits", "dev"]) == 2
     assert "de_de/validation" in capsys.readouterr().err
+
+
+def test_corrupt_archive_is_a_clear_error(tmp_path):
+    root = build_tsv_copy(tmp_path / "fleurs")
+    (root / "data" / "de_de" / "audio" / "test.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ValueError, match="cannot read FLEURS audio archive .*test.tar.gz"):
+        list(iter_fleurs(["de_de"], ["test"], data_dir=root, cache_dir=str(tmp_path / "c")))
+    assert not list((tmp_path / "c").rglob("*.tmp*"))  # no half-extracted folder left behind

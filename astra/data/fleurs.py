@@ -138,10 +138,11 @@ def extract_audio(archive: str | Path, dest_root: str | Path) -> Path:
     Raises:
         ValueError: the archive cannot be read.
     """
+    name = Path(archive).name.split(".")[0]  # before resolving: the Hub cache links to blobs
     archive = Path(archive).resolve()
     st = archive.stat()
     digest = hashlib.sha1(f"{archive}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    out = Path(dest_root) / f"{archive.name.split('.')[0]}-{digest}"
+    out = Path(dest_root) / f"{name}-{digest}"
     if (out / ".complete").exists():
         return out
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
