@@ -8,6 +8,7 @@ characters, more tokens + ``<eos>`` than encoder frames).
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,18 @@ from astra.data import skips
 from astra.data.audio import SAMPLE_RATE, AudioError, read_audio
 from astra.data.config import DataConfig
 from astra.data.dataset import encode_target, encoder_frames, target_text, tokens_fit
-from astra.data.fleurs import SPLITS, iter_fleurs, parse_configs
-from astra.data.local_corpus import find_manifests, is_fleurs_layout, load_local_corpus
+from astra.data.fleurs import SPLITS, iter_fleurs, local_splits, parse_configs
+from astra.data.local_corpus import (
+    canonical_split,
+    find_manifests,
+    is_fleurs_layout,
+    load_local_corpus,
+)
 from astra.data.manifest import Utterance
 from astra.data.skips import SkipCounter
 from astra.features import num_frames
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +56,7 @@ class CheckReport:
     stats: dict[str, dict[str, SplitStats]] = field(default_factory=lambda: defaultdict(dict))
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)  # key, reason, detail, lang/split
     skips: SkipCounter = field(default_factory=lambda: SkipCounter("check", log_first=0))
+    missing: list[str] = field(default_factory=list)  # "config/split" not in a local FLEURS copy
 
     def split(self, language: str, split: str) -> SplitStats:
         return self.stats[language].setdefault(split, SplitStats())
@@ -71,6 +80,8 @@ class CheckReport:
         total = sum(st.utterances for s in self.stats.values() for st in s.values())
         hours = sum(st.seconds for s in self.stats.values() for st in s.values()) / 3600
         lines.append(f"total: {total} utterances, {hours:.4f} h; {len(self.problems)} problem(s)")
+        if self.missing:
+            lines.append(f"missing splits (not in the local FLEURS copy): {', '.join(self.missing)}")
         shown = self.problems if not max_problems else self.problems[:max_problems]
         for key, reason, detail, where in shown:
             lines.append(f"  {where}  {key}: {reason}{': ' + detail if detail else ''}")
@@ -164,6 +175,7 @@ def check_sources(
         ValueError: a folder is not a corpus, or FLEURS files are missing.
     """
     cfg = cfg or DataConfig()
+    splits = [canonical_split(s) for s in splits] if splits else splits
     report = CheckReport()
     loader_skips = SkipCounter("check: manifests", log_first=10**6, log_examples=False)
     for root in corpora:
@@ -173,9 +185,19 @@ def check_sources(
         check_utterances(utts, report, tokenizer, cfg)
     if fleurs:
         configs = [c for c in parse_configs(fleurs) if not languages or c in languages]
-        utts = iter_fleurs(configs, splits or SPLITS, data_dir=fleurs_dir, target=cfg.fleurs_target,
-                           cache_dir=cfg.hf_cache_dir, skip_counter=loader_skips)
-        check_utterances(utts, report, tokenizer, cfg)
+        for config in configs:
+            wanted = list(splits or SPLITS)
+            if fleurs_dir is not None and not splits:  # "all found": check those, name the others
+                found = local_splits(config, fleurs_dir)
+                if not found:
+                    raise ValueError(f"no FLEURS files for {config} in {fleurs_dir}")
+                report.missing.extend(f"{config}/{s}" for s in wanted if s not in found)
+                wanted = [s for s in wanted if s in found]
+            utts = iter_fleurs([config], wanted, data_dir=fleurs_dir, target=cfg.fleurs_target,
+                               cache_dir=cfg.hf_cache_dir, skip_counter=loader_skips)
+            check_utterances(utts, report, tokenizer, cfg)
+        for name in report.missing:
+            log.warning("FLEURS %s: not in %s (not checked)", name, fleurs_dir)
     for lang, counts in loader_skips.by_language.items():
         for reason, n in counts.items():
             # manifest-level problems (rows without path, duplicate keys) are filed under split "manifest"
