@@ -41,13 +41,24 @@ def _masked_log_softmax(logits: torch.Tensor) -> torch.Tensor:
 # --- exhaustive enumeration -------------------------------------------------------------------
 
 
-def _aligner_log_prob(decoder: AlignerDecoder, frames: torch.Tensor, seq: tuple[int, ...], ends: bool) -> float:
-    """Teacher-forced ``log P`` of ``seq`` (+ ``<eos>`` when ``ends``) on ``frames [T', D]``."""
-    targets = list(seq) + ([EOS] if ends else [])
-    if not targets:
-        return 0.0
-    logp = _masked_log_softmax(decoder(frames[None], torch.tensor([targets]))[0])
-    return float(sum(logp[i, t] for i, t in enumerate(targets)))
+def _aligner_sequences(decoder: AlignerDecoder, frames: torch.Tensor, length: int):
+    """Every sequence of the Aligner topology on ``frames [T', D]`` with its ``log P``:
+    ``(seq, log P, ends)``, ``ends``: ``<eos>`` read at frame ``len(seq) < length``;
+    otherwise ``length`` tokens cut by the last frame. Depth-first over prefixes, one
+    ``nn.LSTM`` step (teacher forcing) per prefix."""
+    tokens = [v for v in range(decoder.vocab_size) if v not in MASKED + (EOS,)]
+
+    def visit(seq, score, prev, state):
+        g, state = decoder.predict(torch.tensor([[prev]]), state)
+        logp = _masked_log_softmax(decoder.joint(frames[len(seq)], g[0, 0]))
+        if len(seq) == length - 1:
+            for v in tokens:
+                yield seq + (v,), score + float(logp[v]), False
+        for v in tokens if len(seq) < length - 1 else []:
+            yield from visit(seq + (v,), score + float(logp[v]), v, state)
+        yield seq, score + float(logp[EOS]), True
+
+    yield from visit((), 0.0, SOS, None)
 
 
 def _ctc_brute_force(log_probs: torch.Tensor) -> tuple[dict, dict]:
@@ -55,8 +66,9 @@ def _ctc_brute_force(log_probs: torch.Tensor) -> tuple[dict, dict]:
     frames, vocab = log_probs.shape
     starts: dict[tuple, list] = {}
     exact: dict[tuple, list] = {}
-    for path in itertools.product(range(vocab), repeat=frames):
-        logp = log_probs[torch.arange(frames), torch.tensor(path)].sum()
+    paths = list(itertools.product(range(vocab), repeat=frames))
+    path_logp = log_probs[torch.arange(frames), torch.tensor(paths)].sum(dim=1)  # [V**T']
+    for path, logp in zip(paths, path_logp, strict=True):
         out, prev = [], None
         for s in path:
             if s != prev and s != BLANK:
@@ -70,21 +82,18 @@ def _ctc_brute_force(log_probs: torch.Tensor) -> tuple[dict, dict]:
 
 
 def _aligner_exhaustive(decoder, frames, length, ctc_log_probs=None, weight=0.0) -> tuple[list[int], float]:
-    """Best hypothesis of the Aligner topology over all sequences: ``<eos>`` at frame L < T'
-    after L tokens, or T' tokens cut by the last frame (score: CTC prefix score)."""
-    tokens = [v for v in range(decoder.vocab_size) if v not in MASKED + (EOS,)]
+    """Best hypothesis of the Aligner topology over all sequences (:func:`_aligner_sequences`);
+    with CTC, ``(1 - w) log P + w`` (``log P_ctc`` if it ends with ``<eos>``, else the prefix
+    score)."""
     if ctc_log_probs is not None:
         starts, exact = _ctc_brute_force(ctc_log_probs[:length])
     best, best_score = None, NEG_INF
-    for size in range(length + 1):
-        for seq in itertools.product(tokens, repeat=size):
-            ends = size < length
-            score = _aligner_log_prob(decoder, frames[:length], seq, ends)
-            if ctc_log_probs is not None:
-                ctc = (exact if ends else starts).get(seq, NEG_INF)
-                score = (1.0 - weight) * score + weight * ctc
-            if score > best_score:
-                best, best_score = list(seq), score
+    for seq, score, ends in _aligner_sequences(decoder, frames[:length], length):
+        if ctc_log_probs is not None:
+            ctc = (exact if ends else starts).get(seq, NEG_INF)
+            score = (1.0 - weight) * score + weight * ctc
+        if score > best_score:
+            best, best_score = list(seq), score
     return best, best_score
 
 
@@ -135,13 +144,20 @@ def _rnnt_exhaustive(head: RnntHead, enc: torch.Tensor) -> list[int]:
     frames, vocab = enc.size(0), head.vocab_size
     proj = head.encoder_proj(enc)
     totals: dict[tuple, list[float]] = {}
+    cache: dict[tuple, list[float]] = {}  # (frame, context) -> log-probs
+
+    def log_probs(t: int, emitted: list[int]) -> list[float]:
+        history = tuple(([head.sos_id] * head.context + emitted)[-head.context :])
+        if (t, history) not in cache:
+            pred = head.pred_proj(head.predict(torch.tensor([history]))[:, 0])
+            cache[t, history] = head.joint(proj[t][None], pred).log_softmax(-1)[0].tolist()
+        return cache[t, history]
+
     for path in itertools.product(range(vocab), repeat=frames):
         emitted: list[int] = []
         logp = 0.0
         for t, symbol in enumerate(path):
-            history = ([head.sos_id] * head.context + emitted)[-head.context :]
-            pred = head.pred_proj(head.predict(torch.tensor([history]))[:, 0])
-            logp += float(head.joint(proj[t][None], pred).log_softmax(-1)[0, symbol])
+            logp += log_probs(t, emitted)[symbol]
             if symbol != head.blank_id:
                 emitted.append(symbol)
         totals.setdefault(tuple(emitted), []).append(logp)
