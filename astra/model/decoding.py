@@ -8,27 +8,16 @@ utterance, without ``<sos>``/``<eos>``/blank.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from astra.model.aligner_decoder import AlignerDecoder
-from astra.model.ctc_prefix_score import CtcPrefixScorer
+from astra.model.ctc_prefix_score import CtcPrefixScorer, CtcPrefixState
 from astra.model.rnnt_head import RnntHead
 
 CTC_CANDIDATES_PER_BEAM = 1.5  # aligner_beam with CTC: tokens scored by CTC per hypothesis, x beam
-
-
-def _encoder_half(decoder: AlignerDecoder, encoder_out: Tensor) -> Tensor:
-    """``[B, T', D] -> [B, T', J]``: ``W_e h + b_e + b_p``, the part of the Aligner joint
-    ``out(tanh(W_e h_i + b_e + W_p g + b_p))`` that does not depend on the tokens."""
-    return decoder.encoder_proj(encoder_out) + decoder.pred_proj.bias
-
-
-def _joint_step(decoder: AlignerDecoder, enc_frame: Tensor, g: Tensor) -> Tensor:
-    """Logits ``[N, V]`` of one frame each: ``enc_frame [N, J]`` (from :func:`_encoder_half`)
-    and prediction outputs ``g [N, P]``."""
-    return decoder.output(torch.tanh(torch.addmm(enc_frame, g, decoder.pred_proj.weight.t())))
 
 
 @torch.no_grad()
@@ -39,10 +28,12 @@ def aligner_greedy(
     eos_id: int,
     start: tuple[Tensor, tuple[Tensor, Tensor]] | None = None,
     first_tokens: Tensor | None = None,
+    dtype: torch.dtype | None = None,
 ) -> list[list[int]]:
     """Batched greedy Aligner decoding, O(U): token i is read from frame i.
 
-    One LSTM step per emitted token; an utterance stops at ``<eos>`` or at its last frame.
+    One LSTM step per emitted token (:class:`~astra.model.aligner_decoder.AlignerStepper`); an utterance stops at
+    ``<eos>`` or at its last frame. ``<blank>`` and ``<sos>`` are never emitted.
 
     Args:
         encoder_out: ``[B, T', D]``; lengths ``[B]``.
@@ -51,12 +42,15 @@ def aligner_greedy(
         first_tokens: optional ``[B]`` ids forced as the first output (frame 0), e.g. the
             ``<lang:xx>`` tag a model trained with language tags emits first; it is part of
             the returned ids like a decoded one.
+        dtype: compute dtype of the decoder (default: its parameters'), e.g. ``torch.bfloat16``.
     """
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
-    enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
-    g, state = decoder.start_state(batch, device) if start is None else start
+    stepper = decoder.stepper(batch, device, dtype)
+    stepper.start(decoder.sos_id, start)
+    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
     emitted = torch.full((batch, frames), eos_id, dtype=torch.long, device=device)
+    lengths = lengths.to(device)
     active = lengths > 0
     for i in range(frames):
         if not bool(active.any()):
@@ -64,12 +58,12 @@ def aligner_greedy(
         if i == 0 and first_tokens is not None:
             tokens = first_tokens.to(device=device, dtype=torch.long)
         else:
-            tokens = _joint_step(decoder, enc[:, i], g).argmax(dim=-1)
+            tokens = stepper.logits(enc[:, i]).argmax(dim=-1)
         tokens = tokens.masked_fill(~active, eos_id)
         emitted[:, i] = tokens
         active = active & (tokens != eos_id) & (lengths > i + 1)
         if bool(active.any()):
-            g, state = decoder.step(tokens, state)
+            stepper.advance(tokens)
     hyps = []
     for row in emitted.tolist():
         hyps.append(row[: row.index(eos_id)] if eos_id in row else row)
@@ -80,26 +74,45 @@ def aligner_greedy(
 def aligner_beam(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
     first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
-    blank_id: int = 0, ctc_candidates: int | None = None,
+    blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
 ) -> list[list[int]]:
+    """Batched Aligner beam search, optionally joint with CTC prefix scores: the token ids of
+    :func:`aligner_beam_search` (same arguments)."""
+    return aligner_beam_search(
+        decoder, encoder_out, lengths, eos_id, beam, first_tokens, ctc_log_probs, ctc_weight, blank_id,
+        ctc_candidates, dtype,
+    )[0]
+
+
+@torch.no_grad()
+def aligner_beam_search(
+    decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
+    first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
+    blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
+) -> tuple[list[list[int]], Tensor]:
     """Batched Aligner beam search, optionally joint with CTC prefix scores.
 
     At frame i each of the ``beam`` live hypotheses of an utterance is extended by every
-    token; ``<eos>`` ends a hypothesis (so does the utterance's last frame, like greedy
-    decoding); the ``beam`` best continuations stay live. An utterance stops when no live
-    hypothesis can beat its best finished one (scores only decrease); the best finished
-    hypothesis is returned. ``first_tokens [B]``: as in :func:`aligner_greedy`, every
-    hypothesis starts with it.
+    token but ``<blank>``/``<sos>``; ``<eos>`` ends a hypothesis (so does the utterance's
+    last frame, like greedy decoding); the ``beam`` best continuations stay live. An
+    utterance stops when no live hypothesis can beat its best finished one (scores only
+    decrease); the best finished hypothesis is returned. ``first_tokens [B]``: as in
+    :func:`aligner_greedy`, every hypothesis starts with it (at no cost).
 
-    Score of a hypothesis h: ``(1 - w) log P_aligner(h) + w psi(h)``, ``w = ctc_weight``,
-    where ``psi`` is the CTC prefix score of ``ctc_log_probs [B, T', V]`` (blank
-    ``blank_id``; :mod:`astra.model.ctc_prefix_score`) and, for a finished hypothesis,
-    ``log P_ctc(h)``: CTC vetoes words the audio does not contain and endings that leave
-    audio unexplained (joint CTC/attention decoding, Watanabe et al. 2017). A hypothesis cut
-    by the last frame keeps its prefix score. ``ctc_log_probs=None``: the Aligner alone.
-    ``ctc_candidates``: CTC scores only each hypothesis' ``ctc_candidates`` most likely
-    Aligner tokens, the others are dropped (ESPnet's pre-beam; default ``ceil(1.5 * beam)``;
-    the vocabulary size or more: every token, ~V / C times the CTC cost).
+    Score of a hypothesis h (:func:`_candidate_scores`): ``(1 - w) log P_aligner(h) + w
+    psi(h)``, ``w = ctc_weight``, where ``psi`` is the CTC prefix score of ``ctc_log_probs
+    [B, T', V]`` (blank ``blank_id``; :mod:`astra.model.ctc_prefix_score`) and, for a
+    finished hypothesis, ``log P_ctc(h)``: CTC vetoes words the audio does not contain and
+    endings that leave audio unexplained (joint CTC/attention decoding, Watanabe et al.
+    2017). A hypothesis cut by the last frame keeps its prefix score. ``ctc_log_probs=None``:
+    the Aligner alone. ``ctc_candidates``: CTC scores only each hypothesis'
+    ``ctc_candidates`` most likely Aligner tokens, the others are dropped (ESPnet's pre-beam;
+    default ``ceil(1.5 * beam)``; the vocabulary size or more: every token, ~V / C times the
+    CTC cost).
+
+    Returns:
+        ``(hyps, scores [B])``: the best finished hypothesis of each utterance and its score
+        (``-inf`` and ``[]`` for an empty utterance).
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
@@ -111,13 +124,15 @@ def aligner_beam(
         raise ValueError(f"ctc_candidates must be >= 1, got {ctc_candidates}")
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
-    enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
-    g, state = decoder.start_state(batch * beam, device)  # rows b * beam + k
+    lengths = lengths.to(device)
+    stepper = decoder.stepper(batch * beam, device, dtype)  # rows b * beam + k
+    stepper.start(decoder.sos_id)
+    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
     rows = torch.arange(batch, device=device)
-    scorer = ctc = None
+    ctc = None
     if ctc_weight > 0:
         scorer = CtcPrefixScorer(ctc_log_probs, lengths, blank_id, rows.repeat_interleave(beam))
-        ctc = scorer.initial_state()
+        ctc = _CtcTerm(scorer, scorer.initial_state(), ctc_weight, ctc_candidates, eos_id)
     aligner_scores = torch.full((batch, beam), float("-inf"), device=device)
     aligner_scores[:, 0] = 0.0
     history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
@@ -128,20 +143,13 @@ def aligner_beam(
         if not bool(live.any()):
             break
         frame = enc[:, i].repeat_interleave(beam, dim=0)  # [B*K, J]
-        logp = _joint_step(decoder, frame, g).log_softmax(dim=-1)
+        logp = stepper.logits(frame).float().log_softmax(dim=-1)  # [B*K, V]
         if i == 0 and first_tokens is not None:  # only the forced token, at no cost
             forced = first_tokens.to(device=device, dtype=torch.long).repeat_interleave(beam)[:, None]
             logp = torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
         aligner_total = aligner_scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
         vocab = aligner_total.size(-1)
-        if scorer is None:
-            total = aligner_total.clone()
-        else:
-            candidates = logp.topk(min(ctc_candidates, vocab), dim=-1).indices  # [B*K, C]: the Aligner's best
-            psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, scorer.scores(ctc, candidates))
-            psi[:, eos_id] = ctc.full_score()
-            total = (1.0 - ctc_weight) * aligner_total + ctc_weight * psi.view(batch, beam, vocab)
-            total = total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
+        total = _candidate_scores(aligner_total, logp, ctc)  # [B, K, V]
         # hypotheses ending here: <eos>, or any token on the utterance's last frame
         last = live & (lengths == i + 1)
         end_scores = total[:, :, eos_id].clone()
@@ -170,10 +178,43 @@ def aligner_beam(
         flat = (rows[:, None] * beam + parents).flatten()
         history = torch.cat([history[rows[:, None], parents], tokens[:, :, None]], dim=2)
         aligner_scores = aligner_total.view(batch, -1).gather(1, top_index)
-        if scorer is not None:
-            ctc = scorer.extend(ctc, flat, tokens.flatten())
-        g, state = decoder.step(tokens.flatten(), (state[0][:, flat], state[1][:, flat]))
-    return best
+        if ctc is not None:
+            ctc.state = ctc.scorer.extend(ctc.state, flat, tokens.flatten())
+        stepper.reorder(flat)
+        stepper.advance(tokens.flatten())
+    return best, best_scores
+
+
+@dataclass
+class _CtcTerm:
+    """The CTC prefix-score term of :func:`aligner_beam_search` (weight, pre-beam size, the
+    live hypotheses' forward variables)."""
+
+    scorer: CtcPrefixScorer
+    state: CtcPrefixState
+    weight: float
+    candidates: int
+    eos_id: int
+
+
+def _candidate_scores(aligner_total: Tensor, logp: Tensor, ctc: _CtcTerm | None) -> Tensor:
+    """Score of every one-token extension of the live hypotheses: ``[B, K, V]`` (a new tensor).
+
+    ``aligner_total [B, K, V]``: ``log P_aligner`` of hypothesis + token (``<eos>``: the
+    hypothesis ends); ``logp [B*K, V]``: the step's Aligner log-probs (the CTC pre-beam).
+    Without CTC the score is ``aligner_total``; with CTC ``(1 - w) aligner_total + w psi``
+    (``psi``: CTC prefix score of hypothesis + token; for ``<eos>`` ``log P_ctc`` of the
+    hypothesis; ``-inf`` for tokens outside the pre-beam). Every score term of a candidate
+    is added here.
+    """
+    if ctc is None:
+        return aligner_total.clone()
+    batch, beam, vocab = aligner_total.shape
+    candidates = logp.topk(min(ctc.candidates, vocab), dim=-1).indices  # [B*K, C]: the Aligner's best
+    psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, ctc.scorer.scores(ctc.state, candidates))
+    psi[:, ctc.eos_id] = ctc.state.full_score()
+    total = (1.0 - ctc.weight) * aligner_total + ctc.weight * psi.view(batch, beam, vocab)
+    return total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
 
 
 @torch.no_grad()
