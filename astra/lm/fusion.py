@@ -79,6 +79,12 @@ class BatchLm:
         """``[N, V]`` fused LM scores of every next token: ``weight * ln P + length_bonus``;
         the ``eos_id`` column is ``weight * ln P(</s>)`` (no bonus)."""
         f = self.fusion
+        if f.weight == 0:  # no LM term (0 * -inf would be NaN): only the bonus
+            out = torch.full((states.numel(), f.scorer.vocab_size), f.length_bonus, device=states.device)
+            out[:, f.eos_id] = 0.0
+            if f.neutral_ids:
+                out[:, list(f.neutral_ids)] = 0.0
+            return out
         lm = f.scorer.score_all(states)
         end = lm[:, f.eos_id].clone()
         out = f.weight * lm + f.length_bonus
@@ -94,6 +100,8 @@ class BatchLm:
     def end_scores(self, states: Tensor) -> Tensor:
         """``[N]``: ``weight * ln P(</s> | state)``."""
         f = self.fusion
+        if f.weight == 0:
+            return torch.zeros(states.numel(), device=states.device)
         eos = torch.full((states.numel(), 1), f.eos_id, dtype=torch.long, device=states.device)
         return f.weight * f.scorer.score_tokens(states, eos)[0][:, 0]
 

@@ -423,13 +423,16 @@ class AstraModel(nn.Module):
     @torch.no_grad()
     def decode(
         self, batch: dict, method: str = "aligner_greedy", beam: int = 4, first_tokens: Tensor | None = None,
-        ctc_weight: float = 0.3,
+        ctc_weight: float = 0.3, lm=None,
     ) -> list[list[int]]:
         """Token ids per utterance of a speech batch (methods: ``DECODE_METHODS``).
 
         ``first_tokens [B]``: ids forced as every hypothesis' first token (the ``<lang:xx>``
         tag of a known language); Aligner methods only. ``ctc_weight``: weight of the CTC
-        prefix score in ``aligner_ctc_beam`` (Aligner beam search joint with the CTC head)."""
+        prefix score in ``aligner_ctc_beam`` (Aligner beam search joint with the CTC head).
+        ``lm``: an :class:`astra.lm.fusion.LmFusion` fused into the ``*_beam`` methods, each
+        utterance scored with the LM of ``batch["languages"][b]`` (weight, bonus and ILM
+        weight all 0: not applied)."""
         if method not in DECODE_METHODS:
             raise ValueError(f"decode method {method!r}: use one of {DECODE_METHODS}")
         if first_tokens is not None:
@@ -440,7 +443,15 @@ class AstraModel(nn.Module):
                     f"first_tokens has shape {tuple(first_tokens.shape)}, expected "
                     f"[{batch['feature_lens'].size(0)}] (one id per utterance)"
                 )
+        if lm is not None and lm.weight == 0 and lm.length_bonus == 0 and lm.ilm_weight == 0:
+            lm = None
+        if lm is not None and method not in ("aligner_beam", "aligner_ctc_beam", "rnnt_beam"):
+            raise ValueError(f"LM fusion needs a beam search (aligner_beam, aligner_ctc_beam, rnnt_beam), "
+                             f"not {method!r}")
+        if lm is not None and lm.ilm_weight > 0 and not method.startswith("aligner"):
+            raise ValueError(f"internal-LM subtraction (ilm_weight) is for the Aligner, not {method!r}")
         features, lens = self._inference_inputs(batch)
+        batch_lm = None if lm is None else lm.for_batch(batch["languages"], features.device)
         cfg = self.cfg
         if method.startswith("rnnt") and self.rnnt is None:
             raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
@@ -454,17 +465,18 @@ class AstraModel(nn.Module):
         if method == "aligner_greedy":
             return decoding.aligner_greedy(self.aligner, top, enc_lens, EOS_ID, first_tokens=first_tokens)
         if method == "aligner_beam":
-            return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens)
+            return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens,
+                                         lm=batch_lm)
         head = self.ctc if self.ctc is not None else self.inter_ctc
         if method == "aligner_ctc_beam":
             return decoding.aligner_beam(
                 self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens,
-                ctc_log_probs=head(layers.get(layer, top)), ctc_weight=ctc_weight, blank_id=BLANK_ID,
+                ctc_log_probs=head(layers.get(layer, top)), ctc_weight=ctc_weight, blank_id=BLANK_ID, lm=batch_lm,
             )
         if method == "rnnt_greedy":
             return decoding.rnnt_greedy(self.rnnt, layers[layer], enc_lens)
         if method == "rnnt_beam":
-            return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam)
+            return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam, lm=batch_lm)
         return head.greedy(layers.get(layer, top), enc_lens)
 
     @torch.no_grad()

@@ -1,5 +1,9 @@
 """Decoders: Aligner greedy/beam (optionally joint with CTC prefix scores), RNN-T greedy/modified beam, CTC greedy (in ctc_head).
 
+Every beam search takes an optional ``lm`` (:class:`astra.lm.fusion.BatchLm`): n-gram LM
+shallow fusion, ``+ lm_weight log P_LM(piece | history) + length_bonus`` per piece and
+``lm_weight log P_LM(</s> | history)`` where the hypothesis ends.
+
 Legend: B batch, T' encoder frames, U tokens, D model dim, P prediction width, V vocabulary.
 All functions run under ``torch.no_grad()`` on encoder outputs and return token ids per
 utterance, without ``<sos>``/``<eos>``/blank.
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from astra.lm.fusion import BatchLm
 from astra.model.aligner_decoder import AlignerDecoder
 from astra.model.ctc_prefix_score import CtcPrefixScorer, CtcPrefixState
 from astra.model.rnnt_head import RnntHead
@@ -75,12 +80,13 @@ def aligner_beam(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
     first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
     blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
+    lm: BatchLm | None = None,
 ) -> list[list[int]]:
     """Batched Aligner beam search, optionally joint with CTC prefix scores: the token ids of
     :func:`aligner_beam_search` (same arguments)."""
     return aligner_beam_search(
         decoder, encoder_out, lengths, eos_id, beam, first_tokens, ctc_log_probs, ctc_weight, blank_id,
-        ctc_candidates, dtype,
+        ctc_candidates, dtype, lm,
     )[0]
 
 
@@ -89,6 +95,7 @@ def aligner_beam_search(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
     first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
     blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
+    lm: BatchLm | None = None,
 ) -> tuple[list[list[int]], Tensor]:
     """Batched Aligner beam search, optionally joint with CTC prefix scores.
 
@@ -109,6 +116,12 @@ def aligner_beam_search(
     ``ctc_candidates`` most likely Aligner tokens, the others are dropped (ESPnet's pre-beam;
     default ``ceil(1.5 * beam)``; the vocabulary size or more: every token, ~V / C times the
     CTC cost).
+
+    ``lm``: shallow fusion (module doc), ``</s>`` scored at ``<eos>``; a hypothesis cut by
+    the last frame gets no ``</s>`` term. With ``lm.ilm_weight > 0`` the internal LM
+    ``ilm_weight log P_ILM(token | history)`` is subtracted, ``P_ILM`` being the decoder's
+    joint on zeroed encoder frames. A length bonus or ILM term can raise a score, so then the
+    early stop is off: the search runs until every hypothesis has ended.
 
     Returns:
         ``(hyps, scores [B])``: the best finished hypothesis of each utterance and its score
@@ -139,6 +152,13 @@ def aligner_beam_search(
     best_scores = torch.full((batch,), float("-inf"), device=device)
     best: list[list[int]] = [[] for _ in range(batch)]
     live = lengths > 0
+    lm_total = None
+    if lm is not None:
+        lm_states = lm.initial_states(beam)  # [B*K]
+        lm_scores = torch.zeros(batch, beam, device=device)
+        if lm.ilm_weight > 0:  # the joint's encoder side of a zeroed encoder frame
+            zero_frame = stepper.encoder_side(encoder_out.new_zeros(1, 1, encoder_out.size(2)))[0]
+            zero_frame = zero_frame.expand(batch * beam, -1)
     for i in range(frames):
         if not bool(live.any()):
             break
@@ -149,7 +169,13 @@ def aligner_beam_search(
             logp = torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
         aligner_total = aligner_scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
         vocab = aligner_total.size(-1)
-        total = _candidate_scores(aligner_total, logp, ctc)  # [B, K, V]
+        if lm is not None:
+            lm_step = lm.token_scores(lm_states)  # [B*K, V]
+            if lm.ilm_weight > 0:  # finite: masked tokens stay -inf through the Aligner term
+                ilm = stepper.logits(zero_frame).float().log_softmax(dim=-1).clamp(min=-1e4)
+                lm_step = lm_step - lm.ilm_weight * ilm
+            lm_total = lm_scores[:, :, None] + lm_step.view(batch, beam, vocab)  # [B, K, V]
+        total = _candidate_scores(aligner_total, logp, ctc, lm_total)  # [B, K, V]
         # hypotheses ending here: <eos>, or any token on the utterance's last frame
         last = live & (lengths == i + 1)
         end_scores = total[:, :, eos_id].clone()
@@ -171,13 +197,19 @@ def aligner_beam_search(
         # continue with the best non-<eos> extensions
         total[:, :, eos_id] = float("-inf")
         top_scores, top_index = total.view(batch, -1).topk(beam, dim=1)  # [B, K]
-        live = live & ~last & (top_scores[:, 0] > best_scores)
+        can_improve = top_scores[:, 0] > best_scores
+        if lm is not None and not lm.monotone:
+            can_improve = top_scores[:, 0] > float("-inf")
+        live = live & ~last & can_improve
         if not bool(live.any()):
             break
         parents, tokens = top_index // vocab, top_index % vocab
         flat = (rows[:, None] * beam + parents).flatten()
         history = torch.cat([history[rows[:, None], parents], tokens[:, :, None]], dim=2)
         aligner_scores = aligner_total.view(batch, -1).gather(1, top_index)
+        if lm is not None:
+            lm_scores = lm_total.view(batch, -1).gather(1, top_index)
+            lm_states = lm.advance(lm_states[flat], tokens.flatten())
         if ctc is not None:
             ctc.state = ctc.scorer.extend(ctc.state, flat, tokens.flatten())
         stepper.reorder(flat)
@@ -197,7 +229,8 @@ class _CtcTerm:
     eos_id: int
 
 
-def _candidate_scores(aligner_total: Tensor, logp: Tensor, ctc: _CtcTerm | None) -> Tensor:
+def _candidate_scores(aligner_total: Tensor, logp: Tensor, ctc: _CtcTerm | None,
+                      lm_total: Tensor | None = None) -> Tensor:
     """Score of every one-token extension of the live hypotheses: ``[B, K, V]`` (a new tensor).
 
     ``aligner_total [B, K, V]``: ``log P_aligner`` of hypothesis + token (``<eos>``: the
@@ -205,15 +238,18 @@ def _candidate_scores(aligner_total: Tensor, logp: Tensor, ctc: _CtcTerm | None)
     Without CTC the score is ``aligner_total``; with CTC ``(1 - w) aligner_total + w psi``
     (``psi``: CTC prefix score of hypothesis + token; for ``<eos>`` ``log P_ctc`` of the
     hypothesis; ``-inf`` for tokens outside the pre-beam). Every score term of a candidate
-    is added here.
+    is added here; ``lm_total [B, K, V]``: the fused LM score of hypothesis + token (see
+    :func:`aligner_beam_search`), added to the total.
     """
     if ctc is None:
-        return aligner_total.clone()
+        return aligner_total.clone() if lm_total is None else aligner_total + lm_total
     batch, beam, vocab = aligner_total.shape
     candidates = logp.topk(min(ctc.candidates, vocab), dim=-1).indices  # [B*K, C]: the Aligner's best
     psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, ctc.scorer.scores(ctc.state, candidates))
     psi[:, ctc.eos_id] = ctc.state.full_score()
     total = (1.0 - ctc.weight) * aligner_total + ctc.weight * psi.view(batch, beam, vocab)
+    if lm_total is not None:
+        total = total + lm_total
     return total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
 
 
@@ -242,20 +278,25 @@ def rnnt_greedy(head: RnntHead, encoder_out: Tensor, lengths: Tensor, max_symbol
 
 
 @torch.no_grad()
-def rnnt_beam(head: RnntHead, encoder_out: Tensor, lengths: Tensor, beam: int = 4) -> list[list[int]]:
+def rnnt_beam(head: RnntHead, encoder_out: Tensor, lengths: Tensor, beam: int = 4,
+              lm: BatchLm | None = None) -> list[list[int]]:
     """Modified beam search (one symbol per frame, k2/icefall style): hypotheses with the same
-    token sequence are merged (log-sum-exp)."""
+    token sequence are merged (log-sum-exp). ``lm``: shallow fusion (module doc) on every
+    non-blank token, ``</s>`` added to each hypothesis at the end of the audio."""
     results = []
+    starts = lm.initial_states() if lm is not None else None
     for b in range(encoder_out.size(0)):
         enc = head.encoder_proj(encoder_out[b, : int(lengths[b])])  # [T'_b, J]
-        results.append(_rnnt_beam_one(head, enc, beam))
+        results.append(_rnnt_beam_one(head, enc, beam, lm, None if starts is None else starts[b : b + 1]))
     return results
 
 
-def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int) -> list[int]:
+def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int, lm: BatchLm | None = None,
+                   lm_start: Tensor | None = None) -> list[int]:
     device = enc.device
     hyps: list[tuple[int, ...]] = [()]
     scores = torch.zeros(1, device=device)
+    lm_states = lm_start  # [N] LM state of each hypothesis
     start = [head.sos_id] * head.context
     cache: dict[tuple[int, ...], Tensor] = {}
 
@@ -270,10 +311,17 @@ def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int) -> list[int]:
 
     for t in range(enc.size(0)):
         logp = head.joint(enc[t][None], pred_of(hyps)).log_softmax(dim=-1)  # [N, V]
+        vocab = logp.size(1)
+        if lm is not None:
+            fused = lm.token_scores(lm_states)  # [N, V]
+            fused[:, head.blank_id] = 0.0  # blank moves in time, not in text
+            if lm.fusion.weight > 0:
+                fused[:, lm.fusion.eos_id] = float("-inf")  # </s> only at the end
+            logp = logp + fused
         total = (scores[:, None] + logp).flatten()
         top_scores, top_index = total.topk(min(beam, total.numel()))
-        vocab = logp.size(1)
         merged: dict[tuple[int, ...], float] = {}
+        merged_states: dict[tuple[int, ...], tuple[int, int]] = {}  # key -> (row, token)
         for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
             row, token = divmod(index, vocab)
             key = hyps[row] if token == head.blank_id else hyps[row] + (token,)
@@ -281,6 +329,12 @@ def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int) -> list[int]:
                 high, low = max(merged[key], score), min(merged[key], score)
                 score = high + math.log1p(math.exp(low - high))
             merged[key] = score
+            merged_states.setdefault(key, (row, token))
         hyps = list(merged)
         scores = torch.tensor([merged[k] for k in hyps], device=device)
+        if lm is not None:  # a merged key has one token sequence, hence one LM state
+            rows, tokens = (torch.tensor(x, dtype=torch.long, device=device) for x in zip(*merged_states.values(), strict=True))
+            lm_states = torch.where(tokens == head.blank_id, lm_states[rows], lm.advance(lm_states[rows], tokens))
+    if lm is not None:
+        scores = scores + lm.end_scores(lm_states)
     return list(hyps[int(scores.argmax())])
