@@ -61,8 +61,11 @@ def transcribe_file(
     chunk_seconds: float = 14.0,
     prime_tokens: int = 10,
     device: str = "cpu",
+    lm=None,
+    language: str = "",
 ) -> Transcript:
-    """Transcribe one audio file.
+    """Transcribe one audio file. ``lm``: an :class:`astra.lm.fusion.LmFusion` for the beam
+    methods, with the LM of ``language``; long-form (chunked) audio is decoded without it.
 
     Raises:
         astra.data.audio.AudioError (a ValueError): missing, empty or undecodable audio.
@@ -83,9 +86,10 @@ def transcribe_file(
             ids = model.transcribe_long(features, chunk_seconds=chunk_seconds, prime_tokens=prime_tokens)
             used = "aligner_greedy (long form)"
         else:
-            batch = single_batch(features, key=str(path))
-            ids = model.decode(batch, method=method, beam=beam, ctc_weight=ctc_weight)[0]
-            used = method
+            batch = single_batch(features, key=str(path), language=language)
+            extra = {} if lm is None else {"lm": lm}
+            ids = model.decode(batch, method=method, beam=beam, ctc_weight=ctc_weight, **extra)[0]
+            used = method if lm is None else f"{method} + LM {language} (weight {lm.weight:g})"
     elapsed = time.perf_counter() - start
     if long_form and method != "aligner_greedy":
         log.info("%s: %.1f s > %.1f s, long-form chunking uses Aligner greedy decoding",
