@@ -15,8 +15,13 @@ symbol per frame (like modified beam search); ``decode()``'s default allows 3, w
 one more joiner call per emitted token. The Aligner + CTC beam reads the untrained CTC head's
 (near-uniform) log-probs: its row measures the cost of CTC prefix scoring, not search quality.
 
+The ``+ LM`` rows fuse an n-gram LM (``astra.lm``, weight 0.3) into each beam search: a
+``--lm-order`` (default 6) modified Kneser-Ney model of ``--lm-sentences`` random piece
+sequences (Zipf-distributed pieces, 20-60 per sentence), the same for every utterance; a
+second table gives each search's cost with the LM over its cost without it.
+
 Usage: ``python tools/bench_decode.py [--preset NAME] [--repeats 5] [--vocab 1024] [--threads N]
-[--same-joint]``
+[--same-joint] [--lm-order 6] [--lm-sentences 2000]``
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ import time
 
 import torch
 
+from astra.lm.fusion import LmFusion
+from astra.lm.kneser_ney import estimate
+from astra.lm.ngram_scorer import NgramScorer
 from astra.model import AstraModel, decoding, preset
-from astra.model.astra_model import BLANK_ID, EOS_ID
+from astra.model.astra_model import BLANK_ID, EOS_ID, SOS_ID, UNK_ID
 
 BATCH, FRAMES_OUT, TOKENS = 8, 300, 100
 INPUT_FRAMES = 1203  # -> 300 encoder frames with 4x Conv2d subsampling
@@ -60,6 +68,22 @@ def _craft(model: AstraModel, encoder_out: torch.Tensor) -> torch.Tensor:
     return frames
 
 
+def _random_lm(vocab: int, order: int, sentences: int) -> tuple[LmFusion, int]:
+    """A fusion scorer (weight 0.3) of a KN model over random Zipf piece sequences; returns
+    it and its number of n-grams."""
+    gen = torch.Generator().manual_seed(1)
+    pieces = vocab - 4
+    zipf = 1.0 / torch.arange(1, pieces + 1, dtype=torch.float64)
+    texts = []
+    for _ in range(sentences):
+        n = int(torch.randint(20, 61, (1,), generator=gen))
+        texts.append([f"p{i + 4}" for i in torch.multinomial(zipf, n, replacement=True, generator=gen).tolist()])
+    words = [f"p{i}" for i in range(4, vocab)]
+    model = estimate(texts, order, words)
+    scorer = NgramScorer({"xx": model}, {w: i for i, w in enumerate(words, 4)}, vocab, EOS_ID, UNK_ID)
+    return LmFusion(scorer, 0.3, EOS_ID, neutral_ids=(BLANK_ID, SOS_ID)), sum(model.counts)
+
+
 def _median_ms(fn, repeats: int) -> tuple[float, object]:
     fn()  # warm-up
     times, result = [], None
@@ -77,6 +101,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--lm-order", type=int, default=6, help="order of the fused n-gram LM")
+    parser.add_argument("--lm-sentences", type=int, default=2000, help="random sentences the LM is built from")
     parser.add_argument("--same-joint", action="store_true",
                         help="give the RNN-T head the Aligner's prediction/joint widths (seed 000's comparison)")
     args = parser.parse_args()
@@ -101,16 +127,28 @@ def main() -> None:
     frames = _craft(model, top)
     ctc_head = model.ctc if model.ctc is not None else model.inter_ctc
     ctc_in = top if model.ctc is not None else layers[model.cfg.inter_ctc_layer]
+    fusion, lm_ngrams = _random_lm(args.vocab, args.lm_order, args.lm_sentences)
+    ctc_log_probs = ctc_head(ctc_in)
+
+    def lm():
+        return fusion.for_batch(["xx"] * BATCH, "cpu")
+
+    searches = {
+        f"Aligner beam {args.beam}": lambda lm=None: decoding.aligner_beam(
+            model.aligner, frames, enc_lens, EOS_ID, args.beam, lm=lm),
+        f"Aligner + CTC beam {args.beam} (ctc_weight 0.3)": lambda lm=None: decoding.aligner_beam(
+            model.aligner, frames, enc_lens, EOS_ID, args.beam, ctc_log_probs=ctc_log_probs, ctc_weight=0.3, lm=lm),
+        f"RNN-T beam {args.beam} (modified)": lambda lm=None: decoding.rnnt_beam(
+            model.rnnt, frames, enc_lens, args.beam, lm=lm),
+    }
     rows = {
         "Aligner greedy": lambda: decoding.aligner_greedy(model.aligner, frames, enc_lens, EOS_ID),
         "RNN-T greedy": lambda: decoding.rnnt_greedy(model.rnnt, frames, enc_lens, max_symbols=1),
         "CTC greedy": lambda: ctc_head.greedy(ctc_in, enc_lens),
-        f"Aligner beam {args.beam}": lambda: decoding.aligner_beam(model.aligner, frames, enc_lens, EOS_ID, args.beam),
-        f"Aligner + CTC beam {args.beam} (ctc_weight 0.3)": lambda: decoding.aligner_beam(
-            model.aligner, frames, enc_lens, EOS_ID, args.beam, ctc_log_probs=ctc_head(ctc_in), ctc_weight=0.3,
-        ),
-        f"RNN-T beam {args.beam} (modified)": lambda: decoding.rnnt_beam(model.rnnt, frames, enc_lens, args.beam),
     }
+    for name, search in searches.items():
+        rows[name] = search
+        rows[f"{name} + LM"] = lambda search=search: search(lm())
     results = {"Encoding": (encode_ms, None)}
     for name, fn in rows.items():
         with torch.no_grad():
@@ -128,6 +166,13 @@ def main() -> None:
     for name, (ms, hyps) in results.items():
         tokens = "" if hyps is None else f"{statistics.mean(len(h) for h in hyps):.0f}"
         print(f"| {name} | {ms:.1f} | {ms / base:.2f} | {tokens} |")
+    print(f"\nLM fusion ({args.lm_order}-gram, {lm_ngrams} n-grams, weight 0.3): cost over the same search "
+          "without the LM\n")
+    print("| search | without LM ms | with LM ms | with / without |")
+    print("|---|---:|---:|---:|")
+    for name in searches:
+        plain, fused = results[name][0], results[f"{name} + LM"][0]
+        print(f"| {name} | {plain:.1f} | {fused:.1f} | {fused / plain:.2f} |")
     total_aligner = encode_ms + base
     total_rnnt = encode_ms + results["RNN-T greedy"][0]
     print(f"\nTotal (encode + greedy decode): Aligner {total_aligner:.0f} ms, RNN-T {total_rnnt:.0f} ms "
