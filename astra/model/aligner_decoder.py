@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+DECODE_MASKED_IDS = (0, 2)  # <blank>, <sos>: never emitted by a decoder (CONTRIBUTING.md "Tokens")
+
 
 class AlignerDecoder(nn.Module):
     """Prediction network + joint of the Aligner (also used by InterAligner)."""
@@ -65,10 +67,14 @@ class AlignerDecoder(nn.Module):
             cs.append(c)
         return x, (torch.stack(hs), torch.stack(cs))
 
-    def stepper(self, rows: int, device: torch.device, dtype: torch.dtype | None = None) -> AlignerStepper:
+    def stepper(
+        self, rows: int, device: torch.device, dtype: torch.dtype | None = None,
+        masked_ids: tuple[int, ...] = DECODE_MASKED_IDS,
+    ) -> AlignerStepper:
         """The fast decoding path for ``rows`` hypotheses (:class:`AlignerStepper`); weights
-        cast to ``dtype`` (default: the parameters' dtype). Build one per decode call."""
-        return AlignerStepper(self, rows, device, dtype or self.output.weight.dtype)
+        cast to ``dtype`` (default: the parameters' dtype); ``masked_ids`` get logit ``-inf``.
+        Build one per decode call."""
+        return AlignerStepper(self, rows, device, dtype or self.output.weight.dtype, masked_ids)
 
     def input_gate_table(self) -> Tensor:
         """``[V, 4P]`` first-layer input gates (+ both biases) of every token.
@@ -130,9 +136,6 @@ class AlignerDecoder(nn.Module):
         return g[:, -1], state
 
 
-DECODE_MASKED_IDS = (0, 2)  # <blank>, <sos>: never emitted by a decoder (CONTRIBUTING.md "Tokens")
-
-
 class AlignerStepper:
     """Fast decoding path of an :class:`AlignerDecoder` for N hypothesis rows.
 
@@ -146,14 +149,18 @@ class AlignerStepper:
     * each layer's recurrent term ``W_hh h`` and the joint's prediction side ``W_p g`` come
       from one matmul of the new LSTM output with ``[W_hh; W_p]`` (last layer), so a step is
       that matmul, one add and the output layer;
-    * ``<blank>`` and ``<sos>`` get logit ``-inf`` through the output bias (no per-step mask);
+    * ``<blank>`` and ``<sos>`` (``masked_ids``) get logit ``-inf`` through the output bias
+      (no per-step mask);
     * every per-step tensor is a preallocated buffer (rows reordered in place for beams).
 
     State per row: ``rec [layers, N, 4P]`` (``W_hh h`` of each layer), ``c [layers, N, P]``,
     ``pred [N, J]`` (``W_p g``). Logits are those of the reference joint up to float rounding.
     """
 
-    def __init__(self, decoder: AlignerDecoder, rows: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, decoder: AlignerDecoder, rows: int, device: torch.device, dtype: torch.dtype,
+        masked_ids: tuple[int, ...] = DECODE_MASKED_IDS,
+    ) -> None:
         lstm = decoder.lstm
         self.layers, self.rows = lstm.num_layers, rows
         width = lstm.hidden_size
@@ -171,7 +178,7 @@ class AlignerStepper:
         self.recurrent.append(torch.cat([recurrent[-1], decoder.pred_proj.weight]).t().to(dtype))
         self.output_weight = decoder.output.weight.t().to(dtype)  # [J, V]
         bias = decoder.output.bias.detach().clone().to(dtype)
-        bias[list(DECODE_MASKED_IDS)] = float("-inf")
+        bias[list(masked_ids)] = float("-inf")
         self.output_bias = bias
         joint, vocab = self.output_weight.shape
         new = dict(device=device, dtype=dtype)
@@ -227,8 +234,16 @@ class AlignerStepper:
         self._spare = (self.rec, self.c)
         self.rec, self.c = rec, c
 
-    def advance(self, tokens: Tensor) -> None:
-        """Every row reads its token ``tokens [N]``: one LSTM step (gate order i, f, g, o)."""
+    def advance(self, tokens: Tensor, only: Tensor | None = None) -> None:
+        """Every row reads its token ``tokens [N]``: one LSTM step (gate order i, f, g, o).
+        ``only [N]`` (bool): rows where it is false keep their state (RNN-T blank frames)."""
+        if only is not None:
+            kept = ([r.clone() for r in self.rec], self.c.clone())
+            self.advance(tokens)
+            for new, old in zip(self.rec, kept[0], strict=True):
+                torch.where(only[:, None], new, old, out=new)
+            torch.where(only[None, :, None], self.c, kept[1], out=self.c)
+            return
         width = self.width
         gates, h = self._gates, self._h
         for k in range(self.layers):

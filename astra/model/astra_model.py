@@ -514,7 +514,16 @@ class AstraModel(nn.Module):
 
     @torch.no_grad()
     def transcribe_long(self, features: Tensor, chunk_seconds: float = 14.0, prime_tokens: int = 10) -> list[int]:
-        """Long-form Aligner decoding of one recording ``features [T, F]`` (seed 000).
+        """Long-form Aligner decoding of one recording ``features [T, F]``: the token ids of
+        :meth:`transcribe_long_chunks`, concatenated."""
+        return [t for chunk in self.transcribe_long_chunks(features, chunk_seconds, prime_tokens) for t in chunk]
+
+    @torch.no_grad()
+    def transcribe_long_chunks(
+        self, features: Tensor, chunk_seconds: float = 14.0, prime_tokens: int = 10,
+    ) -> list[list[int]]:
+        """Long-form Aligner decoding of one recording ``features [T, F]`` (seed 000): token
+        ids per chunk (``astra.model.long_form.join_chunks`` makes the text).
 
         The features are cut into chunks of ``chunk_seconds`` (a last piece shorter than a
         quarter chunk joins the previous chunk); each chunk is encoded alone and decoded with
@@ -531,13 +540,15 @@ class AstraModel(nn.Module):
             raise ValueError(f"transcribe_long: {features.size(0)} feature frames, fewer than the {minimum} one encoder frame needs")
         chunk = max(int(round(chunk_seconds * FRAMES_PER_SECOND)), minimum)
         emitted: list[int] = []
+        chunks: list[list[int]] = []
         for start, end in chunk_bounds(features.size(0), chunk, minimum):
             piece = features[start:end].unsqueeze(0)
             top, lens, _ = self.forward_encoder(piece, torch.tensor([end - start], device=features.device))
             history = emitted[-prime_tokens:] if prime_tokens else []
             primed = self.aligner.prime([history], features.device)
-            emitted += decoding.aligner_greedy(self.aligner, top, lens, EOS_ID, start=primed)[0]
-        return emitted
+            chunks.append(decoding.aligner_greedy(self.aligner, top, lens, EOS_ID, start=primed)[0])
+            emitted += chunks[-1]
+        return chunks
 
     @torch.no_grad()
     def attention_maps(self, batch: dict) -> dict[str, Tensor]:
