@@ -170,3 +170,15 @@ def test_bad_ctc_weight_is_a_clear_error():
         aligner_beam(decoder, enc, lengths, EOS, ctc_log_probs=torch.zeros(1, 4, 6), ctc_weight=0.3, ctc_candidates=0)
     with pytest.raises(ValueError, match=r"log_probs must be \[B, T', V\]"):
         CtcPrefixScorer(torch.zeros(4, 6), lengths, BLANK, torch.tensor([0]))
+
+
+def test_scorer_keeps_no_per_hypothesis_copy_of_the_vocabulary():
+    # B=2 utterances x K=8 hypotheses: the scorer must not hold a [T', N, V] tensor
+    frames, vocab, rows = 6, 50, torch.arange(2).repeat_interleave(8)
+    log_probs = torch.randn(2, frames, vocab).log_softmax(-1)
+    scorer = CtcPrefixScorer(log_probs, torch.tensor([6, 4]), BLANK, rows)
+    held = sum(v.numel() for v in vars(scorer).values() if torch.is_tensor(v))
+    assert held < frames * rows.numel() * vocab
+    state = scorer.extend(scorer.initial_state(), torch.arange(16), torch.full((16,), 7))
+    candidates = torch.tensor([[7, 9, 11]]).expand(16, 3)
+    assert scorer.scores(state, candidates).shape == (16, 3)

@@ -125,6 +125,8 @@ def test_long_form_chunking_of_two_concatenated_utterances(overfit, prime_tokens
     joined = torch.cat([speech["features"][3], speech["features"][5]])  # [2 * FRAMES, 80]
     hyp = model.transcribe_long(joined, chunk_seconds=FRAMES / 100.0, prime_tokens=prime_tokens)
     assert hyp == refs[3] + refs[5]
+    chunks = model.transcribe_long_chunks(joined, chunk_seconds=FRAMES / 100.0, prime_tokens=prime_tokens)
+    assert chunks == [refs[3], refs[5]]  # one id list per chunk: the text join keeps a word boundary
     # a short tail (< a quarter chunk) joins the previous chunk instead of being decoded alone
     tail = torch.cat([joined, speech["features"][0, :20]])
     hyp = model.transcribe_long(tail, chunk_seconds=FRAMES / 100.0, prime_tokens=prime_tokens)

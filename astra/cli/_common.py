@@ -60,3 +60,57 @@ def add_action_parser(subparsers, command: str, command_help: str, action: str, 
 def split_csv(value: str | None) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``; ``None`` or ``""`` -> ``[]``."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def add_lm_arguments(parser, with_language: bool = False) -> None:
+    """``--lm``, ``--lm-weight``, ``--length-bonus``, ``--ilm-weight`` (and ``--lm-language``):
+    the fields of :class:`astra.lm.LmFusionConfig`; read them with :func:`lm_fusion_config`."""
+    parser.add_argument("--lm", default=None, metavar="DIR",
+                        help="n-gram LM folder from 'astra lm train', fused into the *_beam methods")
+    parser.add_argument("--lm-weight", default="0.3", metavar="W[,W...]",
+                        help="LM weight; several comma-separated weights: a sweep (evaluate) that reports "
+                             "the error rate per weight and picks the best (default: 0.3)")
+    parser.add_argument("--length-bonus", type=float, default=0.0,
+                        help="score added per emitted piece with --lm (default: 0)")
+    parser.add_argument("--ilm-weight", type=float, default=0.0,
+                        help="Aligner methods with --lm: weight of the subtracted internal LM (the decoder "
+                             "on zeroed encoder frames; default: 0)")
+    if with_language:
+        parser.add_argument("--lm-language", default=None,
+                            help="language whose LM scores the audio (default: the LM's only language)")
+
+
+def lm_fusion_config(args: argparse.Namespace):
+    """:class:`astra.lm.LmFusionConfig` of the ``--lm*`` flags (:class:`UserError` for a bad value)."""
+    from astra.lm.config import LmFusionConfig
+
+    try:
+        weights = [float(w) for w in split_csv(args.lm_weight)]
+    except ValueError as e:
+        raise UserError(f"--lm-weight must be numbers separated by commas, got {args.lm_weight!r}") from e
+    cfg = LmFusionConfig(lm_dir=args.lm, lm_weights=weights, length_bonus=args.length_bonus,
+                         ilm_weight=args.ilm_weight, lm_language=getattr(args, "lm_language", None))
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    return cfg
+
+
+def load_lm_fusion(cfg, tokenizer, method: str, languages=None):
+    """The :class:`astra.lm.fusion.LmFusion` of ``cfg`` for ``tokenizer`` (weight: the first
+    of ``cfg.lm_weights``), or ``None`` without ``--lm``; :class:`UserError` for an LM
+    folder that does not load, a language it has no LM for, or a method without a beam."""
+    if cfg.lm_dir is None:
+        return None
+    if method not in ("aligner_beam", "aligner_ctc_beam", "rnnt_beam"):
+        raise UserError(f"--lm needs a beam search (--method aligner_beam, aligner_ctc_beam or rnnt_beam), "
+                        f"not --method {method}")
+    if cfg.ilm_weight > 0 and not method.startswith("aligner"):
+        raise UserError(f"--ilm-weight is for the Aligner methods, not --method {method}")
+    from astra.lm import build_fusion
+
+    try:
+        return build_fusion(cfg.lm_dir, tokenizer, cfg.lm_weights[0], cfg.length_bonus, cfg.ilm_weight, languages)
+    except ValueError as e:
+        raise UserError(f"--lm {cfg.lm_dir}: {e}") from e

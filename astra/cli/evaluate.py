@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -11,8 +12,11 @@ from astra.cli import UserError
 from astra.cli._common import (
     add_checkpoint_arguments,
     add_decode_arguments,
+    add_lm_arguments,
     check_decode_arguments,
+    lm_fusion_config,
     load_checkpoint,
+    load_lm_fusion,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ def register(subparsers) -> None:
                      help="decode each utterance in its data language: its <lang:xx> tag is forced "
                           "as the first output (models trained with data.language_tags; aligner_* "
                           "methods). Default: the model emits the tag itself")
+    add_lm_arguments(dec)
     dec.add_argument("--max-batch-seconds", type=float, default=None,
                      help="audio seconds per batch (default: the checkpoint's data config)")
     dec.add_argument("--num-workers", type=int, default=0,
@@ -111,6 +116,13 @@ def run(args: argparse.Namespace) -> int:
         if not Path(d).is_dir():
             raise UserError(f"--data {d}: not a folder")
     check_decode_arguments(args)
+    lm_cfg = lm_fusion_config(args)
+    sweep = len(lm_cfg.lm_weights) > 1
+    if lm_cfg.lm_dir is None and (sweep or args.length_bonus or args.ilm_weight):
+        raise UserError("--lm-weight with several weights, --length-bonus and --ilm-weight need --lm DIR")
+    if sweep and args.split == "test":
+        raise UserError("an --lm-weight sweep picks a weight: run it on a validation split (--split validation), "
+                        "then evaluate the test split with the chosen weight")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     checkpoint, model, tokenizer, cfg = load_checkpoint(args)
@@ -127,14 +139,23 @@ def run(args: argparse.Namespace) -> int:
     if total == 0:
         raise UserError(f"no utterances found for split {args.split!r} in the given data")
     cer_languages = args.cer_languages or list(DEFAULT_CER_LANGUAGES)
-    try:
-        result = evaluate_batches(
-            model, tokenizer, batches, method=args.method, beam=args.beam, ctc_weight=args.ctc_weight,
-            normalize=not args.no_normalize, cer_languages=cer_languages,
-            progress=not args.no_progress, total=total, force_language=args.force_language,
-        )
-    except ValueError as e:  # e.g. the checkpoint has no head for the chosen method
-        raise UserError(f"evaluate --method {args.method}: {e}") from e
+    languages = sorted({u.language for u in batches.utterances})
+    fusion = load_lm_fusion(lm_cfg, tokenizer, args.method, languages)
+    runs = []  # (lm weight or None, EvaluationResult)
+    skipped = None
+    for weight in lm_cfg.lm_weights if fusion is not None else [None]:
+        if fusion is not None:
+            fusion.weight = weight
+        try:
+            runs.append((weight, evaluate_batches(
+                model, tokenizer, batches, method=args.method, beam=args.beam, ctc_weight=args.ctc_weight,
+                normalize=not args.no_normalize, cer_languages=cer_languages,
+                progress=not args.no_progress, total=total, force_language=args.force_language, lm=fusion,
+            )))
+        except ValueError as e:  # e.g. the checkpoint has no head for the chosen method
+            raise UserError(f"evaluate --method {args.method}: {e}") from e
+        skipped = batches.skip_summary() if skipped is None else skipped  # counted on the first pass
+    best_weight, result = min(runs, key=lambda r: r[1].summary.pooled_error_rate)
     data = data_description(args)
     out_dir = Path(args.output_dir) if args.output_dir else (
         Path(args.output_root) / output_dir_name(checkpoint, data)
@@ -150,6 +171,15 @@ def run(args: argparse.Namespace) -> int:
         "beam": args.beam,
         "ctc_weight": args.ctc_weight if args.method == "aligner_ctc_beam" else None,
         "force_language": args.force_language,
+        "lm": None if fusion is None else str(lm_cfg.lm_dir),
+        "lm_weight": best_weight,
+        "length_bonus": lm_cfg.length_bonus if fusion is not None else None,
+        "ilm_weight": lm_cfg.ilm_weight if fusion is not None else None,
+        "lm_sweep": [
+            {"lm_weight": w, "pooled_error_rate": r.summary.pooled_error_rate,
+             "macro_error_rate": r.summary.macro_error_rate, "rtf": r.decoded.rtf}
+            for w, r in runs
+        ] if sweep else None,
         "normalize": not args.no_normalize,
         "cer_languages": cer_languages,
         "utterances": len(decoded.keys),
@@ -157,14 +187,23 @@ def run(args: argparse.Namespace) -> int:
         "decode_seconds": decoded.decode_seconds,
         "rtf": decoded.rtf,
         "device": args.device,
-        "skipped": batches.skip_summary(),
+        "skipped": skipped,
         "too_short_empty_hypothesis": decoded.too_short,
     }
-    title = f"{checkpoint.name} on {data} ({args.method})"
+    lm_note = "" if fusion is None else f", LM weight {best_weight}"
+    title = f"{checkpoint.name} on {data} ({args.method}{lm_note})"
     paths = write_reports(out_dir, result.scores, result.summary, meta, title)
     sys.stdout.write(markdown_table(result.summary, decoded.rtf, title))
     if meta["skipped"]:
         skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(meta["skipped"].items()))
         sys.stdout.write(f"\nskipped utterances (not scored): {skipped}\n")
     sys.stdout.write(f"\nwrote {', '.join(p.name for p in paths.values())} to {out_dir}\n")
+    if sweep:
+        sys.stdout.write("\n| LM weight | pooled error rate | macro error rate |\n|---:|---:|---:|\n")
+        for row in meta["lm_sweep"]:
+            sys.stdout.write(f"| {row['lm_weight']:g} | {100 * row['pooled_error_rate']:.2f} % | "
+                             f"{100 * row['macro_error_rate']:.2f} % |\n")
+        best = {"best_lm_weight": best_weight, "pooled_error_rate": result.summary.pooled_error_rate,
+                "split": args.split, "results": str(out_dir / "results.json")}
+        sys.stdout.write(json.dumps(best) + "\n")  # last line: machine-readable
     return 0

@@ -11,8 +11,11 @@ from astra.cli import UserError
 from astra.cli._common import (
     add_checkpoint_arguments,
     add_decode_arguments,
+    add_lm_arguments,
     check_decode_arguments,
+    lm_fusion_config,
     load_checkpoint,
+    load_lm_fusion,
 )
 
 
@@ -30,6 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio file(s)")
     add_checkpoint_arguments(p)
     add_decode_arguments(p, "head and search for audio up to --chunk-seconds (default: aligner_greedy)")
+    add_lm_arguments(p, with_language=True)
     p.add_argument("--chunk-seconds", type=float, default=14.0,
                    help="long-form chunk length in seconds (default: 14)")
     p.add_argument("--prime-tokens", type=int, default=10,
@@ -50,7 +54,24 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--chunk-seconds must be > 0, got {args.chunk_seconds}")
     if args.prime_tokens < 0:
         raise UserError(f"--prime-tokens must be >= 0, got {args.prime_tokens}")
+    lm_cfg = lm_fusion_config(args)
+    if len(lm_cfg.lm_weights) > 1:
+        raise UserError("transcribe takes one --lm-weight (sweep weights with 'astra evaluate --split validation')")
+    if lm_cfg.lm_dir is None and (args.length_bonus or args.ilm_weight or args.lm_language):
+        raise UserError("--length-bonus, --ilm-weight and --lm-language need --lm DIR")
     _, model, tokenizer, _ = load_checkpoint(args)
+    fusion, language = None, ""
+    if lm_cfg.lm_dir is not None:
+        from astra.lm.lm_dir import read_manifest
+
+        try:
+            available = list(read_manifest(lm_cfg.lm_dir)["languages"])
+        except ValueError as e:
+            raise UserError(f"--lm {lm_cfg.lm_dir}: {e}") from e
+        language = lm_cfg.lm_language or (available[0] if len(available) == 1 else "")
+        if not language:
+            raise UserError(f"--lm {lm_cfg.lm_dir} has LMs for {', '.join(available)}: choose one with --lm-language")
+        fusion = load_lm_fusion(lm_cfg, tokenizer, args.method, [language])
     results = []
     failed = 0
     for path in args.audio:
@@ -58,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             t = transcribe_file(
                 model, tokenizer, path, method=args.method, beam=args.beam,
                 ctc_weight=args.ctc_weight, chunk_seconds=args.chunk_seconds, prime_tokens=args.prime_tokens,
-                device=args.device,
+                device=args.device, lm=fusion, language=language,
             )
         except ValueError as e:  # unreadable, empty or too short audio: report, go on
             failed += 1

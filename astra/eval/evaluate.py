@@ -92,15 +92,17 @@ def language_tag_ids(tokenizer, languages: Sequence[str]):
 
 
 def _decode_batch(
-    model, batch: dict, method: str, beam: int, min_frames: int, tokenizer, force_language: bool, ctc_weight: float
+    model, batch: dict, method: str, beam: int, min_frames: int, tokenizer, force_language: bool, ctc_weight: float,
+    lm=None,
 ):
     """Hypotheses of one batch; utterances shorter than ``min_frames`` get ``[]``."""
+    extra = {} if lm is None else {"lm": lm}
 
     def decode(part: dict) -> list[list[int]]:
         if not force_language:
-            return model.decode(part, method=method, beam=beam, ctc_weight=ctc_weight)
+            return model.decode(part, method=method, beam=beam, ctc_weight=ctc_weight, **extra)
         first = language_tag_ids(tokenizer, part["languages"]).to(part["feature_lens"].device)
-        return model.decode(part, method=method, beam=beam, first_tokens=first, ctc_weight=ctc_weight)
+        return model.decode(part, method=method, beam=beam, first_tokens=first, ctc_weight=ctc_weight, **extra)
 
     lens = batch["feature_lens"].tolist()
     ok = [i for i, n in enumerate(lens) if n >= min_frames]
@@ -124,6 +126,7 @@ def decode_batches(
     total: int | None = None,
     force_language: bool = False,
     ctc_weight: float = 0.3,
+    lm=None,
 ) -> DecodeResult:
     """Decode speech batches (CONTRIBUTING.md "Batches") into text.
 
@@ -140,6 +143,8 @@ def decode_batches(
         force_language: decode each utterance in its known language (``batch["languages"]``):
             its ``<lang:xx>`` tag is forced as the first output (models trained with
             ``data.language_tags``; Aligner methods). Off: the model emits a tag itself.
+        lm: an :class:`astra.lm.fusion.LmFusion` fused into the beam search (each utterance
+            scored with its language's LM), or ``None``.
 
     Utterances too short for the model's subsampling (fewer feature frames than
     ``model.speech_encoder.subsampling.min_input_frames()``) are not decoded: they get an
@@ -168,7 +173,8 @@ def decode_batches(
             if device is not None:
                 batch = _to_device(batch, device)
             start = time.perf_counter()
-            ids, short = _decode_batch(model, batch, method, beam, min_frames, tokenizer, force_language, ctc_weight)
+            ids, short = _decode_batch(model, batch, method, beam, min_frames, tokenizer, force_language, ctc_weight,
+                                       lm)
             result.decode_seconds += time.perf_counter() - start
             result.too_short += [batch["keys"][i] for i in short]
             if len(ids) != len(batch["keys"]):
@@ -201,7 +207,7 @@ def evaluate_batches(
     **decode_options,
 ) -> EvaluationResult:
     """Decode (:func:`decode_batches`; ``decode_options``: its ``method``, ``beam``, ``ctc_weight``,
-    ``progress``, ``total``, ``force_language``) and score (:func:`astra.eval.metrics.score_corpus` with
+    ``progress``, ``total``, ``force_language``, ``lm``) and score (:func:`astra.eval.metrics.score_corpus` with
     ``normalize`` and ``cer_languages``)."""
     decoded = decode_batches(model, tokenizer, batches, **decode_options)
     if not decoded.keys:

@@ -4,7 +4,8 @@ Any format :func:`astra.data.audio.load_audio` reads (wav, flac, ogg, mp3 where 
 any sample rate and channel count (downmixed, resampled to 16 kHz). Audio up to
 ``chunk_seconds`` long is decoded in one piece with the chosen method; longer audio goes
 through the model's long-form chunking (``AstraModel.transcribe_long``: Aligner decoding
-per chunk, prediction network primed with the last ``prime_tokens`` tokens).
+per chunk, prediction network primed with the last ``prime_tokens`` tokens); the chunks'
+texts are joined with a word boundary (``astra.model.long_form.join_chunks``).
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ def transcribe_file(
     chunk_seconds: float = 14.0,
     prime_tokens: int = 10,
     device: str = "cpu",
+    lm=None,
+    language: str = "",
 ) -> Transcript:
-    """Transcribe one audio file.
+    """Transcribe one audio file. ``lm``: an :class:`astra.lm.fusion.LmFusion` for the beam
+    methods, with the LM of ``language``; long-form (chunked) audio is decoded without it.
 
     Raises:
         astra.data.audio.AudioError (a ValueError): missing, empty or undecodable audio.
@@ -71,6 +75,7 @@ def transcribe_file(
 
     from astra.data.audio import load_audio
     from astra.features import SAMPLE_RATE, fbank
+    from astra.model.long_form import join_chunks
 
     waveform = load_audio(str(path))
     duration = waveform.numel() / SAMPLE_RATE
@@ -80,17 +85,19 @@ def transcribe_file(
     start = time.perf_counter()
     with torch.inference_mode():
         if long_form:
-            ids = model.transcribe_long(features, chunk_seconds=chunk_seconds, prime_tokens=prime_tokens)
+            chunks = model.transcribe_long_chunks(features, chunk_seconds=chunk_seconds, prime_tokens=prime_tokens)
+            text = join_chunks(tokenizer, chunks)
             used = "aligner_greedy (long form)"
         else:
-            batch = single_batch(features, key=str(path))
-            ids = model.decode(batch, method=method, beam=beam, ctc_weight=ctc_weight)[0]
-            used = method
+            batch = single_batch(features, key=str(path), language=language)
+            extra = {} if lm is None else {"lm": lm}
+            text = tokenizer.decode(model.decode(batch, method=method, beam=beam, ctc_weight=ctc_weight, **extra)[0])
+            used = method if lm is None else f"{method} + LM {language} (weight {lm.weight:g})"
     elapsed = time.perf_counter() - start
     if long_form and method != "aligner_greedy":
         log.info("%s: %.1f s > %.1f s, long-form chunking uses Aligner greedy decoding",
                  path, duration, chunk_seconds)
     return Transcript(
-        path=str(path), text=tokenizer.decode(ids), duration=duration,
+        path=str(path), text=text, duration=duration,
         decode_seconds=elapsed, long_form=long_form, method=used,
     )

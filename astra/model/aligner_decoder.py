@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+DECODE_MASKED_IDS = (0, 2)  # <blank>, <sos>: never emitted by a decoder (CONTRIBUTING.md "Tokens")
+
 
 class AlignerDecoder(nn.Module):
     """Prediction network + joint of the Aligner (also used by InterAligner)."""
@@ -47,13 +49,13 @@ class AlignerDecoder(nn.Module):
         """One LSTM step for decoding: ``tokens [B]``, state ``(h, c)`` each ``[layers, B, P]``
         -> ``(g [B, P], state)``. Same math as :meth:`predict` (PyTorch's gate order i, f, g, o),
         written out because a one-step ``nn.LSTM`` call costs ~7x more on CPU; the first
-        layer's input gates come from a per-token table (see :meth:`_input_gate_table`)."""
+        layer's input gates come from a per-token table (see :meth:`input_gate_table`)."""
         x = None
         hs, cs = [], []
         for layer in range(self.lstm.num_layers):
             w_hh = getattr(self.lstm, f"weight_hh_l{layer}")
             if layer == 0:
-                gates = torch.addmm(self._input_gate_table()[tokens], state[0][0], w_hh.t())
+                gates = torch.addmm(self.input_gate_table()[tokens], state[0][0], w_hh.t())
             else:
                 w_ih = getattr(self.lstm, f"weight_ih_l{layer}")
                 b = getattr(self.lstm, f"bias_ih_l{layer}") + getattr(self.lstm, f"bias_hh_l{layer}")
@@ -65,7 +67,16 @@ class AlignerDecoder(nn.Module):
             cs.append(c)
         return x, (torch.stack(hs), torch.stack(cs))
 
-    def _input_gate_table(self) -> Tensor:
+    def stepper(
+        self, rows: int, device: torch.device, dtype: torch.dtype | None = None,
+        masked_ids: tuple[int, ...] = DECODE_MASKED_IDS,
+    ) -> AlignerStepper:
+        """The fast decoding path for ``rows`` hypotheses (:class:`AlignerStepper`); weights
+        cast to ``dtype`` (default: the parameters' dtype); ``masked_ids`` get logit ``-inf``.
+        Build one per decode call."""
+        return AlignerStepper(self, rows, device, dtype or self.output.weight.dtype, masked_ids)
+
+    def input_gate_table(self) -> Tensor:
         """``[V, 4P]`` first-layer input gates (+ both biases) of every token.
 
         Computed once and cached while the weights are unchanged (keyed on their version
@@ -123,3 +134,128 @@ class AlignerDecoder(nn.Module):
         rows = [[self.sos_id] * (width - len(t) + 1) + list(t) for t in tokens]
         g, state = self.predict(torch.tensor(rows, dtype=torch.long, device=device))
         return g[:, -1], state
+
+
+class AlignerStepper:
+    """Fast decoding path of an :class:`AlignerDecoder` for N hypothesis rows.
+
+    Computes exactly what ``decoder.joint(h_i, g)`` and :meth:`AlignerDecoder.step` compute,
+    with the token-independent work hoisted out of the per-step loop:
+
+    * the first layer's input gates ``W_ih embedding(v) + b_ih + b_hh`` of every token v
+      (``[V, 4P]``, a lookup per step instead of a matmul);
+    * the joint's encoder side ``W_e h + b_e + b_p`` of every frame (:meth:`encoder_side`,
+      one batched matmul before the loop);
+    * each layer's recurrent term ``W_hh h`` and the joint's prediction side ``W_p g`` come
+      from one matmul of the new LSTM output with ``[W_hh; W_p]`` (last layer), so a step is
+      that matmul, one add and the output layer;
+    * ``<blank>`` and ``<sos>`` (``masked_ids``) get logit ``-inf`` through the output bias
+      (no per-step mask);
+    * every per-step tensor is a preallocated buffer (rows reordered in place for beams).
+
+    State per row: ``rec [layers, N, 4P]`` (``W_hh h`` of each layer), ``c [layers, N, P]``,
+    ``pred [N, J]`` (``W_p g``). Logits are those of the reference joint up to float rounding.
+    """
+
+    def __init__(
+        self, decoder: AlignerDecoder, rows: int, device: torch.device, dtype: torch.dtype,
+        masked_ids: tuple[int, ...] = DECODE_MASKED_IDS,
+    ) -> None:
+        lstm = decoder.lstm
+        self.layers, self.rows = lstm.num_layers, rows
+        width = lstm.hidden_size
+        self.width = width
+        self.encoder_weight = decoder.encoder_proj.weight.to(dtype)
+        self.encoder_bias = (decoder.encoder_proj.bias + decoder.pred_proj.bias).to(dtype)
+        self.input_gates = decoder.input_gate_table().to(dtype)  # [V, 4P]
+        self.input_weights = [None] + [getattr(lstm, f"weight_ih_l{k}").t().to(dtype) for k in range(1, self.layers)]
+        self.input_biases = [None] + [
+            (getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")).to(dtype) for k in range(1, self.layers)
+        ]
+        recurrent = [getattr(lstm, f"weight_hh_l{k}") for k in range(self.layers)]
+        # [P, 4P] per layer; the last one [P, 4P + J] with the joint's prediction side
+        self.recurrent = [w.t().to(dtype) for w in recurrent[:-1]]
+        self.recurrent.append(torch.cat([recurrent[-1], decoder.pred_proj.weight]).t().to(dtype))
+        self.output_weight = decoder.output.weight.t().to(dtype)  # [J, V]
+        bias = decoder.output.bias.detach().clone().to(dtype)
+        bias[list(masked_ids)] = float("-inf")
+        self.output_bias = bias
+        joint, vocab = self.output_weight.shape
+        new = dict(device=device, dtype=dtype)
+        # state: rec[k] = W_hh h of layer k [N, 4P]; the last layer's row is [W_hh h, W_p g]
+        # [N, 4P + J] (one matmul); c [layers, N, P]
+        self.rec = [torch.zeros(rows, w.size(1), **new) for w in self.recurrent]
+        self.c = torch.zeros(self.layers, rows, width, **new)
+        self._spare = ([torch.empty_like(r) for r in self.rec], torch.empty_like(self.c))
+        self._gates = torch.empty(rows, 4 * width, **new)
+        self._h = torch.empty(rows, width, **new)
+        self._hidden = torch.empty(rows, joint, **new)
+        self._logits = torch.empty(rows, vocab, **new)
+
+    @property
+    def pred(self) -> Tensor:
+        """``[N, J]``: the joint's prediction side ``W_p g`` of every row (a view)."""
+        return self.rec[-1][:, 4 * self.width :]
+
+    def encoder_side(self, encoder_out: Tensor) -> Tensor:
+        """``[B, T', D] -> [B, T', J]``: ``W_e h + b_e + b_p`` of every frame."""
+        return F.linear(encoder_out.to(self.encoder_weight.dtype), self.encoder_weight, self.encoder_bias)
+
+    def start(self, sos_id: int, primed: tuple[Tensor, tuple[Tensor, Tensor]] | None = None) -> None:
+        """Every row reads ``<sos>`` from the zero state, or continues ``primed = (g [N, P],
+        (h, c) [layers, N, P])`` from :meth:`AlignerDecoder.prime`."""
+        if primed is None:
+            for rec in self.rec:
+                rec.zero_()
+            self.c.zero_()
+            tokens = torch.full((self.rows,), sos_id, dtype=torch.long, device=self.c.device)
+            self.advance(tokens)
+            return
+        g, (h, c) = primed
+        dtype = self.c.dtype
+        for k in range(self.layers):  # g is the last layer's h
+            torch.mm(h[k].to(dtype), self.recurrent[k], out=self.rec[k])
+        self.c.copy_(c.to(dtype))
+
+    def logits(self, enc_frame: Tensor) -> Tensor:
+        """``[N, V]`` joint logits of the rows' frames ``enc_frame [N, J]`` (from
+        :meth:`encoder_side`); ``<blank>``/``<sos>`` are ``-inf``. A buffer, overwritten by
+        the next call."""
+        torch.add(enc_frame, self.pred, out=self._hidden)
+        torch.tanh(self._hidden, out=self._hidden)
+        return torch.addmm(self.output_bias, self._hidden, self.output_weight, out=self._logits)
+
+    def reorder(self, parents: Tensor) -> None:
+        """Row j takes the state of row ``parents[j]`` (beam search), ``parents [N]``."""
+        rec, c = self._spare
+        for old, new in zip(self.rec, rec, strict=True):
+            torch.index_select(old, 0, parents, out=new)
+        torch.index_select(self.c, 1, parents, out=c)
+        self._spare = (self.rec, self.c)
+        self.rec, self.c = rec, c
+
+    def advance(self, tokens: Tensor, only: Tensor | None = None) -> None:
+        """Every row reads its token ``tokens [N]``: one LSTM step (gate order i, f, g, o).
+        ``only [N]`` (bool): rows where it is false keep their state (RNN-T blank frames)."""
+        if only is not None:
+            kept = ([r.clone() for r in self.rec], self.c.clone())
+            self.advance(tokens)
+            for new, old in zip(self.rec, kept[0], strict=True):
+                torch.where(only[:, None], new, old, out=new)
+            torch.where(only[None, :, None], self.c, kept[1], out=self.c)
+            return
+        width = self.width
+        gates, h = self._gates, self._h
+        for k in range(self.layers):
+            if k == 0:
+                torch.index_select(self.input_gates, 0, tokens, out=gates)
+            else:
+                torch.addmm(self.input_biases[k], h, self.input_weights[k], out=gates)
+            gates.add_(self.rec[k][:, : 4 * width])
+            gates[:, : 2 * width].sigmoid_()
+            gates[:, 2 * width : 3 * width].tanh_()
+            gates[:, 3 * width :].sigmoid_()
+            c = self.c[k]
+            c.mul_(gates[:, width : 2 * width]).addcmul_(gates[:, :width], gates[:, 2 * width : 3 * width])
+            torch.tanh(c, out=h).mul_(gates[:, 3 * width :])
+            torch.mm(h, self.recurrent[k], out=self.rec[k])

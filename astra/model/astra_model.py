@@ -423,13 +423,16 @@ class AstraModel(nn.Module):
     @torch.no_grad()
     def decode(
         self, batch: dict, method: str = "aligner_greedy", beam: int = 4, first_tokens: Tensor | None = None,
-        ctc_weight: float = 0.3,
+        ctc_weight: float = 0.3, lm=None,
     ) -> list[list[int]]:
         """Token ids per utterance of a speech batch (methods: ``DECODE_METHODS``).
 
         ``first_tokens [B]``: ids forced as every hypothesis' first token (the ``<lang:xx>``
         tag of a known language); Aligner methods only. ``ctc_weight``: weight of the CTC
-        prefix score in ``aligner_ctc_beam`` (Aligner beam search joint with the CTC head)."""
+        prefix score in ``aligner_ctc_beam`` (Aligner beam search joint with the CTC head).
+        ``lm``: an :class:`astra.lm.fusion.LmFusion` fused into the ``*_beam`` methods, each
+        utterance scored with the LM of ``batch["languages"][b]`` (weight, bonus and ILM
+        weight all 0: not applied)."""
         if method not in DECODE_METHODS:
             raise ValueError(f"decode method {method!r}: use one of {DECODE_METHODS}")
         if first_tokens is not None:
@@ -440,7 +443,15 @@ class AstraModel(nn.Module):
                     f"first_tokens has shape {tuple(first_tokens.shape)}, expected "
                     f"[{batch['feature_lens'].size(0)}] (one id per utterance)"
                 )
+        if lm is not None and lm.weight == 0 and lm.length_bonus == 0 and lm.ilm_weight == 0:
+            lm = None
+        if lm is not None and method not in ("aligner_beam", "aligner_ctc_beam", "rnnt_beam"):
+            raise ValueError(f"LM fusion needs a beam search (aligner_beam, aligner_ctc_beam, rnnt_beam), "
+                             f"not {method!r}")
+        if lm is not None and lm.ilm_weight > 0 and not method.startswith("aligner"):
+            raise ValueError(f"internal-LM subtraction (ilm_weight) is for the Aligner, not {method!r}")
         features, lens = self._inference_inputs(batch)
+        batch_lm = None if lm is None else lm.for_batch(batch["languages"], features.device)
         cfg = self.cfg
         if method.startswith("rnnt") and self.rnnt is None:
             raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
@@ -454,17 +465,18 @@ class AstraModel(nn.Module):
         if method == "aligner_greedy":
             return decoding.aligner_greedy(self.aligner, top, enc_lens, EOS_ID, first_tokens=first_tokens)
         if method == "aligner_beam":
-            return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens)
+            return decoding.aligner_beam(self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens,
+                                         lm=batch_lm)
         head = self.ctc if self.ctc is not None else self.inter_ctc
         if method == "aligner_ctc_beam":
             return decoding.aligner_beam(
                 self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens,
-                ctc_log_probs=head(layers.get(layer, top)), ctc_weight=ctc_weight, blank_id=BLANK_ID,
+                ctc_log_probs=head(layers.get(layer, top)), ctc_weight=ctc_weight, blank_id=BLANK_ID, lm=batch_lm,
             )
         if method == "rnnt_greedy":
             return decoding.rnnt_greedy(self.rnnt, layers[layer], enc_lens)
         if method == "rnnt_beam":
-            return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam)
+            return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam, lm=batch_lm)
         return head.greedy(layers.get(layer, top), enc_lens)
 
     @torch.no_grad()
@@ -502,7 +514,16 @@ class AstraModel(nn.Module):
 
     @torch.no_grad()
     def transcribe_long(self, features: Tensor, chunk_seconds: float = 14.0, prime_tokens: int = 10) -> list[int]:
-        """Long-form Aligner decoding of one recording ``features [T, F]`` (seed 000).
+        """Long-form Aligner decoding of one recording ``features [T, F]``: the token ids of
+        :meth:`transcribe_long_chunks`, concatenated."""
+        return [t for chunk in self.transcribe_long_chunks(features, chunk_seconds, prime_tokens) for t in chunk]
+
+    @torch.no_grad()
+    def transcribe_long_chunks(
+        self, features: Tensor, chunk_seconds: float = 14.0, prime_tokens: int = 10,
+    ) -> list[list[int]]:
+        """Long-form Aligner decoding of one recording ``features [T, F]`` (seed 000): token
+        ids per chunk (``astra.model.long_form.join_chunks`` makes the text).
 
         The features are cut into chunks of ``chunk_seconds`` (a last piece shorter than a
         quarter chunk joins the previous chunk); each chunk is encoded alone and decoded with
@@ -519,13 +540,15 @@ class AstraModel(nn.Module):
             raise ValueError(f"transcribe_long: {features.size(0)} feature frames, fewer than the {minimum} one encoder frame needs")
         chunk = max(int(round(chunk_seconds * FRAMES_PER_SECOND)), minimum)
         emitted: list[int] = []
+        chunks: list[list[int]] = []
         for start, end in chunk_bounds(features.size(0), chunk, minimum):
             piece = features[start:end].unsqueeze(0)
             top, lens, _ = self.forward_encoder(piece, torch.tensor([end - start], device=features.device))
             history = emitted[-prime_tokens:] if prime_tokens else []
             primed = self.aligner.prime([history], features.device)
-            emitted += decoding.aligner_greedy(self.aligner, top, lens, EOS_ID, start=primed)[0]
-        return emitted
+            chunks.append(decoding.aligner_greedy(self.aligner, top, lens, EOS_ID, start=primed)[0])
+            emitted += chunks[-1]
+        return chunks
 
     @torch.no_grad()
     def attention_maps(self, batch: dict) -> dict[str, Tensor]:

@@ -46,6 +46,10 @@ class CtcPrefixScorer:
         lengths: ``[B]`` valid frames per utterance.
         blank_id: the CTC blank.
         rows: ``[N]`` utterance index of each hypothesis (e.g. ``arange(B).repeat_interleave(K)``).
+
+    Memory: one masked float32 copy of ``log_probs`` (``[T', B, V]``) and the blank column of
+    every hypothesis (``[T', N]``); each call gathers only the candidate columns it needs
+    (``[T', N, C]``), never a per-hypothesis copy of the vocabulary (``[T', N, V]``).
     """
 
     def __init__(self, log_probs: Tensor, lengths: Tensor, blank_id: int, rows: Tensor) -> None:
@@ -58,12 +62,19 @@ class CtcPrefixScorer:
         beyond = torch.arange(frames, device=x.device)[:, None] >= lengths.to(x.device)[None, :]  # [T', B]
         x = x.masked_fill(beyond[:, :, None], NEG_INF)
         x[:, :, blank_id] = x[:, :, blank_id].masked_fill(beyond, 0.0)
-        self.x = x[:, rows]  # [T', N, V]
+        self.x = x  # [T', B, V]
+        self.rows = rows.to(x.device)  # [N]
+        self.x_blank = x[:, :, blank_id][:, self.rows]  # [T', N]
         self.blank_id = blank_id
+
+    def _columns(self, tokens: Tensor) -> Tensor:
+        """``[T', N, C]``: log-probs of ``tokens [N, C]`` at every frame of each hypothesis'
+        utterance (a gather of ``T' x N x C`` values)."""
+        return self.x[:, self.rows[:, None], tokens]
 
     def initial_state(self) -> CtcPrefixState:
         """The empty hypothesis: only blank frames so far."""
-        r_b = self.x[:, :, self.blank_id].cumsum(dim=0)
+        r_b = self.x_blank.cumsum(dim=0)
         n = r_b.size(1)
         return CtcPrefixState(torch.full_like(r_b, NEG_INF), r_b, torch.full((n,), -1, dtype=torch.long, device=r_b.device))
 
@@ -78,10 +89,10 @@ class CtcPrefixScorer:
         """``[N, C]``: ``psi(h + c)`` for the candidate tokens c of each hypothesis, ``tokens
         [N, C]`` (default: every token, C = V; the blank's score is -inf; callers score an end
         of hypothesis with :meth:`CtcPrefixState.full_score`)."""
-        frames, n, vocab = self.x.shape
+        n, vocab = self.rows.numel(), self.x.size(2)
         if tokens is None:
             tokens = torch.arange(vocab, device=self.x.device).expand(n, vocab)
-        x_c = self.x.gather(2, tokens[None].expand(frames, -1, -1))  # [T', N, C]
+        x_c = self._columns(tokens)  # [T', N, C]
         phi = self._phi(state.r_n, state.r_b, state.last, tokens)
         empty = (state.last < 0)[:, None]  # only the empty hypothesis may start at frame 0
         first = torch.where(empty, x_c[0], torch.full_like(x_c[0], NEG_INF))  # [N, C]
@@ -98,9 +109,8 @@ class CtcPrefixScorer:
         cumulative sum and one ``logcumsumexp`` over T' instead of a loop over frames."""
         phi = self._phi(state.r_n[:, parents], state.r_b[:, parents], state.last[parents], tokens[:, None])
         phi = phi[:, :, 0].double()  # [T', N]
-        columns = torch.arange(tokens.numel(), device=tokens.device)
-        x_c = self.x[:, columns, tokens].double().clamp(min=LOG_FLOOR)  # [T', N]
-        x_b = self.x[:, :, self.blank_id].double().clamp(min=LOG_FLOOR)
+        x_c = self._columns(tokens[:, None])[:, :, 0].double().clamp(min=LOG_FLOOR)  # [T', N]
+        x_b = self.x_blank.double().clamp(min=LOG_FLOOR)
         empty = state.last[parents] < 0
         # r_n: a path starts its first frame of c at s (s = 0 only for the empty prefix)
         start = torch.cat([torch.where(empty, 0.0, NEG_INF)[None].to(phi), phi[:-1]])  # [T', N]

@@ -1,5 +1,9 @@
 """Decoders: Aligner greedy/beam (optionally joint with CTC prefix scores), RNN-T greedy/modified beam, CTC greedy (in ctc_head).
 
+Every beam search takes an optional ``lm`` (:class:`astra.lm.fusion.BatchLm`): n-gram LM
+shallow fusion, ``+ lm_weight log P_LM(piece | history) + length_bonus`` per piece and
+``lm_weight log P_LM(</s> | history)`` where the hypothesis ends.
+
 Legend: B batch, T' encoder frames, U tokens, D model dim, P prediction width, V vocabulary.
 All functions run under ``torch.no_grad()`` on encoder outputs and return token ids per
 utterance, without ``<sos>``/``<eos>``/blank.
@@ -8,27 +12,17 @@ utterance, without ``<sos>``/``<eos>``/blank.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from astra.lm.fusion import BatchLm
 from astra.model.aligner_decoder import AlignerDecoder
-from astra.model.ctc_prefix_score import CtcPrefixScorer
+from astra.model.ctc_prefix_score import CtcPrefixScorer, CtcPrefixState
 from astra.model.rnnt_head import RnntHead
 
 CTC_CANDIDATES_PER_BEAM = 1.5  # aligner_beam with CTC: tokens scored by CTC per hypothesis, x beam
-
-
-def _encoder_half(decoder: AlignerDecoder, encoder_out: Tensor) -> Tensor:
-    """``[B, T', D] -> [B, T', J]``: ``W_e h + b_e + b_p``, the part of the Aligner joint
-    ``out(tanh(W_e h_i + b_e + W_p g + b_p))`` that does not depend on the tokens."""
-    return decoder.encoder_proj(encoder_out) + decoder.pred_proj.bias
-
-
-def _joint_step(decoder: AlignerDecoder, enc_frame: Tensor, g: Tensor) -> Tensor:
-    """Logits ``[N, V]`` of one frame each: ``enc_frame [N, J]`` (from :func:`_encoder_half`)
-    and prediction outputs ``g [N, P]``."""
-    return decoder.output(torch.tanh(torch.addmm(enc_frame, g, decoder.pred_proj.weight.t())))
 
 
 @torch.no_grad()
@@ -39,10 +33,12 @@ def aligner_greedy(
     eos_id: int,
     start: tuple[Tensor, tuple[Tensor, Tensor]] | None = None,
     first_tokens: Tensor | None = None,
+    dtype: torch.dtype | None = None,
 ) -> list[list[int]]:
     """Batched greedy Aligner decoding, O(U): token i is read from frame i.
 
-    One LSTM step per emitted token; an utterance stops at ``<eos>`` or at its last frame.
+    One LSTM step per emitted token (:class:`~astra.model.aligner_decoder.AlignerStepper`); an utterance stops at
+    ``<eos>`` or at its last frame. ``<blank>`` and ``<sos>`` are never emitted.
 
     Args:
         encoder_out: ``[B, T', D]``; lengths ``[B]``.
@@ -51,12 +47,15 @@ def aligner_greedy(
         first_tokens: optional ``[B]`` ids forced as the first output (frame 0), e.g. the
             ``<lang:xx>`` tag a model trained with language tags emits first; it is part of
             the returned ids like a decoded one.
+        dtype: compute dtype of the decoder (default: its parameters'), e.g. ``torch.bfloat16``.
     """
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
-    enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
-    g, state = decoder.start_state(batch, device) if start is None else start
+    stepper = decoder.stepper(batch, device, dtype)
+    stepper.start(decoder.sos_id, start)
+    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
     emitted = torch.full((batch, frames), eos_id, dtype=torch.long, device=device)
+    lengths = lengths.to(device)
     active = lengths > 0
     for i in range(frames):
         if not bool(active.any()):
@@ -64,12 +63,12 @@ def aligner_greedy(
         if i == 0 and first_tokens is not None:
             tokens = first_tokens.to(device=device, dtype=torch.long)
         else:
-            tokens = _joint_step(decoder, enc[:, i], g).argmax(dim=-1)
+            tokens = stepper.logits(enc[:, i]).argmax(dim=-1)
         tokens = tokens.masked_fill(~active, eos_id)
         emitted[:, i] = tokens
         active = active & (tokens != eos_id) & (lengths > i + 1)
         if bool(active.any()):
-            g, state = decoder.step(tokens, state)
+            stepper.advance(tokens)
     hyps = []
     for row in emitted.tolist():
         hyps.append(row[: row.index(eos_id)] if eos_id in row else row)
@@ -80,26 +79,53 @@ def aligner_greedy(
 def aligner_beam(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
     first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
-    blank_id: int = 0, ctc_candidates: int | None = None,
+    blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
+    lm: BatchLm | None = None,
 ) -> list[list[int]]:
+    """Batched Aligner beam search, optionally joint with CTC prefix scores: the token ids of
+    :func:`aligner_beam_search` (same arguments)."""
+    return aligner_beam_search(
+        decoder, encoder_out, lengths, eos_id, beam, first_tokens, ctc_log_probs, ctc_weight, blank_id,
+        ctc_candidates, dtype, lm,
+    )[0]
+
+
+@torch.no_grad()
+def aligner_beam_search(
+    decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
+    first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
+    blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
+    lm: BatchLm | None = None,
+) -> tuple[list[list[int]], Tensor]:
     """Batched Aligner beam search, optionally joint with CTC prefix scores.
 
     At frame i each of the ``beam`` live hypotheses of an utterance is extended by every
-    token; ``<eos>`` ends a hypothesis (so does the utterance's last frame, like greedy
-    decoding); the ``beam`` best continuations stay live. An utterance stops when no live
-    hypothesis can beat its best finished one (scores only decrease); the best finished
-    hypothesis is returned. ``first_tokens [B]``: as in :func:`aligner_greedy`, every
-    hypothesis starts with it.
+    token but ``<blank>``/``<sos>``; ``<eos>`` ends a hypothesis (so does the utterance's
+    last frame, like greedy decoding); the ``beam`` best continuations stay live. An
+    utterance stops when no live hypothesis can beat its best finished one (scores only
+    decrease); the best finished hypothesis is returned. ``first_tokens [B]``: as in
+    :func:`aligner_greedy`, every hypothesis starts with it (at no cost).
 
-    Score of a hypothesis h: ``(1 - w) log P_aligner(h) + w psi(h)``, ``w = ctc_weight``,
-    where ``psi`` is the CTC prefix score of ``ctc_log_probs [B, T', V]`` (blank
-    ``blank_id``; :mod:`astra.model.ctc_prefix_score`) and, for a finished hypothesis,
-    ``log P_ctc(h)``: CTC vetoes words the audio does not contain and endings that leave
-    audio unexplained (joint CTC/attention decoding, Watanabe et al. 2017). A hypothesis cut
-    by the last frame keeps its prefix score. ``ctc_log_probs=None``: the Aligner alone.
-    ``ctc_candidates``: CTC scores only each hypothesis' ``ctc_candidates`` most likely
-    Aligner tokens, the others are dropped (ESPnet's pre-beam; default ``ceil(1.5 * beam)``;
-    the vocabulary size or more: every token, ~V / C times the CTC cost).
+    Score of a hypothesis h (:func:`_candidate_scores`): ``(1 - w) log P_aligner(h) + w
+    psi(h)``, ``w = ctc_weight``, where ``psi`` is the CTC prefix score of ``ctc_log_probs
+    [B, T', V]`` (blank ``blank_id``; :mod:`astra.model.ctc_prefix_score`) and, for a
+    finished hypothesis, ``log P_ctc(h)``: CTC vetoes words the audio does not contain and
+    endings that leave audio unexplained (joint CTC/attention decoding, Watanabe et al.
+    2017). A hypothesis cut by the last frame keeps its prefix score. ``ctc_log_probs=None``:
+    the Aligner alone. ``ctc_candidates``: CTC scores only each hypothesis'
+    ``ctc_candidates`` most likely Aligner tokens, the others are dropped (ESPnet's pre-beam;
+    default ``ceil(1.5 * beam)``; the vocabulary size or more: every token, ~V / C times the
+    CTC cost).
+
+    ``lm``: shallow fusion (module doc), ``</s>`` scored at ``<eos>``; a hypothesis cut by
+    the last frame gets no ``</s>`` term. With ``lm.ilm_weight > 0`` the internal LM
+    ``ilm_weight log P_ILM(token | history)`` is subtracted, ``P_ILM`` being the decoder's
+    joint on zeroed encoder frames. A length bonus or ILM term can raise a score, so then the
+    early stop is off: the search runs until every hypothesis has ended.
+
+    Returns:
+        ``(hyps, scores [B])``: the best finished hypothesis of each utterance and its score
+        (``-inf`` and ``[]`` for an empty utterance).
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
@@ -111,37 +137,45 @@ def aligner_beam(
         raise ValueError(f"ctc_candidates must be >= 1, got {ctc_candidates}")
     batch, frames = encoder_out.size(0), encoder_out.size(1)
     device = encoder_out.device
-    enc = _encoder_half(decoder, encoder_out)  # [B, T', J]
-    g, state = decoder.start_state(batch * beam, device)  # rows b * beam + k
+    lengths = lengths.to(device)
+    stepper = decoder.stepper(batch * beam, device, dtype)  # rows b * beam + k
+    stepper.start(decoder.sos_id)
+    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
     rows = torch.arange(batch, device=device)
-    scorer = ctc = None
+    ctc = None
     if ctc_weight > 0:
         scorer = CtcPrefixScorer(ctc_log_probs, lengths, blank_id, rows.repeat_interleave(beam))
-        ctc = scorer.initial_state()
+        ctc = _CtcTerm(scorer, scorer.initial_state(), ctc_weight, ctc_candidates, eos_id)
     aligner_scores = torch.full((batch, beam), float("-inf"), device=device)
     aligner_scores[:, 0] = 0.0
     history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
     best_scores = torch.full((batch,), float("-inf"), device=device)
     best: list[list[int]] = [[] for _ in range(batch)]
     live = lengths > 0
+    lm_total = None
+    if lm is not None:
+        lm_states = lm.initial_states(beam)  # [B*K]
+        lm_scores = torch.zeros(batch, beam, device=device)
+        if lm.ilm_weight > 0:  # the joint's encoder side of a zeroed encoder frame
+            zero_frame = stepper.encoder_side(encoder_out.new_zeros(1, 1, encoder_out.size(2)))[0]
+            zero_frame = zero_frame.expand(batch * beam, -1)
     for i in range(frames):
         if not bool(live.any()):
             break
         frame = enc[:, i].repeat_interleave(beam, dim=0)  # [B*K, J]
-        logp = _joint_step(decoder, frame, g).log_softmax(dim=-1)
+        logp = stepper.logits(frame).float().log_softmax(dim=-1)  # [B*K, V]
         if i == 0 and first_tokens is not None:  # only the forced token, at no cost
             forced = first_tokens.to(device=device, dtype=torch.long).repeat_interleave(beam)[:, None]
             logp = torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
         aligner_total = aligner_scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
         vocab = aligner_total.size(-1)
-        if scorer is None:
-            total = aligner_total.clone()
-        else:
-            candidates = logp.topk(min(ctc_candidates, vocab), dim=-1).indices  # [B*K, C]: the Aligner's best
-            psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, scorer.scores(ctc, candidates))
-            psi[:, eos_id] = ctc.full_score()
-            total = (1.0 - ctc_weight) * aligner_total + ctc_weight * psi.view(batch, beam, vocab)
-            total = total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
+        if lm is not None:
+            lm_step = lm.token_scores(lm_states)  # [B*K, V]
+            if lm.ilm_weight > 0:  # finite: masked tokens stay -inf through the Aligner term
+                ilm = stepper.logits(zero_frame).float().log_softmax(dim=-1).clamp(min=-1e4)
+                lm_step = lm_step - lm.ilm_weight * ilm
+            lm_total = lm_scores[:, :, None] + lm_step.view(batch, beam, vocab)  # [B, K, V]
+        total = _candidate_scores(aligner_total, logp, ctc, lm_total)  # [B, K, V]
         # hypotheses ending here: <eos>, or any token on the utterance's last frame
         last = live & (lengths == i + 1)
         end_scores = total[:, :, eos_id].clone()
@@ -163,17 +197,60 @@ def aligner_beam(
         # continue with the best non-<eos> extensions
         total[:, :, eos_id] = float("-inf")
         top_scores, top_index = total.view(batch, -1).topk(beam, dim=1)  # [B, K]
-        live = live & ~last & (top_scores[:, 0] > best_scores)
+        can_improve = top_scores[:, 0] > best_scores
+        if lm is not None and not lm.monotone:
+            can_improve = top_scores[:, 0] > float("-inf")
+        live = live & ~last & can_improve
         if not bool(live.any()):
             break
         parents, tokens = top_index // vocab, top_index % vocab
         flat = (rows[:, None] * beam + parents).flatten()
         history = torch.cat([history[rows[:, None], parents], tokens[:, :, None]], dim=2)
         aligner_scores = aligner_total.view(batch, -1).gather(1, top_index)
-        if scorer is not None:
-            ctc = scorer.extend(ctc, flat, tokens.flatten())
-        g, state = decoder.step(tokens.flatten(), (state[0][:, flat], state[1][:, flat]))
-    return best
+        if lm is not None:
+            lm_scores = lm_total.view(batch, -1).gather(1, top_index)
+            lm_states = lm.advance(lm_states[flat], tokens.flatten())
+        if ctc is not None:
+            ctc.state = ctc.scorer.extend(ctc.state, flat, tokens.flatten())
+        stepper.reorder(flat)
+        stepper.advance(tokens.flatten())
+    return best, best_scores
+
+
+@dataclass
+class _CtcTerm:
+    """The CTC prefix-score term of :func:`aligner_beam_search` (weight, pre-beam size, the
+    live hypotheses' forward variables)."""
+
+    scorer: CtcPrefixScorer
+    state: CtcPrefixState
+    weight: float
+    candidates: int
+    eos_id: int
+
+
+def _candidate_scores(aligner_total: Tensor, logp: Tensor, ctc: _CtcTerm | None,
+                      lm_total: Tensor | None = None) -> Tensor:
+    """Score of every one-token extension of the live hypotheses: ``[B, K, V]`` (a new tensor).
+
+    ``aligner_total [B, K, V]``: ``log P_aligner`` of hypothesis + token (``<eos>``: the
+    hypothesis ends); ``logp [B*K, V]``: the step's Aligner log-probs (the CTC pre-beam).
+    Without CTC the score is ``aligner_total``; with CTC ``(1 - w) aligner_total + w psi``
+    (``psi``: CTC prefix score of hypothesis + token; for ``<eos>`` ``log P_ctc`` of the
+    hypothesis; ``-inf`` for tokens outside the pre-beam). Every score term of a candidate
+    is added here; ``lm_total [B, K, V]``: the fused LM score of hypothesis + token (see
+    :func:`aligner_beam_search`), added to the total.
+    """
+    if ctc is None:
+        return aligner_total.clone() if lm_total is None else aligner_total + lm_total
+    batch, beam, vocab = aligner_total.shape
+    candidates = logp.topk(min(ctc.candidates, vocab), dim=-1).indices  # [B*K, C]: the Aligner's best
+    psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, ctc.scorer.scores(ctc.state, candidates))
+    psi[:, ctc.eos_id] = ctc.state.full_score()
+    total = (1.0 - ctc.weight) * aligner_total + ctc.weight * psi.view(batch, beam, vocab)
+    if lm_total is not None:
+        total = total + lm_total
+    return total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
 
 
 @torch.no_grad()
@@ -201,20 +278,25 @@ def rnnt_greedy(head: RnntHead, encoder_out: Tensor, lengths: Tensor, max_symbol
 
 
 @torch.no_grad()
-def rnnt_beam(head: RnntHead, encoder_out: Tensor, lengths: Tensor, beam: int = 4) -> list[list[int]]:
+def rnnt_beam(head: RnntHead, encoder_out: Tensor, lengths: Tensor, beam: int = 4,
+              lm: BatchLm | None = None) -> list[list[int]]:
     """Modified beam search (one symbol per frame, k2/icefall style): hypotheses with the same
-    token sequence are merged (log-sum-exp)."""
+    token sequence are merged (log-sum-exp). ``lm``: shallow fusion (module doc) on every
+    non-blank token, ``</s>`` added to each hypothesis at the end of the audio."""
     results = []
+    starts = lm.initial_states() if lm is not None else None
     for b in range(encoder_out.size(0)):
         enc = head.encoder_proj(encoder_out[b, : int(lengths[b])])  # [T'_b, J]
-        results.append(_rnnt_beam_one(head, enc, beam))
+        results.append(_rnnt_beam_one(head, enc, beam, lm, None if starts is None else starts[b : b + 1]))
     return results
 
 
-def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int) -> list[int]:
+def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int, lm: BatchLm | None = None,
+                   lm_start: Tensor | None = None) -> list[int]:
     device = enc.device
     hyps: list[tuple[int, ...]] = [()]
     scores = torch.zeros(1, device=device)
+    lm_states = lm_start  # [N] LM state of each hypothesis
     start = [head.sos_id] * head.context
     cache: dict[tuple[int, ...], Tensor] = {}
 
@@ -229,10 +311,17 @@ def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int) -> list[int]:
 
     for t in range(enc.size(0)):
         logp = head.joint(enc[t][None], pred_of(hyps)).log_softmax(dim=-1)  # [N, V]
+        vocab = logp.size(1)
+        if lm is not None:
+            fused = lm.token_scores(lm_states)  # [N, V]
+            fused[:, head.blank_id] = 0.0  # blank moves in time, not in text
+            if lm.fusion.weight > 0:
+                fused[:, lm.fusion.eos_id] = float("-inf")  # </s> only at the end
+            logp = logp + fused
         total = (scores[:, None] + logp).flatten()
         top_scores, top_index = total.topk(min(beam, total.numel()))
-        vocab = logp.size(1)
         merged: dict[tuple[int, ...], float] = {}
+        merged_states: dict[tuple[int, ...], tuple[int, int]] = {}  # key -> (row, token)
         for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
             row, token = divmod(index, vocab)
             key = hyps[row] if token == head.blank_id else hyps[row] + (token,)
@@ -240,6 +329,12 @@ def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int) -> list[int]:
                 high, low = max(merged[key], score), min(merged[key], score)
                 score = high + math.log1p(math.exp(low - high))
             merged[key] = score
+            merged_states.setdefault(key, (row, token))
         hyps = list(merged)
         scores = torch.tensor([merged[k] for k in hyps], device=device)
+        if lm is not None:  # a merged key has one token sequence, hence one LM state
+            rows, tokens = (torch.tensor(x, dtype=torch.long, device=device) for x in zip(*merged_states.values(), strict=True))
+            lm_states = torch.where(tokens == head.blank_id, lm_states[rows], lm.advance(lm_states[rows], tokens))
+    if lm is not None:
+        scores = scores + lm.end_scores(lm_states)
     return list(hyps[int(scores.argmax())])

@@ -26,6 +26,16 @@ def chunk_bounds(total_frames: int, chunk_frames: int, min_frames: int = 1) -> l
     return bounds
 
 
+def join_chunks(tokenizer, chunks: list[list[int]]) -> str:
+    """Text of a long recording decoded chunk by chunk: ``chunks`` holds each chunk's token
+    ids. Each chunk is detokenized on its own and the texts are joined with one space, so a
+    word boundary always separates chunks (a chunk's first piece may lack SentencePiece's
+    word-start mark, and detokenizing the concatenated ids would glue its first word to the
+    previous chunk's last word). Empty chunks add nothing."""
+    texts = (tokenizer.decode(ids).strip() for ids in chunks)
+    return " ".join(text for text in texts if text)
+
+
 def concatenate_utterances(batch: dict, fraction: float, generator: torch.Generator | None = None) -> dict:
     """Training-time concatenation (seed 000's long-form recipe) on a speech batch.
 

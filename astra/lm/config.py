@@ -1,0 +1,29 @@
+"""Typed settings of LM shallow fusion (``astra evaluate`` / ``astra transcribe`` flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LmFusionConfig:
+    """``--lm DIR --lm-weight W[,W...] --length-bonus B --ilm-weight W2 [--lm-language L]``.
+
+    ``lm_weights``: one weight, or several for a sweep (evaluate on a validation split picks
+    the best). ``lm_language``: the LM used when the utterances have no language (transcribe)."""
+
+    lm_dir: str | None = None
+    lm_weights: list[float] = field(default_factory=lambda: [0.3])
+    length_bonus: float = 0.0
+    ilm_weight: float = 0.0
+    lm_language: str | None = None
+
+    def check(self) -> None:
+        """``ValueError`` for a negative weight, or fusion settings without ``lm_dir``."""
+        if not self.lm_weights:
+            raise ValueError("--lm-weight needs at least one value")
+        bad = [w for w in self.lm_weights if not w >= 0]
+        if bad:
+            raise ValueError(f"--lm-weight must be >= 0, got {bad[0]}")
+        if not self.ilm_weight >= 0:
+            raise ValueError(f"--ilm-weight must be >= 0, got {self.ilm_weight}")

@@ -1,0 +1,189 @@
+"""LM shallow fusion in the three beam searches: weight 0 is the plain beam exactly, a peaked
+LM decides between acoustically tied hypotheses, each utterance uses its language's LM, the
+internal-LM term and the length bonus do what they say."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from astra.lm.fusion import LmFusion
+from astra.lm.kneser_ney import estimate
+from astra.lm.ngram_scorer import NgramScorer
+from astra.model.aligner_decoder import AlignerDecoder
+from astra.model.decoding import aligner_beam_search, rnnt_beam
+from astra.model.presets import preset
+from astra.model.rnnt_head import RnntHead
+
+BLANK, UNK, SOS, EOS, A, B, C = range(7)
+V = 7
+WORDS = {"a": A, "b": B, "c": C}
+
+
+class _Arpa:  # an NgramModel read back as an Arpa (same fields)
+    def __init__(self, model):
+        self.order, self.probs, self.backoffs = model.order, model.probs, model.backoffs
+
+
+def _fusion(weight=1.0, length_bonus=0.0, ilm_weight=0.0, **texts) -> LmFusion:
+    """An LmFusion with one LM per language trained on ``texts[lang]`` (sentences)."""
+    models = {lang: _Arpa(estimate([s.split() for s in sents], 3, WORDS)) for lang, sents in texts.items()}
+    scorer = NgramScorer(models, WORDS, V, EOS, UNK)
+    return LmFusion(scorer, weight, EOS, length_bonus, ilm_weight, neutral_ids=(BLANK, SOS))
+
+
+PEAKED = {"a": ["a"] * 20 + ["c"], "b": ["b"] * 20 + ["c"]}
+
+
+def _tied_aligner() -> tuple[AlignerDecoder, torch.Tensor, torch.Tensor]:
+    """An Aligner whose logits are ``10 tanh(frame)`` (no history): frame 0 says a or b (tied),
+    frame 1 says <eos>; 2 utterances of 2 frames, ``encoder_out [2, 2, 7]``."""
+    decoder = AlignerDecoder(d_model=V, vocab_size=V, pred_dim=4, pred_layers=1, joint_dim=V, dropout=0.0).eval()
+    with torch.no_grad():
+        decoder.encoder_proj.weight.copy_(torch.eye(V))
+        decoder.encoder_proj.bias.zero_()
+        decoder.pred_proj.weight.zero_()
+        decoder.pred_proj.bias.zero_()
+        decoder.output.weight.copy_(10 * torch.eye(V))
+        decoder.output.bias.zero_()
+    frames = -torch.ones(2, 2, V)
+    frames[:, 0, A] = frames[:, 0, B] = 1.0
+    frames[:, 1, EOS] = 1.0
+    return decoder, frames, torch.tensor([2, 2])
+
+
+def _tied_ctc() -> torch.Tensor:
+    """``[2, 2, V]`` CTC log-probs symmetric in a and b."""
+    probs = torch.full((2, 2, V), 0.01)
+    probs[:, 0, A] = probs[:, 0, B] = 0.4
+    probs[:, 1, BLANK] = 0.9
+    return (probs / probs.sum(-1, keepdim=True)).log()
+
+
+def _tied_rnnt() -> tuple[RnntHead, torch.Tensor, torch.Tensor]:
+    """An RNN-T head whose joint is its output bias: one frame, a and b tied, blank unlikely."""
+    torch.manual_seed(0)
+    head = RnntHead(preset("tiny", dropout=0.0), V).eval()
+    with torch.no_grad():
+        head.output.weight.zero_()
+        head.output.bias.fill_(-5.0)
+        head.output.bias[A] = head.output.bias[B] = 2.0
+    return head, torch.randn(2, 1, head.encoder_proj.in_features), torch.tensor([1, 1])
+
+
+def _aligner(lm_fusion, languages, ctc=False):
+    decoder, enc, lens = _tied_aligner()
+    lm = None if lm_fusion is None else lm_fusion.for_batch(languages, "cpu")
+    extra = dict(ctc_log_probs=_tied_ctc(), ctc_weight=0.3) if ctc else {}
+    return aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=lm, **extra)
+
+
+def _rnnt(lm_fusion, languages):
+    head, enc, lens = _tied_rnnt()
+    lm = None if lm_fusion is None else lm_fusion.for_batch(languages, "cpu")
+    return rnnt_beam(head, enc, lens, beam=3, lm=lm)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("ctc", [False, True])
+def test_peaked_lm_decides_between_tied_aligner_hypotheses(ctc):
+    hyps, scores = _aligner(None, None, ctc)
+    assert hyps[0] in ([A], [B]) and scores[0] == scores[1]
+    for lang, token in (("a", A), ("b", B)):
+        hyps, _ = _aligner(_fusion(**PEAKED), [lang, lang], ctc)
+        assert hyps == [[token], [token]], lang
+
+
+@torch.no_grad()
+def test_peaked_lm_decides_between_tied_rnnt_hypotheses():
+    assert _rnnt(None, None)[0] in ([A], [B])
+    for lang, token in (("a", A), ("b", B)):
+        assert _rnnt(_fusion(**PEAKED), [lang, lang]) == [[token], [token]], lang
+
+
+@torch.no_grad()
+def test_mixed_language_batch_uses_each_utterances_lm():
+    fusion = _fusion(**PEAKED)
+    assert _aligner(fusion, ["a", "b"])[0] == [[A], [B]]
+    assert _aligner(fusion, ["b", "a"], ctc=True)[0] == [[B], [A]]
+    assert _rnnt(fusion, ["b", "a"]) == [[B], [A]]
+    with pytest.raises(ValueError, match="no LM for language"):
+        fusion.for_batch(["a", "zz"], "cpu")
+
+
+def _random_aligner(seed: int):
+    torch.manual_seed(seed)
+    decoder = AlignerDecoder(d_model=6, vocab_size=V, pred_dim=5, pred_layers=1, joint_dim=7, dropout=0.0).eval()
+    return decoder, torch.randn(3, 5, 6) * 2, torch.tensor([5, 4, 2])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("ctc", [False, True])
+def test_weight_zero_is_the_plain_aligner_beam(ctc):
+    decoder, enc, lens = _random_aligner(1)
+    extra = {}
+    if ctc:
+        torch.manual_seed(2)
+        extra = dict(ctc_log_probs=torch.randn(3, 5, V).log_softmax(-1), ctc_weight=0.4)
+    plain_hyps, plain_scores = aligner_beam_search(decoder, enc, lens, EOS, beam=3, **extra)
+    lm = _fusion(weight=0.0, **PEAKED).for_batch(["a", "b", "a"], "cpu")
+    hyps, scores = aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=lm, **extra)
+    assert hyps == plain_hyps
+    assert torch.equal(scores, plain_scores)
+    # and a real weight does change the search (the test can fail)
+    heavy = _fusion(weight=5.0, **PEAKED).for_batch(["a", "b", "a"], "cpu")
+    assert not torch.equal(aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=heavy, **extra)[1], plain_scores)
+
+
+@torch.no_grad()
+def test_weight_zero_is_the_plain_rnnt_beam():
+    torch.manual_seed(3)
+    head = RnntHead(preset("tiny", dropout=0.0), V).eval()
+    with torch.no_grad():
+        head.output.weight.mul_(3.0)
+    enc = torch.randn(3, 4, head.encoder_proj.in_features) * 2
+    lens = torch.tensor([4, 3, 2])
+    plain = rnnt_beam(head, enc, lens, beam=3)
+    assert rnnt_beam(head, enc, lens, beam=3, lm=_fusion(weight=0.0, **PEAKED).for_batch(["a", "b", "a"], "cpu")) == plain
+
+
+@torch.no_grad()
+def test_ilm_subtraction_removes_a_history_free_decoders_own_score():
+    """With a joint that ignores the encoder, the decoder on zeroed frames is the decoder:
+    at ilm_weight 1 the Aligner term cancels and the score is the LM's log P of the hypothesis."""
+    decoder, enc, lens = _random_aligner(4)
+    with torch.no_grad():
+        decoder.encoder_proj.weight.zero_()
+    fusion = _fusion(weight=1.0, ilm_weight=1.0, a=["a b", "a b c", "b"])
+    hyps, scores = aligner_beam_search(decoder, enc, lens, EOS, beam=4, lm=fusion.for_batch(["a"] * 3, "cpu"))
+    scorer = fusion.scorer
+    checked = 0
+    for b, hyp in enumerate(hyps):
+        state = scorer.start(["a"])
+        want = 0.0
+        for token in [*hyp, EOS]:
+            lp, state_k = scorer.score_tokens(state, torch.tensor([[token]]))
+            want += float(lp[0, 0])
+            state = state_k[:, 0]
+        if len(hyp) < int(lens[b]):  # ended by <eos> (a cut hypothesis has no </s> term)
+            assert float(scores[b]) == pytest.approx(want, abs=1e-4), b
+            checked += 1
+    assert checked > 0
+
+
+@torch.no_grad()
+def test_length_bonus_lengthens_the_hypothesis():
+    decoder, enc, lens = _random_aligner(5)
+    fusion = _fusion(weight=0.1, a=["a b c", "c b a"])
+    short, _ = aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=fusion.for_batch(["a"] * 3, "cpu"))
+    fusion.length_bonus = 50.0
+    long, _ = aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=fusion.for_batch(["a"] * 3, "cpu"))
+    assert [len(h) for h in long] == lens.tolist()  # every frame emits a piece
+    assert sum(map(len, long)) > sum(map(len, short))
+
+
+def test_negative_weights_are_rejected():
+    with pytest.raises(ValueError, match="LM weight must be >= 0"):
+        _fusion(weight=-0.1, a=["a"])
+    with pytest.raises(ValueError, match="ILM weight must be >= 0"):
+        _fusion(ilm_weight=-1.0, a=["a"])
