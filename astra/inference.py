@@ -121,14 +121,15 @@ def check_safetensors(path: Path) -> None:
     a JSON header): a pickle or a torch zip renamed ``model.safetensors`` is refused unread."""
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    size = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if len(head) == 9 and head[8:9] == b"{" and 0 < size <= path.stat().st_size - 8:
+        return
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         raise ValueError(
             f"{path} is a pickle / torch.save file, not safetensors: refused (astra never "
             "unpickles model files; convert the weights to safetensors)"
         )
-    size = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
-    if len(head) < 9 or head[8:9] != b"{" or size <= 0 or size > path.stat().st_size:
-        raise ValueError(f"{path} is not a safetensors file")
+    raise ValueError(f"{path} is not a safetensors file")
 
 
 def _describe_folder(folder: Path) -> ModelFiles | None:

@@ -150,3 +150,24 @@ def test_pickled_weights_are_refused_unread(tiny, tmp_path, monkeypatch, capsys,
     audio = sorted((corpus / "en_us" / "audio").glob("test_*"))[0]
     assert main(["transcribe", str(audio), "--checkpoint", str(bad)]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+def test_check_safetensors_accepts_a_header_length_that_reads_pk(tmp_path):
+    """A safetensors header of 0x4B50 bytes starts the file with ``PK`` and is still valid."""
+    import json as json_
+
+    from safetensors.torch import load_file
+
+    from astra.inference import check_safetensors
+
+    meta = {"__metadata__": {"pad": ""}}
+    meta["__metadata__"]["pad"] = "x" * (0x4B50 - len(json_.dumps(meta)))
+    header = json_.dumps(meta).encode()
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    assert path.read_bytes()[:2] == b"PK"
+    check_safetensors(path)
+    assert load_file(str(path)) == {}
+    (tmp_path / "junk.safetensors").write_bytes(b"hello world, not weights")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        check_safetensors(tmp_path / "junk.safetensors")

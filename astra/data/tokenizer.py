@@ -39,7 +39,8 @@ class Tokenizer:
     Args:
         model_path: a ``.model`` file written by :func:`train_tokenizer`.
     Raises:
-        ValueError: the file is missing or its special ids are not 0-3 as above.
+        ValueError: the file is missing, not a SentencePiece model, or its special ids are
+            not 0-3 as above.
     """
 
     def __init__(self, model_path: str | Path):
@@ -49,7 +50,10 @@ class Tokenizer:
         if not model_path.is_file():
             raise ValueError(f"tokenizer model not found: {model_path}")
         self.model_path = model_path
-        self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
+        except RuntimeError:  # sentencepiece's "could not parse ModelProto"
+            raise ValueError(f"{model_path}: not a SentencePiece model") from None
         got = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
         if got != (BLANK_ID, UNK_ID, SOS_ID, EOS_ID):
             raise ValueError(f"{model_path}: special ids (pad, unk, bos, eos) are {got}, astra needs (0, 1, 2, 3)")
