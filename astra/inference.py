@@ -228,7 +228,10 @@ def load_model(path_or_repo: str | Path, device: str = "cpu", cache_dir: str | N
     bad = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if bad or missing or unexpected:
-        detail = bad[:3] and f"shapes differ: {bad[:3]}" or f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        if bad:
+            detail = f"shapes differ: {bad[:3]}"
+        else:
+            detail = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
         raise ValueError(f"{files.name}: weights do not fit its config ({detail})")
     model.load_state_dict(state)
     model.to(device)

@@ -171,3 +171,17 @@ def test_check_safetensors_accepts_a_header_length_that_reads_pk(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"hello world, not weights")
     with pytest.raises(ValueError, match="not a safetensors file"):
         check_safetensors(tmp_path / "junk.safetensors")
+
+
+def test_weights_that_do_not_fit_the_config_are_one_error(tiny, tmp_path):
+    ckpt, _ = tiny
+    out = tmp_path / "exp"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["pred_dim"] = config["model"]["pred_dim"] * 2
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="weights do not fit its config"):
+        load_model(out)
+    (out / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="not an astra model config"):
+        load_model(out)
