@@ -9,6 +9,7 @@ import yaml
 from astra.cli import main
 from astra.config import load_config
 from astra.data.synthetic import write_local_corpus
+from astra.inference import load_model
 from astra.model.presets import PRESETS
 from astra.train import checkpoint as ckpt
 from astra.train.build import build_parts
@@ -117,8 +118,9 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
     assert (root / "best").resolve() == last.resolve()
     assert state["counts"]["batches/text"] > 0 and state["counts"]["batches/speech"] > 0
 
-    model, tokenizer, cfg = ckpt.load_inference_model(last)
-    assert cfg.run.max_steps == 3 and not model.training
+    loaded = load_model(tmp_path / "pre")  # the run folder: its latest checkpoint
+    model = loaded.model
+    assert loaded.files.folder == last.resolve() and not model.training
     assert float(model.cmvn.mean.abs().sum()) > 0, "CMVN stats were not stored in the model"
 
     # fine-tune: model config and tokenizer from the checkpoint, text encoder frozen, no text
@@ -148,7 +150,7 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
 
     out = tmp_path / "avg"
     assert main(["average", "--run", str(tmp_path / "ft"), "--last", "2", "--out", str(out)]) == 0
-    averaged, _, _ = ckpt.load_inference_model(out)
+    averaged = load_model(out).model
     a = ckpt.read_model_state(tmp_path / "ft" / "checkpoints" / "step-00000001")
     b = ckpt.read_model_state(tmp_path / "ft" / "checkpoints" / "step-00000002")
     k = next(k for k in a if k.startswith("shared_encoder.") and a[k].is_floating_point())

@@ -3,7 +3,7 @@
 Built once per test process (memoised): a synthetic corpus (en_us: WER, cmn_hans_cn: CER),
 a SentencePiece tokenizer on its transcripts, a ``tiny`` preset AstraModel trained for a
 few dozen AdamW steps on the train split, saved in the checkpoint format that
-``astra.train.checkpoint.load_inference_model`` reads. The numbers it produces only need to
+``astra.inference.load_model`` reads. The numbers it produces only need to
 be consistent, not good.
 """
 

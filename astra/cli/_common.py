@@ -14,7 +14,8 @@ DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_gr
 def add_checkpoint_arguments(parser, device_group=None) -> None:
     """``--checkpoint`` (required) and ``--device`` (into ``device_group`` if given)."""
     parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint folder (or run folder: its latest checkpoint)")
+                        help="checkpoint folder (or run folder: its latest checkpoint), a folder "
+                             "written by 'astra export', or a Hugging Face Hub repo id owner/name[@rev]")
     (device_group or parser).add_argument("--device", default="cpu",
                                           help="torch device (default: cpu)")
 
@@ -36,16 +37,21 @@ def check_decode_arguments(args: argparse.Namespace) -> None:
 
 
 def load_checkpoint(args: argparse.Namespace):
-    """``(checkpoint folder, model, tokenizer, config)`` of ``args.checkpoint`` on
-    ``args.device``; a missing or broken checkpoint is a :class:`UserError`."""
-    from astra.train.checkpoint import load_inference_model, resolve_checkpoint
+    """``(checkpoint, model, tokenizer, config)`` of ``args.checkpoint`` on ``args.device``
+    (``astra.inference.load_model``); ``checkpoint`` is the local folder, or the Hub repo id
+    as a path (``owner/name``) for naming outputs. A missing, unsafe or broken model is a
+    :class:`UserError`."""
+    from pathlib import Path
+
+    from astra.inference import load_model
 
     try:
-        checkpoint = resolve_checkpoint(args.checkpoint)
-        model, tokenizer, cfg = load_inference_model(checkpoint, args.device)
+        loaded = load_model(args.checkpoint, args.device)
     except ValueError as e:
         raise UserError(f"--checkpoint {args.checkpoint}: {e}") from e
-    return checkpoint, model, tokenizer, cfg
+    files = loaded.files
+    checkpoint = Path(files.repo_id) if files.repo_id else files.folder
+    return checkpoint, loaded.model, loaded.tokenizer, loaded.config
 
 
 def add_action_parser(subparsers, command: str, command_help: str, action: str, action_help: str):

@@ -48,11 +48,14 @@ def register(subparsers) -> None:
             "Initialise from --init (shapes must match; missing/unexpected weights are listed), "
             "optionally freeze modules (finetune.freeze) and drop text injection "
             "(finetune.text_injection=false). Without a model section in --config the "
-            "checkpoint's model config is used; without data.tokenizer, its tokenizer."
+            "checkpoint's model config is used; without data.tokenizer, its tokenizer. "
+            "finetune.tokenizer switches to another vocabulary (rows copied by piece string)."
         ),
     )
     _add_run_arguments(p)
-    p.add_argument("--init", required=True, help="pretrained checkpoint folder (or run folder: latest)")
+    p.add_argument("--init", required=True,
+                   help="pretrained checkpoint folder (or run folder: latest), a folder written by "
+                        "'astra export', or a Hugging Face Hub repo id owner/name[@rev]")
     p.set_defaults(func=run_finetune)
 
     p = subparsers.add_parser(
@@ -75,22 +78,29 @@ def _quiet_libraries(verbose: bool) -> None:
 
 def _load(args, init: Path | None):
     from astra.config import ConfigError, apply_overrides, from_dict, load_yaml
-    from astra.train.checkpoint import CONFIG_FILE, TOKENIZER_FILE
+    from astra.inference import TOKENIZER_FILE, locate_model
     from astra.train.config import TrainConfig
 
     raw = load_yaml(args.config)
-    if init is not None:
-        if "model" not in raw:
-            raw["model"] = load_yaml(init / CONFIG_FILE).get("model", {})
-            log.info("model config taken from %s", init / CONFIG_FILE)
-        data = raw.setdefault("data", {}) or {}
-        raw["data"] = data
-        if not data.get("tokenizer") and (init / TOKENIZER_FILE).is_file():
-            data["tokenizer"] = str(init / TOKENIZER_FILE)
+    if init is not None and "model" not in raw:
+        raw["model"] = locate_model(init).raw_config().get("model", {})
+        log.info("model config taken from %s", init)
     overrides = list(args.overrides)
     if args.out_dir:
         overrides.append(f"run.out_dir={args.out_dir}")
     raw = apply_overrides(TrainConfig, raw, overrides)
+    if init is not None:
+        raw["data"] = data = dict(raw.get("data") or {})
+        new_tokenizer = (raw.get("finetune") or {}).get("tokenizer")
+        if new_tokenizer:
+            if data.get("tokenizer") and Path(data["tokenizer"]).resolve() != Path(new_tokenizer).resolve():
+                raise ConfigError(
+                    f"{args.config}: data.tokenizer ({data['tokenizer']}) and finetune.tokenizer "
+                    f"({new_tokenizer}) differ: set only finetune.tokenizer"
+                )
+            data["tokenizer"] = new_tokenizer
+        elif not data.get("tokenizer") and (init / TOKENIZER_FILE).is_file():
+            data["tokenizer"] = str(init / TOKENIZER_FILE)
     model, data = raw.get("model") or {}, raw.get("data") or {}
     if "subsampling" in model and "subsampling_factor" not in data:
         # the data guards (tokens vs encoder frames) follow the model unless set explicitly
@@ -130,12 +140,12 @@ def run_pretrain(args) -> int:
 
 
 def run_finetune(args) -> int:
-    from astra.train.checkpoint import resolve_checkpoint
+    from astra.inference import locate_model
 
     try:
-        init = resolve_checkpoint(args.init)
+        init = locate_model(args.init).folder
     except ValueError as e:
-        raise UserError(f"--init: {e}") from None
+        raise UserError(f"--init {args.init}: {e}") from None
     return _train(args, init)
 
 

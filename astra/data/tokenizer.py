@@ -3,7 +3,8 @@
 Ids (CONTRIBUTING.md "Tokens"): 0 ``<blank>`` (RNN-T/CTC blank and padding), 1 ``<unk>``,
 2 ``<sos>``, 3 ``<eos>``, then the optional ``<lang:xx>`` tags, then ordinary pieces. They are
 SentencePiece's pad/unk/bos/eos ids and user-defined symbols, so the ``.model`` file alone
-fixes them.
+fixes them. :func:`extend_tokenizer` appends a new language's pieces (and tag) after all of
+them, so every old id keeps its piece.
 
 Training (:func:`train_tokenizer`) balances languages: each language's share of the training
 sentences is proportional to ``n_lang ** alpha`` (``alpha`` = 1 keeps natural proportions,
@@ -38,7 +39,8 @@ class Tokenizer:
     Args:
         model_path: a ``.model`` file written by :func:`train_tokenizer`.
     Raises:
-        ValueError: the file is missing or its special ids are not 0-3 as above.
+        ValueError: the file is missing, not a SentencePiece model, or its special ids are
+            not 0-3 as above.
     """
 
     def __init__(self, model_path: str | Path):
@@ -48,18 +50,21 @@ class Tokenizer:
         if not model_path.is_file():
             raise ValueError(f"tokenizer model not found: {model_path}")
         self.model_path = model_path
-        self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
+        except RuntimeError:  # sentencepiece's "could not parse ModelProto"
+            raise ValueError(f"{model_path}: not a SentencePiece model") from None
         got = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
         if got != (BLANK_ID, UNK_ID, SOS_ID, EOS_ID):
             raise ValueError(f"{model_path}: special ids (pad, unk, bos, eos) are {got}, astra needs (0, 1, 2, 3)")
         self.blank_id, self.unk_id, self.sos_id, self.eos_id = BLANK_ID, UNK_ID, SOS_ID, EOS_ID
+        # tags sit at ids 4.. in a trained model; an extended one appends new tags at the end
         self.language_ids: dict[str, int] = {}
         for i in range(NUM_SPECIAL, self.sp.get_piece_size()):
             piece = self.sp.id_to_piece(i)
-            if not (piece.startswith("<lang:") and piece.endswith(">")):
-                break
-            self.language_ids[piece[len("<lang:") : -1]] = i
-        self._first_piece = NUM_SPECIAL + len(self.language_ids)
+            if piece.startswith("<lang:") and piece.endswith(">"):
+                self.language_ids[piece[len("<lang:") : -1]] = i
+        self._skipped_ids = set(range(NUM_SPECIAL)) | set(self.language_ids.values())
 
     @property
     def vocab_size(self) -> int:
@@ -82,7 +87,7 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text, skipping specials (ids < 4) and language tags."""
-        return self.sp.decode([int(i) for i in ids if int(i) >= self._first_piece])
+        return self.sp.decode([int(i) for i in ids if int(i) not in self._skipped_ids])
 
     def id_to_piece(self, i: int) -> str:
         return self.sp.id_to_piece(int(i))
@@ -211,3 +216,121 @@ def train_tokenizer(
     if model_file != out_path:
         model_file.replace(out_path)
     return Tokenizer(out_path)
+
+
+@dataclass
+class ExtendReport:
+    """What :func:`extend_tokenizer` did (printed by ``astra tokenizer extend``)."""
+
+    base_size: int
+    new_size: int
+    added_pieces: int
+    added_tags: list[str]
+    unencodable_before: dict[str, int]  # sentences with <unk> per language, base tokenizer
+    unencodable_after: dict[str, int]  # ... extended tokenizer
+    sentences: dict[str, int]
+
+    def table(self) -> str:
+        lines = [
+            f"vocabulary {self.base_size} -> {self.new_size}: {self.added_pieces} pieces and "
+            f"{len(self.added_tags)} language tags appended (ids {self.base_size}..{self.new_size - 1}); "
+            f"ids 0..{self.base_size - 1} unchanged",
+            "",
+            "| language | sentences | with <unk>, base | with <unk>, extended |",
+            "|---|---:|---:|---:|",
+        ]
+        for lang in sorted(self.sentences):
+            lines.append(
+                f"| {lang} | {self.sentences[lang]} | {self.unencodable_before[lang]} | "
+                f"{self.unencodable_after[lang]} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _unencodable(tokenizer: Tokenizer, sentences: dict[str, list[str]]) -> dict[str, int]:
+    return {
+        lang: sum(1 for s in lines if tokenizer.unk_id in tokenizer.encode(s))
+        for lang, lines in sentences.items()
+    }
+
+
+def extend_tokenizer(
+    base_path: str | Path,
+    sentences: dict[str, list[str]],
+    out_path: str | Path,
+    new_pieces: int = 200,
+    character_coverage: float = 1.0,
+    language_tags: bool | None = None,
+    seed: int = 0,
+) -> tuple[Tokenizer, ExtendReport]:
+    """Append the pieces of new text (a new language) to the trained model ``base_path``.
+
+    A SentencePiece model of ``new_pieces`` pieces is trained on ``sentences`` with the base
+    model's type; its pieces missing from the base are appended (unigram: their log
+    probabilities as scores; BPE: after every base merge), and ``<lang:xx>`` tags for new
+    languages when the base has tags (or ``language_tags``). The result is written by editing
+    SentencePiece's ``ModelProto``, so every base id keeps its piece (CONTRIBUTING.md token
+    ids), which is what lets a fine-tuned model keep its trained rows.
+
+    Raises:
+        ValueError: no text, an unreadable base model, or a base type other than unigram/BPE.
+    """
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    base = Tokenizer(base_path)
+    proto = pb.ModelProto()
+    try:
+        proto.ParseFromString(Path(base_path).read_bytes())
+    except Exception as e:  # protobuf's DecodeError
+        raise ValueError(f"{base_path}: not a SentencePiece model ({e})") from None
+    kinds = {pb.TrainerSpec.UNIGRAM: "unigram", pb.TrainerSpec.BPE: "bpe"}
+    model_type = kinds.get(proto.trainer_spec.model_type)
+    if model_type is None:
+        raise ValueError(f"{base_path}: only unigram and BPE models can be extended")
+    sentences = {lang: [s for s in lines if s.strip()] for lang, lines in sentences.items()}
+    sentences = {lang: lines for lang, lines in sentences.items() if lines}
+    if not sentences:
+        raise ValueError("no text to extend the tokenizer with")
+    before = _unencodable(base, sentences)
+    if language_tags is None:
+        language_tags = bool(base.languages)
+    cfg = TokenizerTrainConfig(
+        vocab_size=new_pieces + NUM_SPECIAL, model_type=model_type,
+        character_coverage=character_coverage, alpha=1.0, seed=seed,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        learned_path = Path(tmp) / "new.model"
+        train_tokenizer(sentences, learned_path, cfg)
+        learned = pb.ModelProto()
+        learned.ParseFromString(learned_path.read_bytes())
+    known = {p.piece for p in proto.pieces}
+    lowest = min((p.score for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.NORMAL), default=0.0)
+    added = 0
+    for piece in learned.pieces:
+        if piece.type != pb.ModelProto.SentencePiece.NORMAL or piece.piece in known:
+            continue
+        score = piece.score if model_type == "unigram" else lowest - 1.0 + piece.score
+        proto.pieces.add(piece=piece.piece, score=score, type=pb.ModelProto.SentencePiece.NORMAL)
+        known.add(piece.piece)
+        added += 1
+    tags = []
+    if language_tags:
+        for lang in sorted(sentences):
+            tag = language_tag(lang)
+            if tag not in known:
+                proto.pieces.add(piece=tag, score=0.0, type=pb.ModelProto.SentencePiece.USER_DEFINED)
+                known.add(tag)
+                tags.append(tag)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(proto.SerializeToString())
+    extended = Tokenizer(out_path)
+    changed = [i for i in range(base.vocab_size) if extended.id_to_piece(i) != base.id_to_piece(i)]
+    if changed:  # cannot happen with appends only; guards the token-id contract
+        raise ValueError(f"extending {base_path} moved base ids {changed[:5]}")
+    report = ExtendReport(
+        base_size=base.vocab_size, new_size=extended.vocab_size, added_pieces=added, added_tags=tags,
+        unencodable_before=before, unencodable_after=_unencodable(extended, sentences),
+        sentences={lang: len(lines) for lang, lines in sentences.items()},
+    )
+    return extended, report

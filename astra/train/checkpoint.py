@@ -1,4 +1,4 @@
-"""Checkpoint folders: atomic save, retention, resume, inference loading, averaging.
+"""Checkpoint folders: atomic save, retention, resume, averaging (inference: ``astra.inference``).
 
 A checkpoint is a folder ``<out_dir>/checkpoints/step-00001000/`` holding
 
@@ -147,7 +147,7 @@ def load_sampler_state(path: str | Path, process_index: int) -> Any:
             f"{path} has no sampler state for process {process_index}: resume with the same "
             "number of processes the checkpoint was written with"
         )
-    return torch.load(file, map_location="cpu", weights_only=False)
+    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def _metric_of(path: Path) -> float | None:
@@ -257,31 +257,14 @@ def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The model state dict of a checkpoint folder or a ``.safetensors`` file."""
     from safetensors.torch import load_file
 
+    from astra.inference import check_safetensors
+
     path = Path(path)
     file = path if path.suffix == ".safetensors" else resolve_checkpoint(path) / MODEL_FILE
     if not file.is_file():
         raise ValueError(f"model weights not found: {file}")
+    check_safetensors(file)
     return load_file(str(file))
-
-
-def load_inference_model(path: str | Path, device: str | torch.device = "cpu"):
-    """``(model, tokenizer, config)`` of a checkpoint, the model in eval mode on ``device``.
-
-    ``path`` is a checkpoint folder, or a run / ``checkpoints`` folder (its latest checkpoint).
-    """
-    from astra.config import load_config
-    from astra.data.tokenizer import Tokenizer
-    from astra.model import AstraModel
-    from astra.train.config import TrainConfig
-
-    folder = resolve_checkpoint(path)
-    cfg = load_config(TrainConfig, folder / CONFIG_FILE)
-    tokenizer = Tokenizer(str(folder / TOKENIZER_FILE))
-    model = AstraModel(cfg.model, tokenizer.vocab_size)
-    load_model_weights(model, folder / MODEL_FILE, strict=True)
-    model.to(device)
-    model.eval()
-    return model, tokenizer, cfg
 
 
 def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
@@ -314,7 +297,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
 
 
 def write_averaged_checkpoint(paths: Sequence[str | Path], out: str | Path) -> Path:
-    """Average ``paths`` into a new checkpoint folder ``out`` usable by ``load_inference_model``."""
+    """Average ``paths`` into a new checkpoint folder ``out`` usable by ``astra.inference.load_model``."""
     from safetensors.torch import save_file
 
     paths = [resolve_checkpoint(p) for p in paths]

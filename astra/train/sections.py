@@ -187,3 +187,6 @@ class FinetuneConfig:
     text_injection: bool = True  # keep unpaired-text batches in the mix
     strict: bool = False  # also fail on weights missing from / unexpected in the checkpoint
     reset_feature_stats: bool = False  # recompute CMVN on the fine-tuning data
+    # a SentencePiece model other than --init's (e.g. `astra tokenizer extend`): the run
+    # trains with it; vocabulary rows are copied by piece string, new pieces initialised
+    tokenizer: str | None = None

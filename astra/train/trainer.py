@@ -215,6 +215,7 @@ class Trainer:
         self._identity = None
         self._last_speech_batch: dict | None = None  # run.alignment_every without validation
         self.stopped_by: str | None = None  # signal (or reason) that stopped the run early
+        self.vocabulary_transfer = None  # astra.train.vocabulary.VocabularyTransfer (finetune.tokenizer)
 
     # ------------------------------------------------------------------ set-up
     def _make_accelerator(self):
@@ -295,10 +296,30 @@ class Trainer:
         ft = getattr(self.cfg, "finetune", None)
         strict = bool(ft.strict) if ft is not None else True
         try:
-            report = ckpt.load_model_weights(self.model, ckpt.resolve_checkpoint(self.init), strict=strict)
+            folder = ckpt.resolve_checkpoint(self.init)
+            state = ckpt.read_model_state(folder)
+            if ft is not None and getattr(ft, "tokenizer", None):
+                state = self._transfer_vocabulary(state, folder)
+            report = ckpt.load_model_weights(self.model, state, strict=strict)
         except ValueError as e:
-            raise TrainingError(f"--init {self.init}: {e}") from None
+            hint = ""
+            if "shapes do not fit" in str(e) and not (ft is not None and getattr(ft, "tokenizer", None)):
+                hint = " (a tokenizer other than --init's needs finetune.tokenizer: docs/training.md)"
+            raise TrainingError(f"--init {self.init}: {e}{hint}") from None
         log.info("initialised from %s: %s", self.init, report.summary())
+
+    def _transfer_vocabulary(self, state: dict, folder: Path) -> dict:
+        """``state`` re-indexed from --init's tokenizer to the run's (``finetune.tokenizer``)."""
+        from astra.data.tokenizer import Tokenizer
+        from astra.train.vocabulary import transfer_vocabulary
+
+        old = Tokenizer(folder / ckpt.TOKENIZER_FILE)
+        new = self.parts.tokenizer
+        pieces = [[t.id_to_piece(i) for i in range(t.vocab_size)] for t in (old, new)]
+        state, transfer = transfer_vocabulary(state, self.model, pieces[0], pieces[1])
+        log.info("finetune.tokenizer %s: %s", self.cfg.finetune.tokenizer, transfer.summary())
+        self.vocabulary_transfer = transfer
+        return state
 
     def _set_feature_stats(self) -> None:
         if self.parts.feature_stats is None or not hasattr(self.model, "set_feature_stats"):

@@ -93,11 +93,12 @@ def score_model(name: str, checkpoint: Path, corpus: Path, split: str, text_only
     import torch
 
     from astra.data import build_eval_batches
+    from astra.inference import load_model
     from astra.model.astra_model import append_eos
     from astra.text_norm import normalize_text
-    from astra.train.checkpoint import load_inference_model
 
-    model, tokenizer, cfg = load_inference_model(checkpoint)
+    loaded = load_model(checkpoint)
+    model, tokenizer, cfg = loaded.model, loaded.tokenizer, loaded.config
     data_cfg = cfg.data
     data_cfg.corpora, data_cfg.fleurs, data_cfg.languages, data_cfg.num_workers = [str(corpus)], [], [], 0
     batches = build_eval_batches(data_cfg, tokenizer, split)
