@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from audio_fixtures import CONTAINERS, container_id, write_container
 
 from astra.data import skips
 from astra.data.audio import AudioError, load_audio, mp3_supported, speed_perturb
@@ -51,6 +52,31 @@ def test_bytes_and_mp3(tmp_path):
         with pytest.raises(AudioError) as e:
             load_audio(path)
         assert e.value.reason == skips.UNSUPPORTED_FORMAT
+
+
+@pytest.mark.parametrize("case", CONTAINERS, ids=container_id)
+def test_every_container_decodes_to_16k_mono(tmp_path, case):
+    """wav PCM16/24/float, flac, ogg/vorbis, mp3 (32/48 kHz), opus; mono/stereo; 8-48 kHz."""
+    wav = load_audio(write_container(tmp_path, case))
+    assert wav.dtype == torch.float32 and wav.dim() == 1
+    assert abs(wav.numel() - 16000) <= 2  # lossy codecs keep the length (priming trimmed)
+    assert abs(_peak_hz(wav) - 440.0) < 3.0
+    assert 0.4 < float(wav[4000:12000].abs().max()) < 0.6  # steady part; downmix averages
+
+
+@pytest.mark.parametrize("case", [CONTAINERS[0], CONTAINERS[6], CONTAINERS[8], CONTAINERS[10]],
+                         ids=container_id)
+def test_a_container_without_samples_is_an_empty_audio_error(tmp_path, case):
+    """wav/flac/ogg/mp3 headers with no samples (a zero-sample opus file is one libsndfile
+    calls malformed: ``unreadable_audio``)."""
+    import soundfile as sf
+
+    suffix, fmt, subtype, rate, _ = case
+    path = tmp_path / f"empty.{suffix}"
+    sf.write(str(path), np.zeros((0, 1), np.float32), rate, format=fmt, subtype=subtype)
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert e.value.reason == skips.EMPTY_AUDIO
 
 
 def test_audio_errors_have_reasons(tmp_path):

@@ -53,7 +53,10 @@ def test_bad_data_skipped_with_reasons_rest_intact(corpus, tmp_path):
     assert len(good) == 20
     _add_bad_rows(root)
     tok = corpus[1]
-    stream = build_train_stream(DataConfig(corpora=[str(root)], max_batch_seconds=5.0), tok)
+    with pytest.raises(ValueError, match=r"train speech en_us: 7 of 18 utterances skipped \(39 % > "
+                       r"data.max_skip_fraction=0.2; .*\); mostly duplicate_key: remove the repeated"):
+        build_train_stream(DataConfig(corpora=[str(root)], max_batch_seconds=5.0), tok)
+    stream = build_train_stream(DataConfig(corpora=[str(root)], max_batch_seconds=5.0, max_skip_fraction=0.5), tok)
     keys = [k for b in stream for k in b["keys"]]
     assert sorted(keys) == sorted(good)  # every good utterance exactly once
     assert stream.skip_summary()["speech"] == {
@@ -216,3 +219,55 @@ def test_encoder_frames_match_the_model_front_end(factor):
     frames = torch.arange(0, 400)
     expected = front.output_lengths(frames).tolist()
     assert [subsampled_frames(t, factor) for t in frames.tolist()] == expected
+
+
+def _with_czech(root, tok_root, unencodable: int, total: int = 10):
+    """A ``cs_cz`` training split of ``total`` utterances, ``unencodable`` of them with
+    characters the tokenizer lacks, and a validation split with one such transcript."""
+    import shutil
+
+    shutil.copytree(tok_root, root)
+    cs = root / "cs_cz"
+    (cs / "audio").mkdir(parents=True)
+    rows = ["path\ttranscription\tlanguage\tspeaker\tduration"]
+    for split, n, bad in (("train", total, unencodable), ("validation", 2, 1)):
+        lines = list(rows)
+        for i in range(n):
+            sf.write(str(cs / "audio" / f"{split}{i}.wav"), tone(1.0, 16000), 16000)
+            text = "příliš žluťoučký kůň" if i < bad else "the quick fox"
+            lines.append(f"audio/{split}{i}.wav\t{text}\tcs_cz\tspk{i % 2}\t1.0")
+        (cs / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_a_language_mostly_skipped_stops_before_training(corpus, tmp_path):
+    root = _with_czech(tmp_path / "c", corpus[0], unencodable=8)
+    cfg = DataConfig(corpora=[str(root)], max_batch_seconds=5.0)
+    with pytest.raises(ValueError) as e:
+        build_train_stream(cfg, corpus[1])
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("train speech cs_cz: 8 of 10 utterances skipped (80 % > data.max_skip_fraction=0.2; "
+                              "unencodable_text 8); mostly unencodable_text (e.g. cs_cz/train/audio/train0.wav: "
+                              "characters ")
+    assert "use a tokenizer that covers the language's characters" in message
+    assert message.endswith("or raise data.max_skip_fraction")
+    build_train_stream(DataConfig(corpora=[str(root)], max_batch_seconds=5.0, max_skip_fraction=0.8), corpus[1])
+    root2 = _with_czech(tmp_path / "c2", corpus[0], unencodable=2)  # 20 %: allowed
+    assert build_train_stream(DataConfig(corpora=[str(root2)], max_batch_seconds=5.0), corpus[1])
+    with pytest.raises(ValueError, match=r"max_skip_fraction must be in \[0, 1\], got 1.5"):
+        build_train_stream(DataConfig(corpora=[str(root2)], max_skip_fraction=1.5), corpus[1])
+
+
+def test_validation_reports_what_the_training_filters_would_skip(corpus, tmp_path, caplog):
+    root = _with_czech(tmp_path / "c", corpus[0], unencodable=0)
+    cfg = DataConfig(corpora=[str(root)], languages=["cs_cz"])
+    with caplog.at_level("WARNING", logger="astra.data.stream"):
+        batches = build_eval_batches(cfg, corpus[1], split="validation", report_training_skips=True)
+    assert len(batches.utterances) == 2  # validation still scores every utterance
+    assert ("validation validation: 1 of the 2 scored utterances would be skipped in training "
+            "(unencodable_text 1); their errors count in the validation WER") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="astra.data.stream"):
+        build_eval_batches(cfg, corpus[1], split="validation")  # astra evaluate: no report
+    assert "would be skipped" not in caplog.text

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import jiwer
 import pytest
+from audio_fixtures import CONTAINERS, write_container
 from tiny_eval_checkpoint import LANGUAGES, one_thread, tiny_setup
 
 from astra.cli import main
@@ -141,6 +142,27 @@ def test_transcribe_text_json_and_long_form(tiny, tmp_path, capsys):
     assert main(["transcribe", str(bad), "--checkpoint", str(tiny.checkpoint)]) == 1
     assert "skipped" in capsys.readouterr().err
     assert main(["transcribe", str(tmp_path / "missing.wav"), "--checkpoint", str(tiny.checkpoint)]) == 2
+
+
+def test_transcribe_reads_every_container_and_reports_an_empty_file(tiny, tmp_path, capsys):
+    import soundfile as sf
+
+    paths = []
+    for case in CONTAINERS:
+        suffix, fmt, subtype, _, _ = case
+        if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
+            continue  # test_data_audio skips it with the reason
+        paths.append(str(write_container(tmp_path, case)))
+    assert len(paths) >= 10
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    code = main(["transcribe", *paths, str(empty), "--checkpoint", str(tiny.checkpoint), "--json"])
+    captured = capsys.readouterr()
+    items = json.loads(captured.out)
+    assert code == 1 and [i["path"] for i in items] == [*paths, str(empty)]
+    assert all("error" not in i and i["duration"] == pytest.approx(1.0, abs=0.01) for i in items[:-1])
+    assert "empty audio file" in items[-1]["error"]
+    assert f"skipped {empty}: empty audio file" in captured.err
 
 
 def test_evaluate_fleurs_configs_from_a_local_parquet_copy(tiny, tmp_path):

@@ -111,3 +111,31 @@ def test_decoding_rejects_too_short_audio_and_unknown_methods(model):
 def test_tiny_vocabulary_is_rejected():
     with pytest.raises(ValueError, match="vocab_size"):
         AstraModel(preset("tiny"), 4)
+
+
+def test_validation_skips_and_counts_a_50ms_clip(model, caplog):
+    """``model.decode`` refuses the clip; validation decodes the rest and counts it."""
+    from astra.features import fbank
+    from astra.train.sections import LossConfig
+    from astra.train.validation import validate
+
+    g = torch.Generator().manual_seed(0)
+    clips = [fbank(torch.randn(n, generator=g) * 0.1, 16000) for n in (19200, 800)]  # 1.2 s, 50 ms
+    assert clips[1].size(0) < model.speech_encoder.subsampling.min_input_frames()
+    features = torch.zeros(2, clips[0].size(0), 80)
+    for i, c in enumerate(clips):
+        features[i, : c.size(0)] = c
+    batch = dict(_batch([c.size(0) for c in clips], [3, 2]), features=features,
+                 keys=["long", "short"], languages=["en_us"] * 2, texts=["a b", "c"])
+    with pytest.raises(ValueError, match="cannot decode"):
+        model.decode(batch)
+
+    class Words:
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    with caplog.at_level(logging.WARNING, logger="astra.train.validation"):
+        result = validate(model, [batch], LossConfig(), Words())
+    assert result["skipped/too_short_audio"] == 1 and "wer/en_us" in result
+    assert "1 utterance(s) shorter than 7 feature frames were not decoded" in caplog.text
+    assert "short" in caplog.text

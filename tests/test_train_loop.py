@@ -299,3 +299,26 @@ def test_validation_warns_about_languages_it_never_sees(tmp_path, caplog, limit,
         assert len(warnings) == 1 and warnings[0].endswith(
             f"not validated: {missing} (raise run.valid_max_batches to at least the number of languages)"
         )
+
+
+def test_a_validation_clip_too_short_to_decode_is_counted_and_training_goes_on(tmp_path, caplog):
+    """A 50 ms clip (5 frames) below the front end's minimum (7): validation skips and counts
+    it (as ``astra evaluate`` does) instead of stopping the run in ``model.decode``."""
+
+    def parts(cfg, rank, world_size):
+        p = build_fake_parts(cfg, rank, world_size)
+        batches = p.eval_batches()
+        long = dict(batches[0], features=torch.randn(2, 100, batches[0]["features"].size(2)),
+                    feature_lens=torch.tensor([100, 5]), durations=torch.tensor([1.0, 0.05]))
+        p.eval_batches = lambda: [long]
+        return p
+
+    cfg = make_cfg(tmp_path, "short", "run.max_steps=4", "model.min_input_frames=7")
+    trainer = Trainer(cfg, parts)
+    with caplog.at_level("WARNING", logger="astra.train.validation"):
+        trainer.run()
+    assert trainer.state.step == 4
+    assert trainer.state.valid["skipped/too_short_audio"] == 1
+    short_key = parts(cfg, 0, 1).eval_batches()[0]["keys"][1]
+    assert any("1 utterance(s) shorter than 7 feature frames were not decoded" in r.getMessage()
+               and short_key in r.getMessage() for r in caplog.records)

@@ -26,6 +26,7 @@ V = 11  # vocab
 class FakeModelConfig:
     dim: int = 8
     dropout: float = 0.2
+    min_input_frames: int = 1  # decode() refuses shorter utterances, like AstraModel.decode
 
 
 @dataclass
@@ -58,15 +59,22 @@ class FakeOutput:
 class NoSubsampling(torch.nn.Module):
     """``output_lengths`` of a front end that keeps every frame (T' = T)."""
 
+    def __init__(self, min_frames: int = 1):
+        super().__init__()
+        self.min_frames = min_frames
+
     def output_lengths(self, lengths):
         return lengths
+
+    def min_input_frames(self) -> int:
+        return self.min_frames
 
 
 class FakeModel(torch.nn.Module):
     def __init__(self, cfg: FakeModelConfig, vocab_size: int = V):
         super().__init__()
         self.speech_encoder = torch.nn.Linear(F, cfg.dim)
-        self.speech_encoder.subsampling = NoSubsampling()
+        self.speech_encoder.subsampling = NoSubsampling(cfg.min_input_frames)
         self.text_encoder = torch.nn.Embedding(vocab_size, cfg.dim)
         self.shared = torch.nn.Linear(cfg.dim, cfg.dim)
         self.head = torch.nn.Linear(cfg.dim, vocab_size)
@@ -104,6 +112,8 @@ class FakeModel(torch.nn.Module):
         return FakeOutput(losses={"text_aligner": self._loss(h, batch)}, counts={})
 
     def decode(self, batch, method="aligner_greedy", beam=4, ctc_weight=0.3):
+        if bool((batch["feature_lens"] < self.speech_encoder.subsampling.min_frames).any()):
+            raise ValueError("cannot decode: utterance(s) shorter than the front end's minimum")
         x = (batch["features"] - self.feature_mean) / self.feature_std
         logits = self.head(torch.tanh(self.shared(self.speech_encoder(x).mean(dim=1))))
         return [[int(i)] for i in logits.argmax(-1)]

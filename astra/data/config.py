@@ -50,3 +50,4 @@ class DataConfig:
     max_utterance_seconds: float = 30.0  # 0: no limit
     max_tokens_per_second: float = 0.0  # 0: no limit
     check_audio_headers: bool = False  # read every audio header up front (else only when needed)
+    max_skip_fraction: float = 0.2  # stop before training if more of a language's training split is skipped

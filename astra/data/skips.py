@@ -100,3 +100,49 @@ class SkipCounter:
     def load_state_dict(self, state: dict) -> None:
         self.counts = Counter(state.get("counts", {}))
         self.by_language = defaultdict(Counter, {k: Counter(v) for k, v in state.get("by_language", {}).items()})
+
+
+# what a user can do when most of a language's data is skipped for a reason
+FIXES = {
+    UNENCODABLE_TEXT: "use a tokenizer that covers the language's characters (train one on its "
+    "transcripts: `astra tokenizer train --corpus ...`)",
+    TRANSCRIPT_TOO_LONG: "use a smaller model.subsampling / data.subsampling_factor or a tokenizer with "
+    "longer pieces",
+    TOO_LONG_AUDIO: "raise data.max_utterance_seconds",
+    TOO_MANY_TOKENS_PER_SECOND: "raise data.max_tokens_per_second (0: no limit)",
+    MISSING_AUDIO: "check the audio paths of the manifests (`astra data check`)",
+    UNREADABLE_AUDIO: "check the audio files (`astra data check`)",
+    UNSUPPORTED_FORMAT: "convert the audio to wav/flac",
+    EMPTY_TRANSCRIPT: "check the transcription column and data.normalize_transcripts",
+    DUPLICATE_KEY: "remove the repeated utterances from the manifests (`astra data check`)",
+}
+
+
+def check_skip_fraction(counter: SkipCounter, kept: dict[str, int], max_fraction: float) -> None:
+    """Refuse data of which too much was skipped: for each language, ``skipped / (kept +
+    skipped)`` must be at most ``max_fraction`` (``DataConfig.max_skip_fraction``).
+
+    Args:
+        counter: the skips of the split (``counter.by_language``); its ``name`` starts the message.
+        kept: usable items per language.
+    Raises:
+        ValueError: one line naming the language, the counts, the main reason and its fix.
+    """
+    if not 0.0 <= max_fraction <= 1.0:
+        raise ValueError(f"data.max_skip_fraction must be in [0, 1], got {max_fraction}")
+    for language in sorted(set(counter.by_language) | set(kept)):
+        reasons = counter.by_language.get(language, {})
+        skipped = sum(reasons.values())
+        total = skipped + kept.get(language, 0)
+        if not total or skipped / total <= max_fraction:
+            continue
+        main = max(sorted(reasons), key=lambda r: reasons[r])
+        example = counter.examples.get(main, [])
+        detail = f" (e.g. {example[0]})" if example and main == UNENCODABLE_TEXT else ""
+        parts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
+        fix = FIXES.get(main, "fix the data")
+        raise ValueError(
+            f"{counter.name} {language}: {skipped} of {total} utterances skipped "
+            f"({100 * skipped / total:.0f} % > data.max_skip_fraction={max_fraction:g}; {parts}); "
+            f"mostly {main}{detail}: {fix}, or raise data.max_skip_fraction"
+        )

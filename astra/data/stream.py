@@ -27,7 +27,7 @@ from astra.data.dataset import (
     worker_init,
 )
 from astra.data.samplers import BatchMixer, BucketBatchSampler
-from astra.data.skips import SkipCounter
+from astra.data.skips import SkipCounter, check_skip_fraction
 from astra.data.unpaired_text import load_unpaired_text
 from astra.text_norm import normalize_text
 
@@ -151,7 +151,9 @@ def build_train_stream(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
     text (deduplicated against ``cfg.dedup_splits`` transcripts), and builds the samplers.
 
     Raises:
-        ValueError: no source, or nothing left to train on.
+        ValueError: no source, nothing left to train on, or more than
+            ``cfg.max_skip_fraction`` of a language's utterances skipped
+            (:func:`astra.data.skips.check_skip_fraction`).
     """
     speech_skips = SkipCounter("train speech")
     utts = load_utterances(cfg, cfg.train_splits, skip_counter=speech_skips)
@@ -159,6 +161,7 @@ def build_train_stream(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
     if not items:
         raise ValueError(f"no usable training utterance in splits {cfg.train_splits} ({speech_skips.format()})")
     log.info("train speech: %d utterances, %.2f h; %s", len(items), sum(i.duration for i in items) / 3600, speech_skips.format())
+    check_skip_fraction(speech_skips, _per_language(items), cfg.max_skip_fraction)
     text_skips = SkipCounter("unpaired text")
     text_items: list[TextItem] = []
     if cfg.unpaired_text:
@@ -226,6 +229,7 @@ def build_eval_batches(
     num_workers: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    report_training_skips: bool = False,
 ) -> EvalBatches:
     """Speech batches over every utterance of ``split`` (see :class:`EvalBatches`).
 
@@ -235,13 +239,41 @@ def build_eval_batches(
         max_batch_seconds: default ``cfg.max_batch_seconds``.
         num_workers: default ``cfg.num_workers``.
         rank, world_size: optional sharding (batches ``rank::world_size``; counts may differ by one).
+        report_training_skips: also log (:func:`report_training_filters`) which of these
+            utterances the training filters would skip (validation during training).
     """
     counter = SkipCounter(f"eval {split}")
     utts = load_utterances(cfg, split, languages, counter)
     items = prepare_speech_items(utts, tokenizer, cfg, counter, training=False)
     log.info("eval %s: %d utterances; %s", split, len(items), counter.format())
+    if report_training_skips and tokenizer is not None:
+        report_training_filters([it.utterance for it in items], tokenizer, cfg, split)
     return EvalBatches(cfg, items, counter, max_batch_seconds or cfg.max_batch_seconds,
                        cfg.num_workers if num_workers is None else num_workers, rank, world_size)
+
+
+def _per_language(items: list[SpeechItem]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it.utterance.language] = counts.get(it.utterance.language, 0) + 1
+    return counts
+
+
+def report_training_filters(utts, tokenizer, cfg: DataConfig, split: str) -> SkipCounter:
+    """Log which of the scored utterances ``utts`` of an evaluation split training would skip
+    (evaluation scores all of them, so e.g. unencodable transcripts count as errors the model
+    cannot avoid).
+
+    Returns the would-be skips (``SkipCounter`` named ``"validation <split>"``)."""
+    would = SkipCounter(f"validation {split}", log_examples=False)
+    prepare_speech_items(utts, tokenizer, cfg, would, training=True)
+    if would.total:
+        log.warning(
+            "%s: %d of the %d scored utterances would be skipped in training (%s); their errors "
+            "count in the validation WER", would.name, would.total, len(utts),
+            ", ".join(f"{r} {n}" for r, n in sorted(would.counts.items())),
+        )
+    return would
 
 
 def compute_feature_stats(cfg: DataConfig, max_utterances: int = 500, seed: int = 0, split: str | None = None):

@@ -1,7 +1,7 @@
 """Decode evaluation batches with a trained model and score them per language.
 
-:func:`decode_batches` runs ``model.decode`` over speech batches (with a progress bar)
-and times it; :func:`evaluate_batches` adds scoring (:mod:`astra.eval.metrics`). The
+:func:`decode_batches` runs :func:`decode_batch` (``model.decode``, skipping utterances too
+short to decode) over speech batches (with a progress bar) and times it; :func:`evaluate_batches` adds scoring (:mod:`astra.eval.metrics`). The
 real-time factor is decode seconds / audio seconds (lower is faster; < 1 is faster than
 real time), measured around ``model.decode`` only (data loading excluded).
 """
@@ -91,11 +91,35 @@ def language_tag_ids(tokenizer, languages: Sequence[str]):
     return torch.tensor([tokenizer.language_id(lang) for lang in languages], dtype=torch.long)
 
 
-def _decode_batch(
-    model, batch: dict, method: str, beam: int, min_frames: int, tokenizer, force_language: bool, ctc_weight: float,
+def min_input_frames(model) -> int:
+    """Fewest feature frames ``model.decode`` accepts (its front end's minimum; 1 without
+    a speech encoder)."""
+    subsampling = getattr(getattr(model, "speech_encoder", None), "subsampling", None)
+    return subsampling.min_input_frames() if hasattr(subsampling, "min_input_frames") else 1
+
+
+def decode_batch(
+    model,
+    batch: dict,
+    method: str = "aligner_greedy",
+    beam: int = 4,
+    *,
+    min_frames: int | None = None,
+    tokenizer=None,
+    force_language: bool = False,
+    ctc_weight: float = 0.3,
     lm=None,
-):
-    """Hypotheses of one batch; utterances shorter than ``min_frames`` get ``[]``."""
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids of one speech batch, skipping utterances too short to decode.
+
+    The one decode step of ``astra evaluate`` (:func:`decode_batches`) and of validation
+    during training (``astra.train.validation``). Utterances with fewer than ``min_frames``
+    feature frames (default :func:`min_input_frames`) are not passed to ``model.decode``
+    (which refuses them): they get ``[]``. Returns ``(hypotheses, short)``: one id list per
+    utterance of the batch and the indices of the skipped ones.
+    """
+    if min_frames is None:
+        min_frames = min_input_frames(model)
     extra = {} if lm is None else {"lm": lm}
 
     def decode(part: dict) -> list[list[int]]:
@@ -161,8 +185,7 @@ def decode_batches(
     if method not in DECODE_METHODS:
         raise ValueError(f"unknown decoding method {method!r}; choose one of {DECODE_METHODS}")
     model.eval()
-    encoder = getattr(model, "speech_encoder", None)
-    min_frames = encoder.subsampling.min_input_frames() if encoder is not None else 1
+    min_frames = min_input_frames(model)
     device = next(iter(model.parameters()), torch.empty(0)).device if hasattr(model, "parameters") else None
     result = DecodeResult()
     bar = progress_bar(total=total, unit="utt", desc=f"decode {method}", disable=not progress)
@@ -173,8 +196,10 @@ def decode_batches(
             if device is not None:
                 batch = _to_device(batch, device)
             start = time.perf_counter()
-            ids, short = _decode_batch(model, batch, method, beam, min_frames, tokenizer, force_language, ctc_weight,
-                                       lm)
+            ids, short = decode_batch(
+                model, batch, method, beam, min_frames=min_frames, tokenizer=tokenizer,
+                force_language=force_language, ctc_weight=ctc_weight, lm=lm,
+            )
             result.decode_seconds += time.perf_counter() - start
             result.too_short += [batch["keys"][i] for i in short]
             if len(ids) != len(batch["keys"]):

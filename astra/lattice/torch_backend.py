@@ -235,7 +235,11 @@ def _modified_occupancy(scores, alpha, beta, px_out, pyt, S: int, T: int):
 
 
 def _forward(px: Tensor, py: Tensor, boundary: Optional[Tensor], need_grad: bool):
-    """Scores ``[B]`` and, if ``need_grad``, occupancies ``(px_grad, py_grad)``."""
+    """Scores ``[B]`` and, if ``need_grad``, occupancies ``(px_grad, py_grad)``, in the
+    dtype of ``px``; the sweeps and occupancies run in float64 (see :func:`_sweep_dtype`)."""
+    out_dtype = px.dtype
+    work = _sweep_dtype(px)
+    px, py = px.to(work), py.to(work)
     B, S, T1 = px.shape
     T = py.shape[2]
     regular = T1 == T + 1
@@ -256,12 +260,26 @@ def _forward(px: Tensor, py: Tensor, boundary: Optional[Tensor], need_grad: bool
     occupancy = _regular_occupancy if regular else _modified_occupancy
     scores, alpha, beta, xin, yout = sweep(px, py, s_end, t_end, need_grad)
     if not need_grad:
-        return scores, None, None
+        return scores.to(out_dtype), None, None
     px_grad, py_grad = occupancy(scores, alpha, beta, xin, yout, S, T)
     if shifted:
         px_grad = _shift(px_grad, s0, t0, -1)
         py_grad = _shift(py_grad, s0, t0, -1)
-    return scores, px_grad, py_grad
+    return scores.to(out_dtype), px_grad.to(out_dtype), py_grad.to(out_dtype)
+
+
+def _sweep_dtype(px: Tensor) -> torch.dtype:
+    """float64 for every floating input (float16/bfloat16/float32 are upcast).
+
+    Node scores grow to thousands of nats (about -5.6 per frame at V=500), where one float32
+    ulp is ~1e-4; the S+T rounding errors of a float32 sweep add up to ~1e-3 in
+    ``alpha + arc + beta - score``, i.e. occupancies off by up to ~1e-3 absolute (fast_rnnt,
+    whose backward pass works with local ratios, is off by ~3e-4). In float64 the error is
+    that of the float32 inputs alone. The sweeps are launch-bound, so the cost is small
+    (tools/bench_lattice.py); the float64 buffers are ``[S+T, B, S+1]``, small next to the
+    joiner's ``[B, T, s_range, V]``.
+    """
+    return torch.float64 if px.is_floating_point() else px.dtype
 
 
 class _MutualInformation(torch.autograd.Function):

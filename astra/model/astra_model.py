@@ -402,8 +402,8 @@ class AstraModel(nn.Module):
         loss, n, _ = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
         losses["text_aligner"] = loss / max(n, 1)
         if self.rnnt is not None:
-            rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
-            losses["text_rnnt"] = rnnt.pruned / float(token_lens.sum())
+            text_rnnt = self.rnnt.text_loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
+            losses["text_rnnt"] = text_rnnt / float(token_lens.sum())
         counts.update(utterances=float(len(index)), tokens=float(token_lens.sum()), aligner_tokens=float(n))
         if masked is not None:
             counts["masked_tokens"] = float(masked.sum())

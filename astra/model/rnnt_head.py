@@ -12,6 +12,11 @@ last ``context`` tokens. The head gives
   ASTRA consistency;
 * ``rnnt``: the pruned RNN-T loss of the full joiner over R symbols per frame.
 
+On unpaired text (:meth:`RnntHead.text_loss`, the ``text_rnnt`` loss) the frames are the
+U+1 text-encoder outputs E, where the simple head is never trained: the R symbols kept per
+frame are a diagonal band (:func:`diagonal_prune_ranges`) instead of the simple head's
+choice, and no simple loss is computed.
+
 All lattice math goes through :mod:`astra.lattice` in float32 (autocast is disabled inside).
 """
 
@@ -55,6 +60,28 @@ def emit_occupancy(px: Tensor, py: Tensor, boundary: Tensor) -> Tensor:
     ends = boundary.to(px.device)
     valid = (rows < ends[:, 2].view(-1, 1, 1)) & (cols < ends[:, 3].view(-1, 1, 1))
     return px_grad[:, :, :frames].masked_fill(~valid, 0.0)
+
+
+def diagonal_prune_ranges(boundary: Tensor, frames: int, s_range: int) -> Tensor:
+    """Symbol windows along the lattice diagonal: ``ranges [B, frames, R]`` int64.
+
+    For a text batch (T'_b = U_b + 1 frames, frame t reads token t+1) the natural path emits
+    token t+1 at frame t, so it visits rows t and t+1 there. Frame t keeps rows
+    ``[s_b(t), s_b(t) + R)`` with ``s_b(t) = clamp(round(t U_b / (T'_b - 1)) - (R - 2) // 2,
+    0, U_b + 1 - R)`` (R = ``s_range`` capped at U+1): starts rise by at most one per frame
+    when T'_b = U_b + 1, begin at 0 and end on the last row, so the band always holds a
+    path. ``boundary [B, 4]`` is ``(0, 0, U_b, T'_b)``; frames past T'_b get the last start.
+    """
+    num_rows = int(boundary[:, 2].max()) if boundary.numel() else 0
+    s_range = max(2, min(s_range, num_rows + 1))
+    u_len = boundary[:, 2].view(-1, 1).float()
+    t_len = boundary[:, 3].view(-1, 1)
+    t = torch.arange(frames, device=boundary.device).view(1, -1)
+    centre = torch.round(t.float() * u_len / (t_len - 1).clamp(min=1).float()).long()
+    last = (boundary[:, 2].view(-1, 1) - s_range + 1).clamp(min=0)
+    start = torch.minimum((centre - (s_range - 2) // 2).clamp(min=0), last)
+    start = torch.where(t < t_len - 1, start, last)
+    return start.unsqueeze(2) + torch.arange(s_range, device=boundary.device)
 
 
 class RnntHead(nn.Module):
@@ -150,3 +177,19 @@ class RnntHead(nn.Module):
             logits = self.joint(am_pruned, lm_pruned)  # [B, T', R, V]
             pruned = lattice.rnnt_loss_pruned(logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum")
         return RnntLosses(simple=simple, pruned=pruned, px=px, py=py, boundary=boundary)
+
+    def text_loss(self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
+        """Pruned RNN-T loss (sum over the batch) on text frames ``encoder_out [B, U+1, D]``
+        (``encoder_lens`` = ``token_lens + 1``) with the diagonal windows of
+        :func:`diagonal_prune_ranges`: the simple head, trained on speech frames only, does
+        not choose them."""
+        pred = self.predict_sequence(tokens)  # [B, U+1, P]
+        boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
+        symbols = self._symbols(tokens)
+        ranges = diagonal_prune_ranges(boundary, encoder_out.size(1), self.prune_range)
+        with torch.autocast(device_type=encoder_out.device.type, enabled=False):
+            am_pruned, lm_pruned = lattice.do_rnnt_pruning(
+                self.encoder_proj(encoder_out.float()), self.pred_proj(pred.float()), ranges
+            )
+            logits = self.joint(am_pruned, lm_pruned)  # [B, T', R, V]
+            return lattice.rnnt_loss_pruned(logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum")

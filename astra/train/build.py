@@ -48,7 +48,7 @@ def build_parts(cfg: TrainConfig, rank: int, world_size: int, finetune: bool = F
         try:
             return build_eval_batches(
                 data, tokenizer, split=cfg.run.valid_split, languages=languages,
-                rank=rank, world_size=world_size,
+                rank=rank, world_size=world_size, report_training_skips=rank == 0,
             )
         except ValueError as e:
             log.warning("no validation data (%s): validation skipped", e)

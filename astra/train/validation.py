@@ -7,12 +7,15 @@ shards (:func:`summarize_validation`).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import torch
 
 from astra.train.sections import LossConfig
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -28,13 +31,19 @@ def validate_shard(
     """Loss sums and hypotheses of one process's validation batches (model left in eval mode).
 
     ``loss`` per batch is the sum of the configured, un-ramped weights x losses, so values are
-    comparable across steps. Returns plain data: ``sums``/``counts`` per loss name and
-    ``keys``/``languages``/``refs``/``hyps`` lists (empty without a tokenizer).
+    comparable across steps. Hypotheses come from ``astra.eval.evaluate.decode_batch``, the
+    decode step of ``astra evaluate``: utterances too short for the front end are not decoded
+    (empty hypothesis, so their words count as deletions), listed in ``too_short`` and
+    logged. Returns plain data: ``sums``/``counts`` per loss name and
+    ``keys``/``languages``/``refs``/``hyps``/``too_short`` lists (empty without a tokenizer).
     """
+    from astra.eval.evaluate import decode_batch, min_input_frames
+
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    shard = {"keys": [], "languages": [], "refs": [], "hyps": []}
+    shard = {"keys": [], "languages": [], "refs": [], "hyps": [], "too_short": []}
+    min_frames = min_input_frames(model)
     for batch in batches:
         if len(batch["keys"]) == 0:
             continue
@@ -50,22 +59,30 @@ def validate_shard(
         counts["loss"] += 1
         if tokenizer is not None and hasattr(model, "decode"):
             with autocast():
-                ids = model.decode(batch, method=decode_method)
+                ids, short = decode_batch(model, batch, decode_method, min_frames=min_frames)
+            shard["too_short"].extend(batch["keys"][i] for i in short)
             shard["keys"].extend(batch["keys"])
             shard["languages"].extend(batch["languages"])
             shard["refs"].extend(batch["texts"])
             shard["hyps"].extend(tokenizer.decode(list(h)) for h in ids)
     shard["sums"], shard["counts"] = dict(sums), dict(counts)
+    if shard["too_short"]:
+        log.warning(
+            "validation: %d utterance(s) shorter than %d feature frames were not decoded "
+            "(empty hypothesis; counted as skipped/too_short_audio): %s",
+            len(shard["too_short"]), min_frames, ", ".join(shard["too_short"][:5]),
+        )
     return shard
 
 
 def summarize_validation(shards: list[dict]) -> dict[str, float]:
     """Merge shards: mean ``loss`` and ``loss/<name>`` over batches; ``wer/<language>``,
     ``wer_macro``, ``wer_pooled`` (CER for languages scored by characters,
-    ``astra.eval.metrics``). Empty when there was no validation batch."""
+    ``astra.eval.metrics``) and ``skipped/too_short_audio`` (utterances not decoded). Empty
+    when there was no validation batch."""
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    keys, languages, refs, hyps = [], [], [], []
+    keys, languages, refs, hyps, too_short = [], [], [], [], []
     for shard in shards:
         for k, v in shard["sums"].items():
             sums[k] += v
@@ -75,6 +92,7 @@ def summarize_validation(shards: list[dict]) -> dict[str, float]:
         languages += shard["languages"]
         refs += shard["refs"]
         hyps += shard["hyps"]
+        too_short += shard.get("too_short", [])
     result = {k: v / counts[k] for k, v in sums.items() if counts[k]}
     if keys:
         from astra.eval.metrics import score_corpus
@@ -84,6 +102,7 @@ def summarize_validation(shards: list[dict]) -> dict[str, float]:
             result[f"wer/{lang.language}"] = lang.error_rate
         result["wer_macro"] = summary.macro_error_rate
         result["wer_pooled"] = summary.pooled_error_rate
+        result["skipped/too_short_audio"] = float(len(too_short))
     return result
 
 
