@@ -22,11 +22,13 @@ def test_train_step_breakdown_of_the_small_preset_on_cpu(capsys):
                                   "--steps", "2", "--warmup", "0", "--set", "optim.text_batches=add",
                                   *SMALL_BATCHES]) == 0
     out = capsys.readouterr().out
-    rows = {line.split("|")[2].strip(): line for line in out.splitlines() if line.startswith("| ")}
-    for part in ("speech encoder (front end + Conformer)", "shared encoder", "text encoder",
-                 "RNN-T pruned loss (ranges, joiner, loss)", "optimizer (clip + AdamW)"):
+    rows = {(line.split("|")[1].strip(), line.split("|")[2].strip()): line
+            for line in out.splitlines() if line.startswith("| ")}
+    for part in (("speech", "speech encoder (front end + Conformer)"), ("speech", "shared encoder"),
+                 ("text", "text encoder"), ("text", "RNN-T pruned loss (ranges, joiner, loss)"),
+                 ("step", "optimizer (clip + AdamW)")):
         assert part in rows, part
-    speech = rows["speech encoder (front end + Conformer)"].split("|")
+    speech = rows[("speech", "speech encoder (front end + Conformer)")].split("|")
     assert float(speech[3]) > 0 and float(speech[4]) > 0  # forward and (attributed) backward
     shares = [float(line.split("|")[6]) for line in rows.values()
               if "**" not in line and line.split("|")[1].strip() in ("speech", "text", "step")]
