@@ -28,11 +28,13 @@ U+1 frames, can be trained on text; ASTRA compares S with the first U text frame
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from astra.losses.aligner import aligner_loss
 from astra.model import decoding
@@ -179,8 +181,12 @@ class AstraModel(nn.Module):
     def _zero_loss(self) -> Tensor:
         return sum(p.sum() for p in self.aligner.parameters()) * 0.0
 
-    def _enabled_losses(self, kind: str) -> list[str]:
+    def loss_names(self, kind: str) -> list[str]:
+        """The losses ``forward_speech`` (``kind="speech"``) or ``forward_text`` (``"text"``)
+        returns when all are needed: those whose heads are enabled."""
         cfg = self.cfg
+        if kind not in ("speech", "text"):
+            raise ValueError(f"kind must be 'speech' or 'text', got {kind!r}")
         if kind == "text":
             return ["text_aligner"] + (["text_rnnt"] if self.rnnt is not None else [])
         names = ["aligner"]
@@ -192,16 +198,29 @@ class AstraModel(nn.Module):
         names += ["transduction_kl"] if cfg.transduction_kl_layer else []
         return names
 
+    def _needed_losses(self, kind: str, needed: Collection[str] | None) -> list[str]:
+        """The enabled losses of ``kind`` that are in ``needed`` (all when ``None``); a needed
+        name the model cannot compute is a ``ValueError``."""
+        names = self.loss_names(kind)
+        if needed is None:
+            return names
+        unknown = sorted(set(needed) - set(names))
+        if unknown:
+            raise ValueError(f"needed {kind} losses {unknown} are not enabled in this model (enabled: {names})")
+        return [name for name in names if name in needed]
+
     # --- encoders ------------------------------------------------------------------------
     def forward_encoder(
         self, features: Tensor, feature_lens: Tensor, return_layers: tuple[int, ...] = ()
     ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
         """Raw features ``[B, T, F]`` -> ``(H [B, T', D], T' [B], {k: layer k output})``;
         layer 0 is the speech-encoder output S."""
-        x = self.cmvn(self.freq_warp(features, feature_lens), feature_lens)
-        x = self.spec_augment(x, feature_lens)
-        speech, lens = self.speech_encoder(x, feature_lens)
-        top, layers = self.shared_encoder(speech, lens, return_layers)
+        with record_function("astra:speech_encoder"):
+            x = self.cmvn(self.freq_warp(features, feature_lens), feature_lens)
+            x = self.spec_augment(x, feature_lens)
+            speech, lens = self.speech_encoder(x, feature_lens)
+        with record_function("astra:shared_encoder"):
+            top, layers = self.shared_encoder(speech, lens, return_layers)
         return top, lens, layers
 
     def forward_text_encoder(
@@ -215,8 +234,10 @@ class AstraModel(nn.Module):
         inputs = append_eos(tokens, token_lens)
         if masked is not None:
             masked = torch.cat([masked, torch.zeros_like(masked[:, :1])], dim=1)
-        text, lens = self.text_encoder(inputs, token_lens + 1, masked)
-        top, layers = self.shared_encoder(text, lens, return_layers, num_blocks=num_shared)
+        with record_function("astra:text_encoder"):
+            text, lens = self.text_encoder(inputs, token_lens + 1, masked)
+        with record_function("astra:shared_encoder"):
+            top, layers = self.shared_encoder(text, lens, return_layers, num_blocks=num_shared)
         return top, lens, layers
 
     # --- heads ---------------------------------------------------------------------------
@@ -289,14 +310,18 @@ class AstraModel(nn.Module):
         return masked & valid
 
     # --- training forward ----------------------------------------------------------------
-    def forward_speech(self, batch: dict) -> ModelOutput:
+    def forward_speech(self, batch: dict, needed: Collection[str] | None = None) -> ModelOutput:
         """Paired speech batch -> losses ``aligner``, ``inter_aligner``, ``ctc``, ``inter_ctc``,
-        ``rnnt``, ``rnnt_simple``, ``astra`` (those enabled) and counts."""
+        ``rnnt``, ``rnnt_simple``, ``astra`` (those enabled) and counts.
+
+        ``needed``: the loss names the training objective uses (:meth:`loss_names` with a
+        weight that is > 0 at some step); the others are not computed (``None``: all)."""
         cfg = self.cfg
         features, feature_lens = self._check_features(batch)
         tokens, token_lens = self._check_tokens(batch)
         if tokens.size(0) != features.size(0):
             raise ValueError(f"batch has {features.size(0)} feature rows but {tokens.size(0)} token rows")
+        names = self._needed_losses("speech", needed)
         counts: dict[str, float] = {}
         keep = feature_lens > 0
         self._drop(keep, "empty_audio", "zero-length audio", counts)
@@ -307,7 +332,6 @@ class AstraModel(nn.Module):
         has_text = token_lens > 0
         self._drop(has_text | ~keep, "empty_transcript", "empty transcript", counts)
         keep &= has_text
-        names = self._enabled_losses("speech")
         if not bool(keep.any()):
             counts.update(utterances=0.0, frames=0.0, tokens=0.0)
             return ModelOutput({name: self._zero_loss() for name in names}, counts)
@@ -317,9 +341,16 @@ class AstraModel(nn.Module):
         width = int(feature_lens.max())
         features, tokens = features[:, :width], tokens[:, : int(token_lens.max())]
 
-        wanted = {cfg.inter_ctc_layer, cfg.inter_aligner_layer, cfg.rnnt_layer, cfg.astra_layer, 0}
-        kl_attn = self.shared_encoder.blocks[cfg.transduction_kl_layer - 1].attn if cfg.transduction_kl_layer else None
-        if kl_attn is not None:
+        rnnt_parts = dict(simple="rnnt_simple" in names, pruned="rnnt" in names,
+                          with_lattice="astra" in names or "transduction_kl" in names)
+        wanted = {0}
+        wanted |= {cfg.inter_ctc_layer} if "inter_ctc" in names else set()
+        wanted |= {cfg.inter_aligner_layer} if "inter_aligner" in names else set()
+        wanted |= {cfg.rnnt_layer} if any(rnnt_parts.values()) else set()
+        wanted |= {cfg.astra_layer} if "astra" in names else set()
+        kl_attn = None
+        if "transduction_kl" in names:
+            kl_attn = self.shared_encoder.blocks[cfg.transduction_kl_layer - 1].attn
             kl_attn.keep_weights_for_loss, kl_attn.loss_weights = True, None
         try:
             top, lens, layers = self.forward_encoder(features, feature_lens, tuple(sorted(wanted)))
@@ -332,27 +363,42 @@ class AstraModel(nn.Module):
                       input_frames=float(feature_lens.sum()))
         losses: dict[str, Tensor] = {}
 
-        loss, aligner_tokens, kept = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
-        self._drop(kept, "too_long", "transcript + <eos> longer than the encoder output (U+1 > T')", counts)
-        losses["aligner"] = loss / max(aligner_tokens, 1)
-        counts["aligner_tokens"] = float(aligner_tokens)
-        if self.inter_aligner is not None:
-            loss, n, _ = self.forward_aligner(self.inter_aligner, layers[cfg.inter_aligner_layer], lens, tokens, token_lens)
+        if "aligner" in names:
+            with record_function("astra:aligner"):
+                loss, aligner_tokens, kept = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
+            self._drop(kept, "too_long", "transcript + <eos> longer than the encoder output (U+1 > T')", counts)
+            losses["aligner"] = loss / max(aligner_tokens, 1)
+            counts["aligner_tokens"] = float(aligner_tokens)
+        if "inter_aligner" in names:
+            with record_function("astra:inter_aligner"):
+                loss, n, _ = self.forward_aligner(
+                    self.inter_aligner, layers[cfg.inter_aligner_layer], lens, tokens, token_lens
+                )
             losses["inter_aligner"] = loss / max(n, 1)
-        if self.ctc is not None or self.inter_ctc is not None:
+        if "ctc" in names or "inter_ctc" in names:
             self._drop(lens >= token_lens, "ctc_too_short", "fewer encoder frames than tokens (CTC loss 0)", counts)
-        if self.ctc is not None:
-            losses["ctc"] = self.ctc.loss(top, lens, tokens, token_lens) / num_tokens
-        if self.inter_ctc is not None:
-            losses["inter_ctc"] = self.inter_ctc.loss(layers[cfg.inter_ctc_layer], lens, tokens, token_lens) / num_tokens
-        if self.rnnt is not None:
-            rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
-            losses["rnnt"] = rnnt.pruned / num_tokens
-            losses["rnnt_simple"] = rnnt.simple / num_tokens
-            if cfg.astra:
-                losses["astra"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, rnnt.px, rnnt.py)
-            if kl_attn is not None:
-                losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
+        if "ctc" in names:
+            with record_function("astra:ctc"):
+                losses["ctc"] = self.ctc.loss(top, lens, tokens, token_lens) / num_tokens
+        if "inter_ctc" in names:
+            with record_function("astra:inter_ctc"):
+                inter = self.inter_ctc.loss(layers[cfg.inter_ctc_layer], lens, tokens, token_lens)
+            losses["inter_ctc"] = inter / num_tokens
+        if any(rnnt_parts.values()):
+            with record_function("astra:rnnt_head"):
+                rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens, **rnnt_parts)
+            if rnnt.pruned is not None:
+                losses["rnnt"] = rnnt.pruned / num_tokens
+            if rnnt.simple is not None:
+                losses["rnnt_simple"] = rnnt.simple / num_tokens
+            if "astra" in names:
+                with record_function("astra:astra_consistency"):
+                    losses["astra"] = self._astra_loss(
+                        layers[cfg.astra_layer], lens, tokens, token_lens, rnnt.px, rnnt.py
+                    )
+            if "transduction_kl" in names:
+                with record_function("astra:transduction_kl"):
+                    losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
         return ModelOutput(losses, counts)
 
     def _transduction_kl(self, attention: Tensor | None, rnnt: RnntLosses) -> Tensor:
@@ -383,15 +429,16 @@ class AstraModel(nn.Module):
             )
         return loss / float(token_lens.sum())
 
-    def forward_text(self, batch: dict) -> ModelOutput:
-        """Unpaired text batch -> losses ``text_aligner`` (and ``text_rnnt``) and counts."""
+    def forward_text(self, batch: dict, needed: Collection[str] | None = None) -> ModelOutput:
+        """Unpaired text batch -> losses ``text_aligner`` (and ``text_rnnt``) and counts;
+        ``needed`` as in :meth:`forward_speech`."""
         cfg = self.cfg
         tokens, token_lens = self._check_tokens(batch)
+        names = self._needed_losses("text", needed)
         counts: dict[str, float] = {}
         keep = token_lens > 0
         self._drop(keep, "empty_transcript", "empty text", counts)
-        names = self._enabled_losses("text")
-        if not bool(keep.any()):
+        if not bool(keep.any()) or not names:
             counts.update(utterances=0.0, tokens=0.0)
             return ModelOutput({name: self._zero_loss() for name in names}, counts)
         index = torch.nonzero(keep).flatten()
@@ -399,12 +446,16 @@ class AstraModel(nn.Module):
         masked = self.draw_text_mask(token_lens, tokens.size(1))
         top, lens, layers = self.forward_text_encoder(tokens, token_lens, (cfg.rnnt_layer,), masked=masked)
         losses: dict[str, Tensor] = {}
-        loss, n, _ = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
-        losses["text_aligner"] = loss / max(n, 1)
-        if self.rnnt is not None:
-            text_rnnt = self.rnnt.text_loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
+        if "text_aligner" in names:
+            with record_function("astra:aligner"):
+                loss, n, _ = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
+            losses["text_aligner"] = loss / max(n, 1)
+            counts["aligner_tokens"] = float(n)
+        if "text_rnnt" in names:
+            with record_function("astra:rnnt_head"):
+                text_rnnt = self.rnnt.text_loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
             losses["text_rnnt"] = text_rnnt / float(token_lens.sum())
-        counts.update(utterances=float(len(index)), tokens=float(token_lens.sum()), aligner_tokens=float(n))
+        counts.update(utterances=float(len(index)), tokens=float(token_lens.sum()))
         if masked is not None:
             counts["masked_tokens"] = float(masked.sum())
         return ModelOutput(losses, counts)

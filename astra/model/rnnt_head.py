@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 import astra.lattice as lattice
 from astra.model.config import ModelConfig
@@ -36,12 +37,13 @@ LATTICES = ("simple", "full")
 
 @dataclass
 class RnntLosses:
-    """Summed (not averaged) losses over the batch and the unsmoothed simple lattice."""
+    """Summed (not averaged) losses over the batch and the unsmoothed simple lattice (what
+    :meth:`RnntHead.loss` was asked for; the rest is ``None``)."""
 
-    simple: Tensor  # scalar, sum over utterances
-    pruned: Tensor  # scalar, sum over utterances
-    px: Tensor  # [B, U, T'+1] log-prob of emitting y_{u+1} at frame t (detached)
-    py: Tensor  # [B, U+1, T'] log-prob of blank (detached)
+    simple: Tensor | None  # scalar, sum over utterances (None: not asked for)
+    pruned: Tensor | None  # scalar, sum over utterances (None: not asked for)
+    px: Tensor | None  # [B, U, T'+1] log-prob of emitting y_{u+1} at frame t (detached; None: not asked for)
+    py: Tensor | None  # [B, U+1, T'] log-prob of blank (detached; None: not asked for)
     boundary: Tensor  # [B, 4] int64 (0, 0, U_b, T'_b)
 
 
@@ -154,29 +156,49 @@ class RnntHead(nn.Module):
                 px, py = lattice.get_rnnt_logprobs_joint(logits, symbols, self.blank_id, boundary=boundary)
         return px, py, boundary
 
-    def loss(self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> RnntLosses:
+    def loss(
+        self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor, *,
+        simple: bool = True, pruned: bool = True, with_lattice: bool = True,
+    ) -> RnntLosses:
         """Simple + pruned RNN-T losses (sums over the batch) and the simple lattice.
 
-        ``tokens`` padding may hold any id (it is masked by ``boundary``).
+        ``simple`` / ``pruned`` / ``with_lattice`` choose what is computed; what is not asked
+        for is ``None`` in the result. The pruned loss needs the simple lattice's occupancies
+        for its ranges, so that recursion runs (without gradient) even when only ``pruned``
+        is asked for. ``tokens`` padding may hold any id (it is masked by ``boundary``).
         """
         pred = self.predict_sequence(tokens)  # [B, U+1, P]
         boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
         symbols = self._symbols(tokens)
+        simple_loss = pruned_loss = px = py = None
         with torch.autocast(device_type=encoder_out.device.type, enabled=False):
-            lm = self.simple_lm(pred.float())
-            am = self.simple_am(encoder_out.float())
-            simple, (px_grad, py_grad) = lattice.rnnt_loss_simple(
-                lm, am, symbols, self.blank_id, boundary=boundary, reduction="sum", return_grad=True,
-                lm_only_scale=self.lm_only_scale, am_only_scale=self.am_only_scale,
-            )
-            px, py = lattice.get_rnnt_logprobs(lm.detach(), am.detach(), symbols, self.blank_id, boundary=boundary)
-            ranges = lattice.get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
-            am_pruned, lm_pruned = lattice.do_rnnt_pruning(
-                self.encoder_proj(encoder_out.float()), self.pred_proj(pred.float()), ranges
-            )
-            logits = self.joint(am_pruned, lm_pruned)  # [B, T', R, V]
-            pruned = lattice.rnnt_loss_pruned(logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum")
-        return RnntLosses(simple=simple, pruned=pruned, px=px, py=py, boundary=boundary)
+            # only the simple loss back-propagates through lm / am
+            with torch.set_grad_enabled(torch.is_grad_enabled() and simple):
+                lm = self.simple_lm(pred.float())
+                am = self.simple_am(encoder_out.float())
+                if simple or pruned:
+                    with record_function("astra:rnnt_simple"):
+                        simple_loss, (px_grad, py_grad) = lattice.rnnt_loss_simple(
+                            lm, am, symbols, self.blank_id, boundary=boundary, reduction="sum",
+                            return_grad=True, lm_only_scale=self.lm_only_scale,
+                            am_only_scale=self.am_only_scale,
+                        )
+            if with_lattice:
+                with record_function("astra:rnnt_lattice"), torch.no_grad():
+                    px, py = lattice.get_rnnt_logprobs(lm, am, symbols, self.blank_id, boundary=boundary)
+            if pruned:
+                with record_function("astra:rnnt_pruned"):
+                    ranges = lattice.get_rnnt_prune_ranges(px_grad, py_grad, boundary, self.prune_range)
+                    am_pruned, lm_pruned = lattice.do_rnnt_pruning(
+                        self.encoder_proj(encoder_out.float()), self.pred_proj(pred.float()), ranges
+                    )
+                    logits = self.joint(am_pruned, lm_pruned)  # [B, T', R, V]
+                    pruned_loss = lattice.rnnt_loss_pruned(
+                        logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum"
+                    )
+        if not simple:
+            simple_loss = None  # computed for the pruning ranges only
+        return RnntLosses(simple=simple_loss, pruned=pruned_loss, px=px, py=py, boundary=boundary)
 
     def text_loss(self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
         """Pruned RNN-T loss (sum over the batch) on text frames ``encoder_out [B, U+1, D]``

@@ -53,7 +53,7 @@ def loss_weights(step: int, losses: LossConfig, names: list[str] | tuple[str, ..
         except (KeyError, AttributeError):
             raise ValueError(
                 f"the model returned loss '{name}' but the config has no weight for it: "
-                f"set losses.other.{name}=<weight> (0 to only log it)"
+                f"set losses.other.{name}=<weight> (0: not computed)"
             ) from None
         ramp = losses.ramps.get(name)
         factor = 1.0
@@ -63,6 +63,14 @@ def loss_weights(step: int, losses: LossConfig, names: list[str] | tuple[str, ..
                 factor *= 1.0 - ramp_factor(step, ramp.decay_start, ramp.decay_steps)
         weights[name] = base * factor
     return weights
+
+
+def needed_losses(losses: LossConfig, names: list[str] | tuple[str, ...]) -> set[str]:
+    """The losses of ``names`` that the objective uses: those with a configured weight > 0
+    (a ramp only scales a weight by a factor in [0, 1], so a loss that ramps up from 0 is
+    needed). Raises ``ValueError`` like :func:`loss_weights` for a loss without a weight."""
+    weights = loss_weights(0, losses, names)  # checks that every name has a weight
+    return {name for name in weights if losses.weight(name) > 0}
 
 
 def identity_attention(step: int, losses: LossConfig) -> bool:

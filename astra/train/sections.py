@@ -51,7 +51,8 @@ class RampConfig:
 class LossConfig:
     """Weights of the model's unweighted losses (``ModelOutput.losses``) and their schedules.
 
-    A loss whose weight is 0 is logged but not optimised. ``ramps`` schedules a weight:
+    A loss whose weight is 0 is not computed (the trainer tells the model which losses it
+    needs; a weight that ramps up from 0 is needed). ``ramps`` schedules a weight:
     e.g. ``astra: {start: 2000, steps: 2000}`` keeps ASTRA off until the RNN-T alignment
     head has warmed up for 2000 steps, then ramps it in over the next 2000;
     ``transduction_kl: {decay_start: 2000, decay_steps: 1000}`` keeps the lattice-guided KL on

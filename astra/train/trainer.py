@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 
 from astra.config import save_config
 from astra.train import checkpoint as ckpt
-from astra.train.schedules import identity_attention, learning_rate, loss_weights
+from astra.train.schedules import identity_attention, learning_rate, loss_weights, needed_losses
 from astra.train.signals import StopRequest
 
 log = logging.getLogger(__name__)
@@ -81,32 +82,57 @@ class TrainerState:
         return dict(self.__dict__)
 
 
+def objective_needs(model: torch.nn.Module, losses_cfg) -> dict[str, set[str]] | None:
+    """Per batch kind (``speech``, ``text``), the model's losses that the objective uses
+    (:func:`astra.train.schedules.needed_losses`); the model computes only those. ``None``
+    for a model without ``loss_names(kind)`` (it then computes all of its losses)."""
+    names_of = getattr(model, "loss_names", None)
+    if not callable(names_of):
+        return None
+    try:
+        return {kind: needed_losses(losses_cfg, names_of(kind)) for kind in ("speech", "text")}
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+
+
 class _LossModule(torch.nn.Module):
     """Wraps the model so DDP sees one ``forward``: batch -> weighted fp32 loss.
 
     Returns ``(total, losses, counts)``: ``total`` the scalar to back-propagate (only losses
     with a positive weight enter the graph), ``losses`` the unweighted values (detached).
+    ``needed`` (see :func:`objective_needs`) is passed to ``forward_speech`` /
+    ``forward_text``, so losses whose weight is 0 are not computed; ``None``: all are.
     """
 
-    def __init__(self, model: torch.nn.Module, losses_cfg):
+    def __init__(self, model: torch.nn.Module, losses_cfg, needed: dict[str, set[str]] | None = None):
         super().__init__()
         self.model = model
         self.losses_cfg = losses_cfg
+        self.needed = needed
         self.step = 0
+
+    def _touch_every_parameter(self):
+        """A zero that touches every trainable parameter, so this process still joins the
+        gradient all-reduce."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return 0.0 * torch.stack([p.float().sum() for p in params]).sum()
 
     def forward(self, batch: dict):
         kind = batch.get("kind", "speech")
-        if is_empty_batch(batch):
-            # nothing to learn from (every utterance failed to decode): a zero that touches
-            # every trainable parameter, so this process still joins the gradient all-reduce
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            return 0.0 * torch.stack([p.float().sum() for p in params]).sum(), {}, {}
-        if kind == "speech":
-            out = self.model.forward_speech(batch)
-        elif kind == "text":
-            out = self.model.forward_text(batch)
-        else:
+        if kind not in ("speech", "text"):
             raise ValueError(f"batch kind {kind!r} is neither 'speech' nor 'text'")
+        if is_empty_batch(batch):  # nothing to learn from (every utterance failed to decode)
+            return self._touch_every_parameter(), {}, {}
+        options = {}
+        if self.needed is not None:
+            if not self.needed[kind]:  # no loss of this kind has a weight: nothing to compute
+                return self._touch_every_parameter(), {}, {}
+            options["needed"] = self.needed[kind]
+        with record_function(f"astra:{kind}_batch"):
+            if kind == "speech":
+                out = self.model.forward_speech(batch, **options)
+            else:
+                out = self.model.forward_text(batch, **options)
         try:
             weights = loss_weights(self.step, self.losses_cfg, list(out.losses))
         except ValueError as e:
@@ -281,7 +307,7 @@ class Trainer:
             betas=tuple(optim.betas),
             eps=optim.eps,
         )
-        self.loss_module = _LossModule(self.model, self.cfg.losses)
+        self.loss_module = _LossModule(self.model, self.cfg.losses, objective_needs(self.model, self.cfg.losses))
         self.wrapped, self.optimizer = acc.prepare(self.loss_module, optimizer)
 
         self.stream.set_epoch(0)
@@ -434,7 +460,8 @@ class Trainer:
         micro = speech = 0
         last = False
         while not last:
-            batch = self._next_batch()
+            with record_function("astra:data"):
+                batch = self._next_batch()
             is_speech = batch.get("kind", "speech") == "speech"
             if cfg.run.alignment_every and is_speech and not is_empty_batch(batch):
                 self._last_speech_batch = batch
@@ -455,7 +482,8 @@ class Trainer:
                 if self._any_process(bad):
                     nonfinite_losses = {k: float(v) for k, v in losses.items()}
                     break
-                acc.backward(total / accum)
+                with record_function("astra:backward"):
+                    acc.backward(total / accum)
             self._accumulate(batch, total, losses, counts)
         if nonfinite_losses is not None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -463,13 +491,15 @@ class Trainer:
             return info
         max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf
         params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = float(acc.clip_grad_norm_(params, max_norm))
+        with record_function("astra:optimizer"):
+            grad_norm = float(acc.clip_grad_norm_(params, max_norm))
         info["grad_norm"] = grad_norm
         if not math.isfinite(grad_norm) and cfg.run.mixed_precision != "fp16":
             self.optimizer.zero_grad(set_to_none=True)
             self._count_nonfinite(step, f"gradient norm {grad_norm}")
             return info
-        self.optimizer.step()
+        with record_function("astra:optimizer"):
+            self.optimizer.step()
         if cfg.run.mixed_precision == "fp16" and acc.optimizer_step_was_skipped:
             self._window["counts/fp16_overflow_skips"] += 1
         self.state.nonfinite_in_a_row = 0
