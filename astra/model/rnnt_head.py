@@ -209,7 +209,8 @@ class RnntHead(nn.Module):
         boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
         symbols = self._symbols(tokens)
         ranges = diagonal_prune_ranges(boundary, encoder_out.size(1), self.prune_range)
-        with torch.autocast(device_type=encoder_out.device.type, enabled=False):
+        with torch.autocast(device_type=encoder_out.device.type, enabled=False), \
+                record_function("astra:rnnt_pruned"):
             am_pruned, lm_pruned = lattice.do_rnnt_pruning(
                 self.encoder_proj(encoder_out.float()), self.pred_proj(pred.float()), ranges
             )
