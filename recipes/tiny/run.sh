@@ -69,10 +69,11 @@ if [ "$quick" = 1 ]; then
     vocab_size=128
     pre_set=(run.max_steps=20 run.save_every=20 run.validate_every=20 run.valid_max_batches=1
              run.log_every=5 optim.warmup_steps=5 losses.ramps.astra.start=5 losses.ramps.astra.steps=5
-             data.max_batch_seconds=20 data.max_text_tokens_per_batch=500 run.feature_stats_utterances=100)
+             data.max_batch_seconds=20 data.max_text_tokens_per_batch=500 run.feature_stats_utterances=100
+             data.max_skip_fraction=0.5)
     ft_set=(run.max_steps=10 run.save_every=10 run.validate_every=10 run.valid_max_batches=1
             run.log_every=5 optim.warmup_steps=2 data.max_batch_seconds=20 data.max_text_tokens_per_batch=500
-            run.feature_stats_utterances=100)
+            run.feature_stats_utterances=100 data.max_skip_fraction=0.5)
 else
     work="${work:-exp/tiny}"
     corpus_cfg=$recipe/corpus.yaml
