@@ -10,7 +10,9 @@ last ``context`` tokens. The head gives
 * ``rnnt_simple``: the k2 "simple" loss with the trivial joiner ``lm + am`` (smoothed), whose
   occupancies give the pruning ranges and whose lattice ``px/py`` (unsmoothed) weights the
   ASTRA consistency;
-* ``rnnt``: the pruned RNN-T loss of the full joiner over R symbols per frame.
+* ``rnnt``: the pruned RNN-T loss of the full joiner over R symbols per frame, whose
+  lattice (``-inf`` outside the pruned ranges) can weight ASTRA instead
+  (``model.astra_alignment="pruned"``).
 
 All lattice math goes through :mod:`astra.lattice` in float32 (autocast is disabled inside).
 """
@@ -38,6 +40,9 @@ class RnntLosses:
     px: Tensor  # [B, U, T'+1] log-prob of emitting y_{u+1} at frame t (detached)
     py: Tensor  # [B, U+1, T'] log-prob of blank (detached)
     boundary: Tensor  # [B, 4] int64 (0, 0, U_b, T'_b)
+    # the full joiner's lattice on the pruned ranges (-inf outside them; detached), when asked
+    px_pruned: Tensor | None = None  # [B, U, T'+1]
+    py_pruned: Tensor | None = None  # [B, U+1, T']
 
 
 def emit_occupancy(px: Tensor, py: Tensor, boundary: Tensor) -> Tensor:
@@ -127,8 +132,12 @@ class RnntHead(nn.Module):
                 px, py = lattice.get_rnnt_logprobs_joint(logits, symbols, self.blank_id, boundary=boundary)
         return px, py, boundary
 
-    def loss(self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> RnntLosses:
-        """Simple + pruned RNN-T losses (sums over the batch) and the simple lattice.
+    def loss(
+        self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor,
+        pruned_lattice: bool = False,
+    ) -> RnntLosses:
+        """Simple + pruned RNN-T losses (sums over the batch) and the simple lattice; with
+        ``pruned_lattice`` also the pruned full-joiner lattice (detached, from the same logits).
 
         ``tokens`` padding may hold any id (it is masked by ``boundary``).
         """
@@ -149,4 +158,11 @@ class RnntHead(nn.Module):
             )
             logits = self.joint(am_pruned, lm_pruned)  # [B, T', R, V]
             pruned = lattice.rnnt_loss_pruned(logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum")
-        return RnntLosses(simple=simple, pruned=pruned, px=px, py=py, boundary=boundary)
+            px_pruned = py_pruned = None
+            if pruned_lattice:
+                with torch.no_grad():
+                    px_pruned, py_pruned = lattice.get_rnnt_logprobs_pruned(
+                        logits.detach(), symbols, ranges, self.blank_id, boundary=boundary
+                    )
+        return RnntLosses(simple=simple, pruned=pruned, px=px, py=py, boundary=boundary,
+                          px_pruned=px_pruned, py_pruned=py_pruned)
