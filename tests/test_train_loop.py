@@ -299,3 +299,12 @@ def test_validation_warns_about_languages_it_never_sees(tmp_path, caplog, limit,
         assert len(warnings) == 1 and warnings[0].endswith(
             f"not validated: {missing} (raise run.valid_max_batches to at least the number of languages)"
         )
+
+
+def test_mean_counts_are_averaged_per_log_window_not_summed(tmp_path):
+    cfg = make_cfg(tmp_path, "means", "run.max_steps=4", "run.log_every=2", "run.validate_every=0")
+    trainer = Trainer(cfg, build_fake_parts)
+    trainer.run()
+    scalars = _event_scalars(tmp_path / "means")
+    assert [v for _, v in scalars["stats/fake_norm"]] == [pytest.approx(2.0)] * 2
+    assert not any("fake_norm" in k for k in trainer.state.counts)

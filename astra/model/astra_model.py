@@ -509,7 +509,8 @@ class AstraModel(nn.Module):
         """Emit-arc occupancy of the RNN-T alignment head's lattice for a speech batch with
         transcripts (``features``, ``feature_lens``, ``tokens``, ``token_lens``).
 
-        ``lattice="simple"`` is the lattice ASTRA is weighted by; ``"full"`` the head's full
+        ``lattice="simple"`` or ``"pruned"``: the lattices ASTRA can be weighted by
+        (``model.astra_alignment``); ``"full"`` the head's full
         joiner. Runs in eval mode (no SpecAugment, no dropout), without gradients.
 
         Returns:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 import astra.lattice as lattice
 from astra.model.config import ModelConfig
 
-LATTICES = ("simple", "full")
+LATTICES = ("simple", "full", "pruned")
 
 
 @dataclass
@@ -117,9 +117,14 @@ class RnntHead(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """The head's RNN-T lattice in float32: ``(px [B, U, T'+1], py [B, U+1, T'], boundary
         [B, 4])``. ``which="simple"``: the unsmoothed ``lm + am`` lattice that weights ASTRA;
-        ``"full"``: the full joiner's (``[B, T', U+1, V]`` logits: mind the memory)."""
+        ``"full"``: the full joiner's (``[B, T', U+1, V]`` logits: mind the memory);
+        ``"pruned"``: the full joiner on the pruned ranges (-inf outside them), as
+        ``model.astra_alignment="pruned"`` uses it."""
         if which not in LATTICES:
             raise ValueError(f"lattice must be one of {LATTICES}, got {which!r}")
+        if which == "pruned":
+            out = self.loss(encoder_out, encoder_lens, tokens, token_lens, pruned_lattice=True)
+            return out.px_pruned, out.py_pruned, out.boundary
         pred = self.predict_sequence(tokens).float()  # [B, U+1, P]
         boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
         symbols = self._symbols(tokens)
