@@ -95,8 +95,10 @@ def test_alignment_occupancy_is_the_heads_lattice_posterior():
     full, _, _ = model.alignment_occupancy(batch, lattice="full")
     _check_occupancy(full, token_lens, frame_lens)
     assert not torch.allclose(full, occ)
+    pruned, _, _ = model.alignment_occupancy(batch, lattice="pruned")
+    _check_occupancy(pruned, token_lens, frame_lens)
     with pytest.raises(ValueError, match="lattice must be one of"):
-        model.alignment_occupancy(batch, lattice="pruned")
+        model.alignment_occupancy(batch, lattice="joint")
     with pytest.raises(ValueError, match="rnnt_head"):
         AstraModel(preset("tiny", rnnt_head=False, astra=False), VOCAB).alignment_occupancy(batch)
 
