@@ -105,3 +105,21 @@ def test_append_eos_places_eos_after_each_transcript():
     tokens = torch.tensor([[5, 6, 0], [7, 0, 0]])
     out = append_eos(tokens, torch.tensor([2, 1]))
     assert out.tolist() == [[5, 6, EOS_ID, 0], [7, EOS_ID, 0, 0]]
+
+
+def test_position_weights_match_a_weighted_brute_force_mean():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    targets = torch.randint(0, 7, (2, 5))
+    target_lens, frame_lens = torch.tensor([4, 3]), torch.tensor([5, 2])  # example 1 is dropped
+    weights = torch.tensor([[1.0, 0.0, 0.5, 1.0, 9.0], [1.0, 1.0, 1.0, 0.0, 0.0]])
+    loss, kept = aligner_loss(logits, targets, target_lens, frame_lens, position_weights=weights)
+    assert kept.tolist() == [True, False]
+    ce = [F.cross_entropy(logits[0, i], targets[0, i]).item() for i in range(4)]
+    expected = sum(w * c for w, c in zip(weights[0, :4].tolist(), ce, strict=True)) / 2.5
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    ones, _ = aligner_loss(logits, targets, target_lens, frame_lens, position_weights=torch.ones(2, 5))
+    plain, _ = aligner_loss(logits, targets, target_lens, frame_lens)
+    assert ones.item() == pytest.approx(plain.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="position_weights"):
+        aligner_loss(logits, targets, target_lens, frame_lens, position_weights=torch.ones(5))

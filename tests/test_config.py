@@ -98,6 +98,10 @@ def test_train_config_round_trip_and_validation(tmp_path):
         load_config(TrainConfig, None, ["optim.decay=cos"])
     with pytest.raises(ConfigError, match="losses.ramps.astro: no loss of that name"):
         load_config(TrainConfig, None, ["losses.ramps.astro.start=3"])
+    text = ["data.unpaired_text=[en_us=x.txt]", "data.text_ratio=0.5"]
+    with pytest.raises(ConfigError, match="model.text_mask_prob=0"):
+        load_config(TrainConfig, None, [*text, "model.text_mask_prob=0"])
+    load_config(TrainConfig, None, [*text, "model.text_mask_prob=0", "losses.text_aligner=0"])  # no text CE
     for bad in ("run.num_threads=-1", "run.alignment_every=-2", "run.feature_stats_utterances=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
             load_config(TrainConfig, None, [bad])

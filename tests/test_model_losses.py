@@ -95,8 +95,10 @@ def test_alignment_occupancy_is_the_heads_lattice_posterior():
     full, _, _ = model.alignment_occupancy(batch, lattice="full")
     _check_occupancy(full, token_lens, frame_lens)
     assert not torch.allclose(full, occ)
+    pruned, _, _ = model.alignment_occupancy(batch, lattice="pruned")
+    _check_occupancy(pruned, token_lens, frame_lens)
     with pytest.raises(ValueError, match="lattice must be one of"):
-        model.alignment_occupancy(batch, lattice="pruned")
+        model.alignment_occupancy(batch, lattice="joint")
     with pytest.raises(ValueError, match="rnnt_head"):
         AstraModel(preset("tiny", rnnt_head=False, astra=False), VOCAB).alignment_occupancy(batch)
 
@@ -176,7 +178,7 @@ def test_text_masking_masks_spans_inside_each_text_and_trains_the_mask_vector(sp
     assert model.text_encoder.mask_embedding.grad is not None or out.counts["masked_tokens"] == 0
     model.eval()
     assert model.draw_text_mask(lens, 200) is None
-    plain = AstraModel(preset("tiny"), VOCAB)
+    plain = AstraModel(preset("tiny", text_mask_prob=0.0), VOCAB)
     assert plain.text_encoder.mask_embedding is None and plain.train().draw_text_mask(lens, 200) is None
 
 
@@ -196,7 +198,7 @@ def test_masked_text_changes_only_through_the_mask_vector():
     assert not torch.allclose(hidden[0], plain[0])
     torch.testing.assert_close(hidden[1], plain[1])
     with pytest.raises(ValueError, match="text_mask_prob"):
-        AstraModel(preset("tiny"), VOCAB).text_encoder(tokens, lens, some)
+        AstraModel(preset("tiny", text_mask_prob=0.0), VOCAB).text_encoder(tokens, lens, some)
 
 
 def test_text_rnnt_pruned_loss_is_close_to_the_full_loss_on_text_frames():
@@ -243,3 +245,115 @@ def test_text_rnnt_pruned_loss_is_close_to_the_full_loss_on_text_frames():
     assert full - 1e-4 <= pruned < full + 0.02
     assert (ranges[:, 0, 0] == 0).all() and (ranges[:, 1:, 0] - ranges[:, :-1, 0]).le(1).all()
     assert (ranges[torch.arange(4), batch[1] - 1, -1] == batch[3]).all()  # the last row is kept
+
+
+class _LogitsAreFrames(torch.nn.Module):
+    """An Aligner decoder that reads its logits off the encoder frames ``[B, L, V]``."""
+
+    def forward(self, frames, targets, history=None):
+        return frames
+
+
+def test_text_aligner_loss_sits_on_masked_tokens_so_a_copy_model_scores_badly(monkeypatch):
+    """A model that passes each input token through (the copy task) knows every unmasked
+    target and nothing at a masked one: scored on masked positions it gets ~log V, not ~0."""
+    from astra.model.astra_model import append_eos
+
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", rnnt_head=False, astra=False, text_mask_prob=0.4), VOCAB).train()
+
+    def copy_encoder(tokens, token_lens, return_layers=(), num_shared=None, masked=None):
+        inputs = append_eos(tokens, token_lens)
+        frames = 30.0 * torch.nn.functional.one_hot(inputs, VOCAB).float()
+        if masked is not None:  # a masked input is the mask vector: no clue to the token
+            frames[:, :-1][masked] = 0.0
+        return frames, token_lens + 1, {}
+
+    monkeypatch.setattr(model, "forward_text_encoder", copy_encoder)
+    model.aligner = _LogitsAreFrames()
+    tokens = torch.randint(4, VOCAB, (8, 30))
+    batch = dict(kind="text", tokens=tokens, token_lens=torch.full((8,), 30))
+    out = model.forward_text(batch)
+    log_v = float(torch.log(torch.tensor(float(VOCAB))))
+    assert out.counts["masked_tokens"] > 0
+    assert out.counts["aligner_tokens"] == out.counts["masked_tokens"]
+    assert float(out.losses["text_aligner"]) == pytest.approx(log_v, rel=1e-3)
+    # the unmasked positions, weighted in, make the copy model look good again
+    model.cfg.text_unmasked_weight = 1.0
+    diluted = float(model.forward_text(batch).losses["text_aligner"])
+    assert diluted < 0.6 * log_v
+    # no masking (evaluation): every position is scored
+    model.eval()
+    assert float(model.forward_text(batch).losses["text_aligner"]) < 0.01
+
+
+def test_text_position_weights():
+    from astra.model.astra_model import text_position_weights
+
+    masked = torch.tensor([[True, False, False], [False, True, False]])
+    assert text_position_weights(None, 0.0) is None
+    torch.testing.assert_close(text_position_weights(masked, 0.25),
+                               torch.tensor([[1.0, 0.25, 0.25, 0.25], [0.25, 1.0, 0.25, 0.25]]))
+
+
+def test_pruned_alignment_is_the_full_lattice_when_nothing_is_pruned():
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", rnnt_prune_range=8), VOCAB)
+    head = model.rnnt
+    enc, enc_lens = torch.randn(2, 9, 64), torch.tensor([9, 7])
+    tokens, token_lens = torch.tensor([[5, 6, 7, 8], [9, 4, 0, 0]]), torch.tensor([4, 2])
+    losses = head.loss(enc, enc_lens, tokens, token_lens, pruned_lattice=True)
+    assert head.loss(enc, enc_lens, tokens, token_lens).px_pruned is None
+    with torch.no_grad():
+        px, py, boundary = head.lattice(enc, enc_lens, tokens, token_lens, "full")
+    from astra.model.rnnt_head import emit_occupancy
+
+    torch.testing.assert_close(emit_occupancy(losses.px_pruned, losses.py_pruned, boundary),
+                               emit_occupancy(px, py, boundary), atol=1e-5, rtol=1e-4)
+    assert not losses.px_pruned.requires_grad
+
+
+@pytest.mark.parametrize("alignment", ["simple", "pruned"])
+def test_astra_alignment_option_picks_the_lattice(alignment, monkeypatch):
+    import astra.losses.astra_consistency as consistency
+
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", astra_alignment=alignment, dropout=0.0), VOCAB)
+    seen = {}
+    real_loss = model.rnnt.loss
+
+    def spy_loss(*args, **kwargs):
+        seen["rnnt"] = real_loss(*args, **kwargs)
+        return seen["rnnt"]
+
+    real = consistency.astra_consistency
+
+    def spy(speech, speech_lens, text, text_lens, px, py, **kwargs):
+        seen["px"] = px
+        return real(speech, speech_lens, text, text_lens, px, py, **kwargs)
+
+    monkeypatch.setattr(model.rnnt, "loss", spy_loss)
+    monkeypatch.setattr(consistency, "astra_consistency", spy)
+    model.forward_speech(_speech_batch())
+    expected = seen["rnnt"].px_pruned if alignment == "pruned" else seen["rnnt"].px
+    assert seen["px"] is not None and torch.equal(seen["px"], expected.float())
+
+
+@pytest.mark.parametrize("stop", ["none", "speech", "text"])
+def test_astra_stop_gradient_trains_one_side_and_logs_the_norms(stop):
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", astra_stop_gradient=stop), VOCAB)
+    out = model.forward_speech(_speech_batch())
+    assert out.counts["mean/astra_speech_norm"] > 0 and out.counts["mean/astra_text_norm"] > 0
+    out.losses["astra"].backward()
+    speech_grad = sum(float(p.grad.abs().sum()) for p in model.speech_encoder.parameters() if p.grad is not None)
+    text_grad = sum(float(p.grad.abs().sum()) for p in model.text_encoder.parameters() if p.grad is not None)
+    assert (speech_grad > 0) == (stop != "speech")
+    assert (text_grad > 0) == (stop != "text")
+
+
+def test_bad_alignment_and_stop_gradient_names_are_rejected():
+    with pytest.raises(ValueError, match="astra_alignment"):
+        preset("tiny", astra_alignment="full").validate()
+    with pytest.raises(ValueError, match="astra_stop_gradient"):
+        preset("tiny", astra_stop_gradient="both").validate()

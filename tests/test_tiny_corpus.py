@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import shutil
 import sys
 from pathlib import Path
@@ -16,14 +15,30 @@ TOOLS = Path(__file__).resolve().parent.parent / "tools"
 sys.path.insert(0, str(TOOLS))
 
 from tiny_corpus.build import build_corpus  # noqa: E402
-from tiny_corpus.grammar import SentenceGrammar  # noqa: E402
-from tiny_corpus.lexicon import LANGUAGES  # noqa: E402
-from tiny_corpus.plan import TinyCorpusConfig, make_plan  # noqa: E402
+from tiny_corpus.fortunes import (  # noqa: E402
+    FortunesMissing,
+    entry_sentences,
+    fortune_files,
+    read_sentences,
+    split_entries,
+    usable,
+)
+from tiny_corpus.languages import LANGUAGES  # noqa: E402
+from tiny_corpus.plan import TinyCorpusConfig, make_plan, split_sentences  # noqa: E402
 from tiny_corpus.synth import ESPEAK_INSTALL_HINT, SynthesisError, find_espeak  # noqa: E402
 
+IN_CI = os.environ.get("CI") == "true"
+FORTUNES_INSTALLED = all(
+    Path(f"/var/lib/dpkg/info/{p}.list").is_file() for lang in LANGUAGES.values() for p in lang.packages
+)
+needs_fortunes = pytest.mark.skipif(
+    not FORTUNES_INSTALLED and not IN_CI,
+    reason="fortunes packages not installed (apt-get install -y fortunes fortunes-min fortunes-de "
+    "fortunes-es fortunes-it fortunes-ru); required in CI",
+)
 needs_espeak = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None and os.environ.get("CI") != "true",
-    reason="espeak-ng not installed (apt-get install -y espeak-ng); required in CI",
+    (shutil.which("espeak-ng") is None or not FORTUNES_INSTALLED) and not IN_CI,
+    reason="espeak-ng or the fortunes packages not installed (tools/setup_env.sh); required in CI",
 )
 
 PAIRED = ("pretrain", "train", "validation", "test")
@@ -33,9 +48,8 @@ SMALL = dict(
     train_sentences=6,
     validation_sentences=4,
     test_sentences=8,
-    unpaired_sentences=60,
+    max_unpaired_sentences=60,
     voices_per_sentence=2,
-    pretrain_pseudo_word_fraction=0.5,
 )
 
 
@@ -55,43 +69,82 @@ def corpus(tmp_path_factory):
     return out, summary
 
 
-# ---- text generation (no espeak needed) -------------------------------------------------
-def test_every_language_generates_distinct_normalised_sentences():
-    for code, lang in LANGUAGES.items():
-        grammar = SentenceGrammar(lang, ["bicycle", "yellow", "paint"])
-        rng = random.Random(0)
-        sentences = [grammar.sample(rng) for _ in range(300)]
-        texts = {s.text for s in sentences}
-        assert len(texts) > 250, code
-        for s in sentences:
-            assert 2 <= len(s.text.split()) <= 12, (code, s.raw)
-            assert s.raw[0].isupper() and s.raw.endswith("."), (code, s.raw)
-            assert not grammar.uses_held_out(s)
-            assert not set(s.text.split()) & grammar.text_only_words, (code, s.text)
+# ---- reading the fortunes (fake packages: no Debian package needed) ------------------------
+def fake_package(tmp_path: Path, name: str, files: dict[str, bytes]) -> tuple[Path, Path]:
+    """A dpkg info folder listing ``files`` (written under a fake fortunes folder)."""
+    root, info = tmp_path / "fortunes", tmp_path / "info"
+    info.mkdir(exist_ok=True)
+    listed = [str(root)]
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        listed.append(str(path))
+    (info / f"{name}.list").write_text("\n".join(listed) + "\n", encoding="utf-8")
+    return info, root
 
 
-def test_text_only_words_are_words_of_held_out_concepts_only():
-    grammar = SentenceGrammar(LANGUAGES["ru_ru"], ["vase", "paint"])
-    assert grammar.text_only_words == {"ваза", "вазу", "покрасил", "покрасила"}
-    assert not grammar.text_only_words & grammar.paired_vocabulary
-    # Italian "ha dipinto": "ha" is shared with other verbs, so only "dipinto" is text-only
-    assert SentenceGrammar(LANGUAGES["it_it"], ["paint"]).text_only_words == {"dipinto"}
+def test_entries_attributions_and_sentences():
+    data = "Eins zwei drei vier.\r\n%\nErster Satz hier ist gut. Zweiter\nSatz kommt danach, ja!\n\t\t-- Autor\n  Buch\n%\n"
+    entries = [e.decode() for e in split_entries(data.encode())]
+    assert entries == ["Eins zwei drei vier.", "Erster Satz hier ist gut. Zweiter\nSatz kommt danach, ja!\n\t\t-- Autor\n  Buch"]
+    assert entry_sentences(entries[1]) == ["Erster Satz hier ist gut.", "Zweiter Satz kommt danach, ja!"]
+    # a closing quote stays with its sentence
+    assert entry_sentences('Er sagte: "Das ist so." Dann ging er weg.') == ['Er sagte: "Das ist so."', "Dann ging er weg."]
 
 
-def test_unknown_held_out_concept_is_a_clear_error():
-    with pytest.raises(ValueError, match="unicorn"):
-        SentenceGrammar(LANGUAGES["en_us"], ["unicorn"])
+@pytest.mark.parametrize(
+    "code, raw, reason",
+    [
+        ("en_us", "It is difficult to soar with eagles.", ""),
+        ("en_us", "Only three words.", "length"),
+        ("en_us", " ".join(["word"] * 15) + ".", "length"),
+        ("en_us", "There were 3 of them here.", "digit"),
+        ("en_us", "Mail me at foo@bar if you can.", "symbol"),
+        ("en_us", "Ein schöner Tag ist heute.", "other letters"),
+        ("ru_ru", "Всё течёт, всё меняется, говорил он.", ""),
+        ("ru_ru", "Это был Windows в офисе.", "other letters"),
+        ("de_de", "Die Straße ist heute naß und grau.", ""),
+        ("it_it", "L'uomo è un animale sociale, dicono.", ""),
+    ],
+)
+def test_usable_sentences(code, raw, reason):
+    sentence, why = usable(raw, LANGUAGES[code])
+    assert why == reason
+    assert (sentence is None) == bool(reason)
+    if sentence:
+        assert sentence.raw == raw and sentence.text == sentence.text.lower()
 
 
+def test_read_sentences_skips_off_dat_links_undecodable_and_duplicates(tmp_path):
+    good = "Das ist ein guter Satz.\n%\nDAS ist ein GUTER Satz!\n%\nNoch ein Satz mit Worten.\n%\n".encode()
+    bad = "Dies ist ein Satz gut.\n%\n".encode() + "Kaputt und \xfc kaputt hier.\n%\n".encode("latin-1")
+    info, root = fake_package(tmp_path, "fortunes-de", {
+        "de/a": good, "de/b": bad, "de/off/c": b"Das ist ein schlimmer Satz.\n%\n", "de/a.dat": b"\0\1",
+    })
+    (root / "de" / "link").symlink_to(root / "de" / "a")
+    (info / "fortunes-de.list").write_text(
+        (info / "fortunes-de.list").read_text() + str(root / "de" / "link") + "\n", encoding="utf-8")
+    assert fortune_files(["fortunes-de"], info, root) == [root / "de" / "a", root / "de" / "b"]
+    sentences, stats = read_sentences(LANGUAGES["de_de"], info, root)
+    assert [s.text for s in sentences] == ["das ist ein guter satz", "noch ein satz mit worten", "dies ist ein satz gut"]
+    assert stats.undecodable_entries == 1 and stats.dropped == {"duplicate": 1} and stats.files == 2
+
+
+def test_missing_fortunes_package_names_the_apt_get_command(tmp_path):
+    with pytest.raises(FortunesMissing, match="apt-get install -y fortunes-it"):
+        read_sentences(LANGUAGES["it_it"], tmp_path, tmp_path)
+
+
+# ---- planning ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "changes, message",
     [
         ({"languages": ["xx_yy"]}, "languages"),
         ({"test_voices": ["m1"]}, "test_voices must not occur in train_voices"),
-        ({"test_text_only_fraction": 1.5}, "test_text_only_fraction"),
         ({"speed_wpm": [200, 100]}, "speed_wpm"),
         ({"voices_per_sentence": 99}, "voices_per_sentence"),
-        ({"pretrain_pseudo_word_fraction": -0.1}, "pretrain_pseudo_word_fraction"),
+        ({"max_pool_sentences": -1}, "max_pool_sentences"),
     ],
 )
 def test_bad_settings_are_rejected_by_name(changes, message):
@@ -99,71 +152,35 @@ def test_bad_settings_are_rejected_by_name(changes, message):
         small_config(**changes).validate()
 
 
-def test_plan_is_deterministic_and_splits_are_disjoint():
-    cfg = small_config(train_sentences=50, test_sentences=20, unpaired_sentences=300)
+def test_split_sentences_test_first_disjoint_and_too_few_is_an_error():
+    from tiny_corpus.fortunes import Sentence
+
+    pool = [Sentence(f"s{i}", f"s{i}") for i in range(100)]
+    cfg = small_config(max_unpaired_sentences=0)
+    sentences, unpaired = split_sentences(cfg, "en_us", pool)
+    texts = [s.text for split in PAIRED for s in sentences[split]] + [s.text for s in unpaired]
+    assert sorted(texts) == sorted(s.text for s in pool)  # every sentence once
+    assert {k: len(v) for k, v in sentences.items()} == {"test": 8, "validation": 4, "train": 6, "pretrain": 10}
+    bigger, _ = split_sentences(small_config(pretrain_sentences=50, train_sentences=20), "en_us", pool)
+    assert bigger["test"] == sentences["test"]  # test does not depend on the other sizes
+    other_seed, _ = split_sentences(small_config(seed=5), "en_us", pool)
+    assert other_seed["test"] == sentences["test"] and other_seed["train"] != sentences["train"]
+    assert split_sentences(small_config(test_seed=5), "en_us", pool)[0]["test"] != sentences["test"]
+    with pytest.raises(ValueError, match="fewer than the 28"):
+        split_sentences(cfg, "en_us", pool[:27])
+
+
+@needs_fortunes
+def test_plan_is_deterministic_and_has_text_only_words():
+    cfg = small_config(train_sentences=50, test_sentences=20, max_unpaired_sentences=0, max_pool_sentences=2000)
     first, second = make_plan(cfg), make_plan(cfg)
     for a, b in zip(first, second, strict=True):
         assert [u.sentence.raw for u in a.utterances["train"]] == [u.sentence.raw for u in b.utterances["train"]]
         assert [u.voice for u in a.utterances["test"]] == [u.voice for u in b.utterances["test"]]
-        sets = {split: {u.sentence.text for u in rows} for split, rows in a.utterances.items()}
-        sets["unpaired"] = {s.text for s in a.unpaired}
-        names = sorted(sets)
-        for i, x in enumerate(names):
-            for y in names[i + 1:]:
-                assert not sets[x] & sets[y], (a.code, x, y)
-    # a bigger training set leaves the test set as it was
-    bigger = make_plan(small_config(train_sentences=80, test_sentences=20, unpaired_sentences=300))
-    for a, b in zip(first, bigger, strict=True):
-        assert [u.sentence.text for u in a.utterances["test"]] == [u.sentence.text for u in b.utterances["test"]]
-
-
-def test_made_up_words_are_spelled_from_the_inventory_and_never_a_lexicon_word():
-    from tiny_corpus.pseudowords import SPELLINGS
-
-    for code, lang in LANGUAGES.items():
-        grammar = SentenceGrammar(lang, ["bicycle", "yellow", "paint"])
-        source = grammar.pseudo_words()
-        letters = set("".join(SPELLINGS[code].onsets + SPELLINGS[code].vowels + SPELLINGS[code].codas))
-        rng = random.Random(1)
-        words = [source.word(rng) for _ in range(300)]
-        assert len(set(words)) > 250, code  # thousands of spellings, not a few
-        assert all(set(w) <= letters and len(w) >= 4 for w in words), code
-        assert not set(words) & grammar.lexicon_words, code
-        assert grammar.text_only_words <= grammar.lexicon_words
-    # Russian made-up nouns are indeclinable neuters ending in a vowel, like loanwords
-    source = SentenceGrammar(LANGUAGES["ru_ru"]).pseudo_words()
-    nouns = [source.noun(random.Random(i)) for i in range(50)]
-    assert all(n.gender == "n" and n.nom[-1] in "оеиу" and n.form("acc") == n.nom for n in nouns)
-    # German nouns are capitalised
-    assert SentenceGrammar(LANGUAGES["de_de"]).pseudo_words().noun(random.Random(0)).nom[0].isupper()
-
-
-def test_only_pretrain_sentences_get_made_up_words():
-    plain = make_plan(small_config(pretrain_sentences=400, pretrain_pseudo_word_fraction=0.0))
-    spelled = make_plan(small_config(pretrain_sentences=400, pretrain_pseudo_word_fraction=0.25))
-    for a, b in zip(plain, spelled, strict=True):
-        assert not any(u.sentence.pseudo_words for rows in a.utterances.values() for u in rows)
-        for split in ("test", "validation", "train"):  # the evaluation data does not change
-            assert [u.sentence.raw for u in a.utterances[split]] == [u.sentence.raw for u in b.utterances[split]]
-        assert not any(s.pseudo_words for s in b.unpaired)
-        pretrain = [u.sentence for u in b.utterances["pretrain"]]
-        with_made_up = [s for s in pretrain if s.pseudo_words]
-        # the name and the object noun are each made up with probability 0.25
-        assert 0.2 < len(with_made_up) / len(pretrain) < 0.45, b.code
-        grammar = SentenceGrammar(LANGUAGES[b.code], small_config().held_out_concepts)
-        for s in with_made_up:
-            assert set(s.pseudo_words) <= set(s.text.split()), s.text
-            assert not set(s.pseudo_words) & grammar.lexicon_words
-            assert not set(s.text.split()) & grammar.text_only_words
-
-
-def test_a_request_the_grammar_cannot_meet_fails_clearly():
-    from tiny_corpus.plan import _draw_unique
-
-    grammar = SentenceGrammar(LANGUAGES["en_us"], [])  # nothing held out ...
-    with pytest.raises(ValueError, match="could only draw 0 of 1"):
-        # ... so no sentence can use a held-out concept
-        _draw_unique(grammar, random.Random(0), 1, set(), True, True, "test")
+        assert len(a.unpaired) == 2000 - 20 - 50 - 4 - 10
+        paired = {w for split in ("pretrain", "train") for u in a.utterances[split] for w in u.sentence.text.split()}
+        unpaired = {w for s in a.unpaired for w in s.text.split()}
+        assert a.text_only_words and all(w in unpaired and w not in paired for w in a.text_only_words)
 
 
 def test_missing_espeak_names_the_package(monkeypatch, tmp_path):
@@ -192,10 +209,10 @@ def test_layout_and_manifest_columns(corpus):
             expected = SMALL[f"{split}_sentences"] * SMALL["voices_per_sentence"]
             assert len(read_tsv(out / code / f"{split}.tsv")) == expected
         unpaired = (out / code / "unpaired.txt").read_text(encoding="utf-8").splitlines()
-        assert len(unpaired) == SMALL["unpaired_sentences"] and all(unpaired)
-        splits = summary["languages"][code]["splits"]
-        assert splits["pretrain"]["sentences_with_made_up_words"] > 0
-        assert all(splits[s]["sentences_with_made_up_words"] == 0 for s in ("train", "validation", "test"))
+        assert len(unpaired) == SMALL["max_unpaired_sentences"] and all(unpaired)
+        info = summary["languages"][code]
+        assert info["usable_sentences"] > 5000 and info["undecodable_entries"] == 0
+        assert info["paired_word_types"] > 20 and info["test_words"] >= 4 * SMALL["test_sentences"]
 
 
 @needs_espeak
@@ -229,21 +246,25 @@ def test_splits_share_no_sentence_and_test_voice_is_unseen(corpus):
 
 
 @needs_espeak
-def test_text_only_words_occur_only_in_unpaired_text_and_test(corpus):
+def test_text_only_words_are_in_unpaired_text_and_no_training_transcript(corpus):
     out, summary = corpus
     text_only = json.loads((out / "text_only_words.json").read_text(encoding="utf-8"))
     for code in SMALL["languages"]:
         words = set(text_only[code])
-        assert words
-        for split in ("pretrain", "train", "validation"):
+        unpaired_words = set((out / code / "unpaired.txt").read_text(encoding="utf-8").split())
+        assert words <= unpaired_words
+        for split in ("pretrain", "train"):
             for row in read_tsv(out / code / f"{split}.tsv"):
                 assert not set(row["transcription"].split()) & words, (code, split, row["transcription"])
-        test_words = [w for r in read_tsv(out / code / "test.tsv") for w in r["transcription"].split()]
-        occurrences = sum(w in words for w in test_words)
-        assert occurrences >= SMALL["test_sentences"] // 2
-        assert occurrences == summary["languages"][code]["test_text_only_word_occurrences"]
-        unpaired_words = set((out / code / "unpaired.txt").read_text(encoding="utf-8").split())
-        assert words & unpaired_words
+        paired = {w for s in ("pretrain", "train") for r in read_tsv(out / code / f"{s}.tsv")
+                  for w in r["transcription"].split()}
+        info = summary["languages"][code]
+        for split in ("validation", "test"):
+            split_words = [w for r in read_tsv(out / code / f"{split}.tsv") for w in r["transcription"].split()]
+            assert sum(w in words for w in split_words) == info[f"{split}_text_only_word_occurrences"]
+            unseen = sum(w not in paired and w not in unpaired_words for w in split_words)
+            assert unseen == info[f"{split}_unseen_word_occurrences"]
+        assert info["test_text_only_word_occurrences"] > 0
 
 
 @needs_espeak
@@ -275,7 +296,7 @@ def test_rerun_skips_done_work_and_refuses_other_settings(corpus):
 @needs_espeak
 def test_interrupted_build_is_finished(tmp_path):
     cfg = small_config(languages=["en_us"], pretrain_sentences=0, train_sentences=3, validation_sentences=1,
-                       test_sentences=2, unpaired_sentences=5, voices_per_sentence=1)
+                       test_sentences=2, max_unpaired_sentences=5, voices_per_sentence=1)
     out = tmp_path / "corpus"
     build_corpus(cfg, out, workers=2, progress=False)
     victim = out / "en_us" / "audio" / "test" / "en_us_test_00001.wav"
@@ -289,15 +310,13 @@ def test_interrupted_build_is_finished(tmp_path):
 @needs_espeak
 def test_a_corpus_built_before_a_setting_existed_counts_as_its_default(tmp_path):
     cfg = small_config(languages=["en_us"], pretrain_sentences=0, train_sentences=2, validation_sentences=1,
-                       test_sentences=2, unpaired_sentences=5, voices_per_sentence=1,
-                       pretrain_pseudo_word_fraction=0.0)
+                       test_sentences=2, max_unpaired_sentences=5, voices_per_sentence=1, test_seed=1)
     out = tmp_path / "corpus"
     build_corpus(cfg, out, workers=2, progress=False)
     summary_file = out / "corpus.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    del summary["settings"]["pretrain_pseudo_word_fraction"]  # as written before the setting existed
+    del summary["settings"]["test_seed"]  # as written before the setting existed
     summary_file.write_text(json.dumps(summary), encoding="utf-8")
     build_corpus(cfg, out, workers=2, progress=False)  # the default: the same corpus
-    with pytest.raises(ValueError, match="pretrain_pseudo_word_fraction"):
-        build_corpus(small_config(**{**cfg.to_dict(), "pretrain_pseudo_word_fraction": 0.5}), out, workers=2,
-                     progress=False)
+    with pytest.raises(ValueError, match="test_seed"):
+        build_corpus(small_config(**{**cfg.to_dict(), "test_seed": 2}), out, workers=2, progress=False)

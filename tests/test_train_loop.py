@@ -322,3 +322,12 @@ def test_a_validation_clip_too_short_to_decode_is_counted_and_training_goes_on(t
     short_key = parts(cfg, 0, 1).eval_batches()[0]["keys"][1]
     assert any("1 utterance(s) shorter than 7 feature frames were not decoded" in r.getMessage()
                and short_key in r.getMessage() for r in caplog.records)
+
+
+def test_mean_counts_are_averaged_per_log_window_not_summed(tmp_path):
+    cfg = make_cfg(tmp_path, "means", "run.max_steps=4", "run.log_every=2", "run.validate_every=0")
+    trainer = Trainer(cfg, build_fake_parts)
+    trainer.run()
+    scalars = _event_scalars(tmp_path / "means")
+    assert [v for _, v in scalars["stats/fake_norm"]] == [pytest.approx(2.0)] * 2
+    assert not any("fake_norm" in k for k in trainer.state.counts)

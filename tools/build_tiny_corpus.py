@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Build the tiny recipe's synthetic multilingual corpus (espeak-ng speech, generated text).
+"""Build the tiny recipe's multilingual corpus (espeak-ng speech of Debian fortunes sentences).
 
     python tools/build_tiny_corpus.py --out exp/tiny/corpus [--config recipes/tiny/corpus.yaml]
         [--set train_sentences=100 ...] [--workers 2] [--force] [--no-progress]
 
 Writes the local corpus layout of docs/data.md (``OUT/{lang}/{train,validation,test}.tsv``
 with 16 kHz audio) plus ``OUT/{lang}/unpaired.txt`` and ``OUT/text_only_words.json``; see
-docs/recipe_tiny.md. Re-running skips finished work. Needs the Debian package ``espeak-ng``.
-Exit status: 0 built or up to date, 2 bad settings / missing espeak-ng, 1 synthesis failed.
+docs/recipe_tiny.md. Re-running skips finished work. Needs the Debian packages ``espeak-ng``,
+``fortunes``, ``fortunes-de``, ``fortunes-es``, ``fortunes-it`` and ``fortunes-ru``.
+Exit status: 0 built or up to date, 2 bad settings / a missing package, 1 synthesis failed.
 """
 
 from __future__ import annotations
@@ -42,6 +43,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+STAT_COLUMNS = (
+    ("usable sentences", "usable_sentences"),
+    ("unpaired sentences", "unpaired_sentences"),
+    ("word types in paired speech", "paired_word_types"),
+    *((f"{split} {what}", f"{split}_{key}") for split in ("validation", "test") for what, key in (
+        ("words", "words"), ("text-only", "text_only_word_occurrences"), ("unseen", "unseen_word_occurrences"))),
+)
+
+
+def statistics_table(summary: dict) -> str:
+    """The corpus statistics per language as a markdown table (words = occurrences)."""
+    lines = ["| language | " + " | ".join(s for s in PAIRED_SPLITS) + " | "
+             + " | ".join(name for name, _ in STAT_COLUMNS) + " |",
+             "|---" * (1 + len(PAIRED_SPLITS) + len(STAT_COLUMNS)) + "|"]
+    for code, info in summary["languages"].items():
+        splits = info["splits"]
+        cells = [str(splits.get(s, {}).get("utterances", 0)) for s in PAIRED_SPLITS]
+        cells += [str(info[key]) for _, key in STAT_COLUMNS]
+        lines.append(f"| {code} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[tiny corpus] %(message)s")
@@ -54,16 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except SynthesisError as e:
         print(f"build_tiny_corpus: error: {e}", file=sys.stderr)
         return 2 if str(e) == ESPEAK_INSTALL_HINT else 1
-    rows = []
-    for code, info in summary["languages"].items():
-        splits = info["splits"]
-        rows.append(
-            f"| {code} | " + " | ".join(str(splits.get(s, {}).get("utterances", 0)) for s in PAIRED_SPLITS)
-            + f" | {info['unpaired_sentences']} | {len(info['text_only_words'])} | {info['test_text_only_word_occurrences']} |"
-        )
-    print("| language | " + " | ".join(PAIRED_SPLITS) + " | unpaired sentences | text-only words | their test occurrences |")
-    print("|---" * (len(PAIRED_SPLITS) + 4) + "|")
-    print("\n".join(rows))
+    print(statistics_table(summary))
     print(f"corpus: {args.out}  synthesis: {json.dumps(summary['synthesis'])}")
     return 0
 

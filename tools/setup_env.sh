@@ -9,7 +9,7 @@
 # of them and a new environment is built. An environment whose build did not
 # finish (no .astra-env-complete marker) is deleted and rebuilt.
 #
-# Steps: Debian packages (espeak-ng) -> venv -> pip install deps -> fast_rnnt
+# Steps: Debian packages (espeak-ng, fortunes*) -> venv -> pip install deps -> fast_rnnt
 # from its PyPI sdist (tools/build_fast_rnnt.py) -> editable install of astra.
 #
 # Environment variables:
@@ -28,15 +28,22 @@ say() { printf '[astra setup] %s\n' "$*" >&2; }
 command -v "$PYTHON" >/dev/null || { say "ERROR: $PYTHON not found; astra needs Python 3.11 (set PYTHON=...)"; exit 1; }
 
 # --- Debian packages --------------------------------------------------------
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# espeak-ng synthesises the demo corpus; the fortunes collections are its text. Installed
+# state is read from dpkg's status (the fortunes packages install no command).
+debian_packages=(espeak-ng fortunes fortunes-min fortunes-de fortunes-es fortunes-it fortunes-ru)
+missing_packages=()
+for pkg in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing_packages+=("$pkg")
+done
+if [ ${#missing_packages[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         sudo_cmd=""
         [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-        say "installing espeak-ng (Debian package, used to synthesise the demo corpus)"
-        { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq espeak-ng >/dev/null; } \
-            || say "WARNING: could not install espeak-ng; the tiny recipe's corpus cannot be synthesised"
+        say "installing ${missing_packages[*]} (Debian packages: the demo corpus's speech synthesiser and text)"
+        { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing_packages[@]}" >/dev/null; } \
+            || say "WARNING: could not install ${missing_packages[*]}; the tiny recipe's corpus cannot be built"
     else
-        say "WARNING: espeak-ng missing and no apt-get; install espeak-ng to build the tiny recipe's corpus"
+        say "WARNING: ${missing_packages[*]} missing and no apt-get; install them to build the tiny recipe's corpus"
     fi
 fi
 

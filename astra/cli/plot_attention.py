@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                    help="output folder (default: exp/plots/<run>_<checkpoint>__<audio name>)")
     p.add_argument("--per-head", action="store_true",
                    help="also write attention_heads.png: every head of every layer")
-    p.add_argument("--lattice", choices=("simple", "full"), default="simple",
+    p.add_argument("--lattice", choices=("simple", "full", "pruned"), default="simple",
                    help="lattice for the occupancy: 'simple' (lm+am, what ASTRA uses) or 'full'")
     p.add_argument("--gradients", action="store_true",
                    help="also compute the gradient alignment (seed 003)")

@@ -23,6 +23,7 @@ def aligner_loss(
     frame_lens: Tensor,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
+    position_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Masked cross entropy of the Aligner.
 
@@ -35,6 +36,10 @@ def aligner_loss(
         label_smoothing: as in :func:`torch.nn.functional.cross_entropy`.
         reduction: ``"mean"`` (per kept target token), ``"sum"``, or ``"none"`` (``[B]``,
             0 for dropped examples).
+        position_weights: optional ``[B, L'']`` (``L'' >= `` the longest kept target) float
+            weight of each target position's cross entropy (e.g. 1 on masked input tokens,
+            0 elsewhere: the unpaired-text loss); ``"mean"`` then divides by the summed
+            weights of the scored positions instead of their number.
     Returns:
         ``(loss, kept)``: the loss and a ``[B]`` bool mask of examples that were scored
         (``target_lens <= frame_lens``). With no kept example the loss is 0 (still attached
@@ -70,4 +75,12 @@ def aligner_loss(
     per_frame = F.cross_entropy(
         logits.float().transpose(1, 2), padded, ignore_index=-100, label_smoothing=label_smoothing, reduction="none"
     )  # [B, L], 0 where ignored
-    return reduce_per_utterance(per_frame.sum(dim=1), reduction, mask.sum()), kept
+    if position_weights is None:
+        return reduce_per_utterance(per_frame.sum(dim=1), reduction, mask.sum()), kept
+    if position_weights.dim() != 2 or position_weights.size(0) != batch:
+        raise ValueError(f"aligner_loss: position_weights must be [B={batch}, L], got {tuple(position_weights.shape)}")
+    weights = torch.zeros(batch, length, dtype=per_frame.dtype, device=per_frame.device)
+    cols = min(length, position_weights.size(1))
+    weights[:, :cols] = position_weights[:, :cols].to(per_frame.dtype)
+    weights = weights * mask
+    return reduce_per_utterance((per_frame * weights).sum(dim=1), reduction, weights.sum()), kept

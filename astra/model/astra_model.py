@@ -14,7 +14,9 @@ by name) and counts. Every loss is a mean per target token of the batch:
 ``rnnt``       pruned RNN-T of the alignment head, per token (U)
 ``rnnt_simple`` smoothed simple RNN-T (lm + am joiner) of the head, per token (U)
 ``astra``      ASTRA consistency between S and E, per token (U)
-``text_aligner`` Aligner CE on unpaired text (text encoder -> shared -> Aligner)
+``text_aligner`` Aligner CE on unpaired text (text encoder -> shared -> Aligner), on the
+               masked input positions (``text_mask_prob``; the rest weighs
+               ``text_unmasked_weight``), per weighted position
 ``text_rnnt``  pruned RNN-T of the head on unpaired text (T' = U+1 text frames)
 ``transduction_kl`` optional (``transduction_kl_layer``): KL from the head's emit occupancy
                to the attention rows u of that shared layer, per token; not in
@@ -59,6 +61,19 @@ class ModelOutput:
 
     losses: dict[str, Tensor] = field(default_factory=dict)
     counts: dict[str, float] = field(default_factory=dict)
+
+
+def text_position_weights(masked: Tensor | None, unmasked_weight: float) -> Tensor | None:
+    """Weights ``[B, U+1]`` of the unpaired-text Aligner targets ``y_1..y_U, <eos>`` given the
+    masked input tokens ``masked [B, U]``: 1 where the input token was masked, and
+    ``unmasked_weight`` where the text encoder read the target itself (the other tokens and
+    ``<eos>``: a copy task). ``None`` (every position weighs 1) when nothing is masked
+    (``masked`` is ``None``: masking off, or evaluation)."""
+    if masked is None:
+        return None
+    weights = torch.full((masked.size(0), masked.size(1) + 1), float(unmasked_weight), device=masked.device)
+    weights[:, :-1] = weights[:, :-1].masked_fill(masked, 1.0)
+    return weights
 
 
 def append_eos(tokens: Tensor, lengths: Tensor, eos_id: int = EOS_ID) -> Tensor:
@@ -242,12 +257,14 @@ class AstraModel(nn.Module):
 
     # --- heads ---------------------------------------------------------------------------
     def forward_aligner(
-        self, decoder: AlignerDecoder, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor
-    ) -> tuple[Tensor, int, Tensor]:
+        self, decoder: AlignerDecoder, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor,
+        position_weights: Tensor | None = None,
+    ) -> tuple[Tensor, float, Tensor]:
         """Aligner CE of ``decoder`` on ``encoder_out [B, T', D]`` (``encoder_lens [B]``) for
         ``tokens [B, U]`` (``token_lens [B]``; ``<eos>`` is appended here). Returns the summed
-        loss (scalar), the number of scored target tokens (incl. ``<eos>``) and the kept mask
-        ``[B]`` (examples with U+1 <= T')."""
+        loss (scalar), the number of scored target tokens (incl. ``<eos>``; with
+        ``position_weights [B, U+1]`` their summed weights) and the kept mask ``[B]``
+        (examples with U+1 <= T')."""
         targets = append_eos(tokens, token_lens)
         target_lens = token_lens + 1
         kept = target_lens <= encoder_lens
@@ -267,9 +284,13 @@ class AstraModel(nn.Module):
             if rest.numel():
                 logits = logits.index_copy(0, rest, decoder(frames[rest], targets_l[rest]))
         loss, kept = aligner_loss(
-            logits, targets[:, :length], target_lens, encoder_lens, self.cfg.aligner_label_smoothing, reduction="sum"
+            logits, targets[:, :length], target_lens, encoder_lens, self.cfg.aligner_label_smoothing, reduction="sum",
+            position_weights=position_weights,
         )
-        return loss, int(target_lens[kept].sum()), kept
+        if position_weights is None:
+            return loss, int(target_lens[kept].sum()), kept
+        scored = torch.arange(position_weights.size(1), device=kept.device)[None, :] < target_lens[:, None]
+        return loss, float((position_weights * (scored & kept[:, None])).sum()), kept
 
     def _priming(self, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor] | None:
         """Training-time long-form priming: a random ``aligner_prime_prob`` of the examples get
@@ -341,8 +362,14 @@ class AstraModel(nn.Module):
         width = int(feature_lens.max())
         features, tokens = features[:, :width], tokens[:, : int(token_lens.max())]
 
-        rnnt_parts = dict(simple="rnnt_simple" in names, pruned="rnnt" in names,
-                          with_lattice="astra" in names or "transduction_kl" in names)
+        # ASTRA reads the simple lattice or the pruned loss's lattice (model.astra_alignment);
+        # the transduction KL reads the simple lattice
+        pruned_alignment = "astra" in names and cfg.astra_alignment == "pruned"
+        rnnt_parts = dict(
+            simple="rnnt_simple" in names, pruned="rnnt" in names or pruned_alignment,
+            with_lattice=("astra" in names and not pruned_alignment) or "transduction_kl" in names,
+            pruned_lattice=pruned_alignment,
+        )
         wanted = {0}
         wanted |= {cfg.inter_ctc_layer} if "inter_ctc" in names else set()
         wanted |= {cfg.inter_aligner_layer} if "inter_aligner" in names else set()
@@ -387,14 +414,15 @@ class AstraModel(nn.Module):
         if any(rnnt_parts.values()):
             with record_function("astra:rnnt_head"):
                 rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens, **rnnt_parts)
-            if rnnt.pruned is not None:
+            if "rnnt" in names:
                 losses["rnnt"] = rnnt.pruned / num_tokens
             if rnnt.simple is not None:
                 losses["rnnt_simple"] = rnnt.simple / num_tokens
             if "astra" in names:
                 with record_function("astra:astra_consistency"):
+                    px, py = (rnnt.px_pruned, rnnt.py_pruned) if pruned_alignment else (rnnt.px, rnnt.py)
                     losses["astra"] = self._astra_loss(
-                        layers[cfg.astra_layer], lens, tokens, token_lens, rnnt.px, rnnt.py
+                        layers[cfg.astra_layer], lens, tokens, token_lens, px, py, counts
                     )
             if "transduction_kl" in names:
                 with record_function("astra:transduction_kl"):
@@ -412,16 +440,29 @@ class AstraModel(nn.Module):
         return lattice_attention_kl(attention, occupancy, rnnt.boundary[:, 2], rnnt.boundary[:, 3])
 
     def _astra_loss(self, speech: Tensor, speech_lens: Tensor, tokens: Tensor, token_lens: Tensor,
-                    px: Tensor, py: Tensor) -> Tensor:
+                    px: Tensor, py: Tensor, counts: dict[str, float] | None = None) -> Tensor:
         """ASTRA consistency between ``speech [B, T', D]`` (S or shared layer k) and the text
         of ``tokens [B, U]`` at the same place, weighted by the head's lattice ``px [B, U,
-        T'+1]``, ``py [B, U+1, T']``; mean per token."""
+        T'+1]``, ``py [B, U+1, T']``; mean per token. ``model.astra_stop_gradient`` detaches
+        one side. Writes the mean L2 norms of the compared speech and text frames into
+        ``counts`` as ``mean/astra_speech_norm`` and ``mean/astra_text_norm`` (averaged, not
+        summed, by the trainer): MAE between two LayerNorm outputs can also shrink both."""
         from astra.losses.astra_consistency import astra_consistency
 
         cfg = self.cfg
         layer = cfg.astra_layer
         _, _, layers = self.forward_text_encoder(tokens, token_lens, (layer,), num_shared=layer)
         text = layers[layer][:, : tokens.size(1)]  # first U frames (drop the <eos> frame)
+        if cfg.astra_stop_gradient == "speech":
+            speech = speech.detach()
+        elif cfg.astra_stop_gradient == "text":
+            text = text.detach()
+        if counts is not None:
+            with torch.no_grad():
+                frame_valid = torch.arange(speech.size(1), device=speech.device)[None] < speech_lens[:, None]
+                token_valid = torch.arange(text.size(1), device=text.device)[None] < token_lens[:, None]
+                counts["mean/astra_speech_norm"] = float(speech.float().norm(dim=-1)[frame_valid].mean())
+                counts["mean/astra_text_norm"] = float(text.float().norm(dim=-1)[token_valid].mean())
         with torch.autocast(device_type=speech.device.type, enabled=False):
             loss = astra_consistency(
                 speech.float(), speech_lens, text.float(), token_lens, px.float(), py.float(),
@@ -448,8 +489,9 @@ class AstraModel(nn.Module):
         losses: dict[str, Tensor] = {}
         if "text_aligner" in names:
             with record_function("astra:aligner"):
-                loss, n, _ = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
-            losses["text_aligner"] = loss / max(n, 1)
+                weights = text_position_weights(masked, cfg.text_unmasked_weight)
+                loss, n, _ = self.forward_aligner(self.aligner, top, lens, tokens, token_lens, weights)
+            losses["text_aligner"] = loss / max(n, 1.0)
             counts["aligner_tokens"] = float(n)
         if "text_rnnt" in names:
             with record_function("astra:rnnt_head"):
@@ -535,7 +577,8 @@ class AstraModel(nn.Module):
         """Emit-arc occupancy of the RNN-T alignment head's lattice for a speech batch with
         transcripts (``features``, ``feature_lens``, ``tokens``, ``token_lens``).
 
-        ``lattice="simple"`` is the lattice ASTRA is weighted by; ``"full"`` the head's full
+        ``lattice="simple"`` or ``"pruned"``: the lattices ASTRA can be weighted by
+        (``model.astra_alignment``); ``"full"`` the head's full
         joiner. Runs in eval mode (no SpecAugment, no dropout), without gradients.
 
         Returns:

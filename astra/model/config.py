@@ -13,6 +13,8 @@ POSITION_ENCODINGS = ("rope", "rel_pos")
 SUBSAMPLING_FACTORS = (4, 6, 8)
 ASTRA_MODES = ("expected", "weighted_rnnt")
 ASTRA_DISTANCES = ("mae", "mse")
+ASTRA_ALIGNMENTS = ("simple", "pruned")
+ASTRA_STOP_GRADIENTS = ("none", "speech", "text")
 CONV_NORMS = ("utterance", "layer")
 
 
@@ -79,14 +81,25 @@ class ModelConfig:
     astra_mode: str = "expected"  # "expected" or "weighted_rnnt"
     astra_distance: str = "mae"  # "mae" or "mse"
     astra_lam: float = 1.0  # lambda of the weighted-RNN-T form
+    # the lattice whose alignment weights the consistency: "simple" (the head's lm + am
+    # lattice, which icefall uses for the pruning bounds) or "pruned" (the head's full joiner
+    # on the pruned ranges, computed whenever ASTRA is, even with a zero rnnt weight)
+    astra_alignment: str = "simple"
+    # which side the consistency trains: "none" (both), "speech" (gradient stopped on the
+    # speech side S: only the text encoder moves) or "text" (stopped on E: only speech moves)
+    astra_stop_gradient: str = "none"
 
     # --- unpaired text ---------------------------------------------------------------
     # training only: spans of text_mask_span input tokens of unpaired-text batches are
     # replaced by a learned mask vector before the text encoder (about text_mask_prob of the
     # tokens; targets unchanged), so the shared encoder and the Aligner decoder must fill
     # them in from context: they learn the text's language, text-only words included
-    text_mask_prob: float = 0.0
+    # The text_aligner loss is scored on the masked positions only (weight 1) and on the
+    # others with text_unmasked_weight (there the encoder reads its target: a copy task), so
+    # text_mask_prob must be > 0 when unpaired text is trained on (TrainConfig checks it)
+    text_mask_prob: float = 0.3
     text_mask_span: int = 1
+    text_unmasked_weight: float = 0.0
 
     # --- lattice-guided self-transduction (design.md idea beyond the seeds; off) -------
     transduction_kl_layer: int = 0  # shared layer whose attention rows u follow the lattice; 0 = off
@@ -115,6 +128,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name}={getattr(self, name)} must be >= 0")
         if not 0.0 <= self.text_mask_prob < 1.0:
             raise ValueError(f"model.text_mask_prob={self.text_mask_prob} must be in [0, 1)")
+        if not 0.0 <= self.text_unmasked_weight <= 1.0:
+            raise ValueError(f"model.text_unmasked_weight={self.text_unmasked_weight} must be in [0, 1]")
         if self.text_mask_span < 1:
             raise ValueError(f"model.text_mask_span={self.text_mask_span} must be >= 1")
         if not 0.0 <= self.freq_warp < 1.0:
@@ -145,6 +160,12 @@ class ModelConfig:
             raise ValueError("model.astra=true needs model.rnnt_head=true (the lattice comes from it)")
         if self.astra_mode not in ASTRA_MODES:
             raise ValueError(f"model.astra_mode={self.astra_mode!r}: use one of {ASTRA_MODES}")
+        if self.astra_alignment not in ASTRA_ALIGNMENTS:
+            raise ValueError(f"model.astra_alignment={self.astra_alignment!r}: use one of {ASTRA_ALIGNMENTS}")
+        if self.astra_stop_gradient not in ASTRA_STOP_GRADIENTS:
+            raise ValueError(
+                f"model.astra_stop_gradient={self.astra_stop_gradient!r}: use one of {ASTRA_STOP_GRADIENTS}"
+            )
         if self.astra_distance not in ASTRA_DISTANCES:
             raise ValueError(f"model.astra_distance={self.astra_distance!r}: use one of {ASTRA_DISTANCES}")
         if not 0.0 <= self.aligner_label_smoothing < 1.0:

@@ -10,7 +10,9 @@ last ``context`` tokens. The head gives
 * ``rnnt_simple``: the k2 "simple" loss with the trivial joiner ``lm + am`` (smoothed), whose
   occupancies give the pruning ranges and whose lattice ``px/py`` (unsmoothed) weights the
   ASTRA consistency;
-* ``rnnt``: the pruned RNN-T loss of the full joiner over R symbols per frame.
+* ``rnnt``: the pruned RNN-T loss of the full joiner over R symbols per frame, whose
+  lattice (``-inf`` outside the pruned ranges) can weight ASTRA instead
+  (``model.astra_alignment="pruned"``).
 
 On unpaired text (:meth:`RnntHead.text_loss`, the ``text_rnnt`` loss) the frames are the
 U+1 text-encoder outputs E, where the simple head is never trained: the R symbols kept per
@@ -32,7 +34,7 @@ from torch.profiler import record_function
 import astra.lattice as lattice
 from astra.model.config import ModelConfig
 
-LATTICES = ("simple", "full")
+LATTICES = ("simple", "full", "pruned")
 
 
 @dataclass
@@ -45,6 +47,9 @@ class RnntLosses:
     px: Tensor | None  # [B, U, T'+1] log-prob of emitting y_{u+1} at frame t (detached; None: not asked for)
     py: Tensor | None  # [B, U+1, T'] log-prob of blank (detached; None: not asked for)
     boundary: Tensor  # [B, 4] int64 (0, 0, U_b, T'_b)
+    # the full joiner's lattice on the pruned ranges (-inf outside them; detached), when asked
+    px_pruned: Tensor | None = None  # [B, U, T'+1]
+    py_pruned: Tensor | None = None  # [B, U+1, T']
 
 
 def emit_occupancy(px: Tensor, py: Tensor, boundary: Tensor) -> Tensor:
@@ -141,9 +146,14 @@ class RnntHead(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """The head's RNN-T lattice in float32: ``(px [B, U, T'+1], py [B, U+1, T'], boundary
         [B, 4])``. ``which="simple"``: the unsmoothed ``lm + am`` lattice that weights ASTRA;
-        ``"full"``: the full joiner's (``[B, T', U+1, V]`` logits: mind the memory)."""
+        ``"full"``: the full joiner's (``[B, T', U+1, V]`` logits: mind the memory);
+        ``"pruned"``: the full joiner on the pruned ranges (-inf outside them), as
+        ``model.astra_alignment="pruned"`` uses it."""
         if which not in LATTICES:
             raise ValueError(f"lattice must be one of {LATTICES}, got {which!r}")
+        if which == "pruned":
+            out = self.loss(encoder_out, encoder_lens, tokens, token_lens, pruned_lattice=True)
+            return out.px_pruned, out.py_pruned, out.boundary
         pred = self.predict_sequence(tokens).float()  # [B, U+1, P]
         boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
         symbols = self._symbols(tokens)
@@ -158,9 +168,11 @@ class RnntHead(nn.Module):
 
     def loss(
         self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor, *,
-        simple: bool = True, pruned: bool = True, with_lattice: bool = True,
+        simple: bool = True, pruned: bool = True, with_lattice: bool = True, pruned_lattice: bool = False,
     ) -> RnntLosses:
-        """Simple + pruned RNN-T losses (sums over the batch) and the simple lattice.
+        """Simple + pruned RNN-T losses (sums over the batch) and the simple lattice; with
+        ``pruned_lattice`` (needs ``pruned``) also the pruned full-joiner lattice (detached,
+        from the same logits).
 
         ``simple`` / ``pruned`` / ``with_lattice`` choose what is computed; what is not asked
         for is ``None`` in the result. The pruned loss needs the simple lattice's occupancies
@@ -170,7 +182,9 @@ class RnntHead(nn.Module):
         pred = self.predict_sequence(tokens)  # [B, U+1, P]
         boundary = lattice.rnnt_boundary(token_lens, encoder_lens)
         symbols = self._symbols(tokens)
-        simple_loss = pruned_loss = px = py = None
+        simple_loss = pruned_loss = px = py = px_pruned = py_pruned = None
+        if pruned_lattice and not pruned:
+            raise ValueError("pruned_lattice needs pruned=True (it is the pruned loss's lattice)")
         with torch.autocast(device_type=encoder_out.device.type, enabled=False):
             # only the simple loss back-propagates through lm / am
             with torch.set_grad_enabled(torch.is_grad_enabled() and simple):
@@ -196,9 +210,15 @@ class RnntHead(nn.Module):
                     pruned_loss = lattice.rnnt_loss_pruned(
                         logits, symbols, ranges, self.blank_id, boundary=boundary, reduction="sum"
                     )
+                    if pruned_lattice:
+                        with torch.no_grad():
+                            px_pruned, py_pruned = lattice.get_rnnt_logprobs_pruned(
+                                logits.detach(), symbols, ranges, self.blank_id, boundary=boundary
+                            )
         if not simple:
             simple_loss = None  # computed for the pruning ranges only
-        return RnntLosses(simple=simple_loss, pruned=pruned_loss, px=px, py=py, boundary=boundary)
+        return RnntLosses(simple=simple_loss, pruned=pruned_loss, px=px, py=py, boundary=boundary,
+                          px_pruned=px_pruned, py_pruned=py_pruned)
 
     def text_loss(self, encoder_out: Tensor, encoder_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
         """Pruned RNN-T loss (sum over the batch) on text frames ``encoder_out [B, U+1, D]``

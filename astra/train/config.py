@@ -31,3 +31,10 @@ class TrainConfig:
                 f"data.subsampling_factor={self.data.subsampling_factor} differs from "
                 f"model.subsampling={self.model.subsampling}"
             )
+        uses_text = bool(self.data.unpaired_text) and self.data.text_ratio > 0 and self.losses.text_aligner > 0
+        if uses_text and self.model.text_mask_prob <= 0:
+            raise ValueError(
+                "unpaired text is trained on (data.unpaired_text, data.text_ratio > 0, losses.text_aligner > 0) "
+                "but model.text_mask_prob=0: the text Aligner loss is scored on masked tokens only (the "
+                "others are a copy task); set model.text_mask_prob > 0 (e.g. 0.3)"
+            )

@@ -535,7 +535,11 @@ class Trainer:
             w[f"loss/{name}"] += float(value)
             n[f"loss/{name}"] += 1
         for name, value in counts.items():
-            w[f"counts/{name}"] += float(value)
+            if name.startswith("mean/"):  # a per-batch value the log window averages
+                w[f"stats/{name[5:]}"] += float(value)
+                n[f"stats/{name[5:]}"] += 1
+            else:
+                w[f"counts/{name}"] += float(value)
         w["audio_seconds"] += _batch_audio_seconds(batch)
         w[f"batches/{batch.get('kind', 'speech')}"] += 1
 

@@ -4,7 +4,8 @@
 #   bash recipes/tiny/run.sh [--quick] [--compare] [--stage NAME]... [--work DIR]
 #
 # Stages (each skips work already done, so re-running resumes; --stage runs one alone):
-#   corpus     synthesise the corpus: 5 languages, Latin + Cyrillic (tools/build_tiny_corpus.py)
+#   corpus     synthesise the corpus: Debian fortunes sentences in 5 languages, Latin + Cyrillic
+#              (tools/build_tiny_corpus.py; needs the fortunes* packages)
 #   tokenizer  SentencePiece on the paired training transcripts
 #   pretrain   paired speech (split `pretrain`) + unpaired text + ASTRA consistency
 #   finetune   low-resource target corpus (split `train`) + unpaired text
@@ -22,7 +23,7 @@
 # Extra `astra pretrain/finetune` settings: ASTRA_TINY_SET="optim.lr=1e-3 run.max_steps=100".
 set -euo pipefail
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
 compare=0

@@ -4,7 +4,8 @@ Output (docs/data.md "Local corpus layout", docs/recipe_tiny.md)::
 
     OUT/
       corpus.json              settings, per-language counts, voices, synthesis speed
-      text_only_words.json     {lang: [words that occur only in unpaired text and test]}
+      text_only_words.json     {lang: [validation/test words in the unpaired text, in no
+                               pretrain/train transcript]}
       {lang}/pretrain.tsv      paired speech for pretraining (larger; not a FLEURS split)
       {lang}/train.tsv         low-resource training set; every manifest has the columns
                                path, transcription, raw_transcription, language, speaker, duration
@@ -26,13 +27,20 @@ import os
 import shutil
 from pathlib import Path
 
-from .lexicon import LANGUAGES
-from .plan import PAIRED_SPLITS, LanguagePlan, TinyCorpusConfig, make_plan
+from .languages import LANGUAGES
+from .plan import (
+    PAIRED_SPLITS,
+    SCORED_SPLITS,
+    LanguagePlan,
+    TinyCorpusConfig,
+    make_plan,
+    word_kinds,
+)
 from .synth import SAMPLE_RATE, SynthesisJob, check_voices, find_espeak, run_jobs
 
 log = logging.getLogger("tiny_corpus")
 
-FORMAT = "astra-tiny-corpus/1"
+FORMAT = "astra-tiny-corpus/2"
 MANIFEST_COLUMNS = ("path", "transcription", "raw_transcription", "language", "speaker", "duration")
 SUMMARY_FILE = "corpus.json"
 TEXT_ONLY_FILE = "text_only_words.json"
@@ -145,15 +153,37 @@ def _write_language(out_dir: Path, plan: LanguagePlan, max_seconds: float) -> di
             "seconds": round(seconds, 1),
             "speakers": sorted(speakers),
             "skipped_too_long": too_long,
-            "sentences_with_made_up_words": sum(bool(u.sentence.pseudo_words) for u in plan.utterances[split]),
         }
     _write_atomic(lang_dir / "unpaired.txt", "".join(s.text + "\n" for s in plan.unpaired))
-    counts["unpaired_sentences"] = len(plan.unpaired)
-    counts["unpaired_words"] = sum(len(s.text.split()) for s in plan.unpaired)
+    counts.update(word_statistics(plan))
     counts["text_only_words"] = plan.text_only_words
-    test_words = [w for u in plan.utterances["test"] for w in u.sentence.text.split()]
-    counts["test_text_only_word_occurrences"] = sum(w in set(plan.text_only_words) for w in test_words)
     return counts
+
+
+def word_statistics(plan: LanguagePlan) -> dict:
+    """The corpus statistics of one language (docs/recipe_tiny.md): sentences, word types and,
+    per scored split, its words and how many are text-only or unseen (plan.py's module doc)."""
+    sentences = {split: sorted({u.sentence for u in plan.utterances[split]}, key=lambda s: s.text)
+                 for split in PAIRED_SPLITS}
+    paired_words, unpaired_words = word_kinds(sentences, plan.unpaired)
+    stats = {
+        "usable_sentences": plan.usable_sentences,
+        "fortune_files": plan.read_stats.files,
+        "fortune_entries": plan.read_stats.entries,
+        "undecodable_entries": plan.read_stats.undecodable_entries,
+        "dropped_sentences": dict(sorted(plan.read_stats.dropped.items())),
+        "unpaired_sentences": len(plan.unpaired),
+        "unpaired_words": sum(len(s.text.split()) for s in plan.unpaired),
+        "paired_word_types": len(paired_words),
+    }
+    for split in SCORED_SPLITS:
+        words = [u_w for u in plan.utterances[split] for u_w in u.sentence.text.split()]
+        text_only = sum(w in unpaired_words and w not in paired_words for w in words)
+        unseen = sum(w not in unpaired_words and w not in paired_words for w in words)
+        stats[f"{split}_words"] = len(words)
+        stats[f"{split}_text_only_word_occurrences"] = text_only
+        stats[f"{split}_unseen_word_occurrences"] = unseen
+    return stats
 
 
 def build_corpus(

@@ -1,14 +1,19 @@
 """What the tiny corpus holds: settings, sentences per split, and a voice for every utterance.
 
-:func:`make_plan` is pure and deterministic (one seeded RNG per language and split), so a
-re-run plans exactly the same utterances and the builder only synthesises what is missing.
-The splits of one language share no sentence (normalised text), and neither does the
-unpaired text with any of them. ``pretrain`` is the larger paired set for ``astra pretrain``;
+The text is real: the usable sentences of the language's Debian fortunes collections
+(:mod:`tiny_corpus.fortunes`). :func:`make_plan` is deterministic (one seeded RNG per
+language and split), so a re-run plans exactly the same utterances and the builder only
+synthesises what is missing. The ``test`` split is drawn first, with its own seed, so it does
+not depend on the sizes of the other splits; then ``validation``, ``train`` and ``pretrain``
+from the rest; the sentences left over are the unpaired text. No sentence (normalised text)
+is in two splits. ``pretrain`` is the larger paired set for ``astra pretrain``;
 ``train``/``validation``/``test`` are the small FLEURS-like target corpus (``train`` is the
-low-resource fine-tuning set). Paired ``pretrain``/``train``/``validation`` sentences never
-contain a held-out concept (``pretrain`` may have made-up names and nouns); ``test`` has a
-fixed fraction of sentences that do (so the text-only words can be scored) and is spoken only
-by the test voices, none of which speaks in training.
+low-resource fine-tuning set). ``test`` is spoken only by the test voices, none of which
+speaks in training.
+
+Words of a validation or test sentence fall in three kinds: *paired* (in a ``pretrain`` or
+``train`` transcript), *text-only* (in the unpaired text and in no paired training
+transcript) and *unseen* (in neither).
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
-from .grammar import Sentence, SentenceGrammar
-from .lexicon import LANGUAGES
+from .fortunes import ReadStats, Sentence, read_sentences
+from .languages import LANGUAGES
 
 PAIRED_SPLITS = ("pretrain", "train", "validation", "test")
 TRAINING_SPLITS = ("pretrain", "train")
+SCORED_SPLITS = ("validation", "test")
 
 
 @dataclass
@@ -28,24 +34,20 @@ class TinyCorpusConfig:
     """Settings of the tiny corpus (``recipes/tiny/corpus*.yaml``)."""
 
     languages: list[str] = field(default_factory=lambda: ["en_us", "de_de", "es_419", "it_it", "ru_ru"])
-    pretrain_sentences: int = 500
-    pretrain_pseudo_word_fraction: float = 0.0  # chance that a pretrain name / object noun is made up
+    pretrain_sentences: int = 2500
     train_sentences: int = 100
     validation_sentences: int = 40
     test_sentences: int = 80
-    unpaired_sentences: int = 6000
+    max_unpaired_sentences: int = 0  # 0: every sentence left over is unpaired text
+    max_pool_sentences: int = 0  # > 0: a seeded sample of this many usable sentences (--quick)
     voices_per_sentence: int = 1  # of pretrain and train sentences
-    test_text_only_fraction: float = 0.5
-    held_out_concepts: list[str] = field(
-        default_factory=lambda: ["bicycle", "basket", "vase", "picture", "bottle", "yellow", "paint"]
-    )
     train_voices: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3"])
     test_voices: list[str] = field(default_factory=lambda: ["m7", "f4"])
     speed_wpm: list[int] = field(default_factory=lambda: [140, 185])
     pitch: list[int] = field(default_factory=lambda: [35, 65])
-    number_max: int = 199
     max_duration_seconds: float = 8.0
     seed: int = 0
+    test_seed: int = 1
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -57,17 +59,9 @@ class TinyCorpusConfig:
         for key in ("train_sentences", "test_sentences", "voices_per_sentence"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("pretrain_sentences", "validation_sentences", "unpaired_sentences"):
+        for key in ("pretrain_sentences", "validation_sentences", "max_unpaired_sentences", "max_pool_sentences"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if not 0.0 <= self.pretrain_pseudo_word_fraction <= 1.0:
-            raise ValueError(
-                f"pretrain_pseudo_word_fraction must be in [0, 1], got {self.pretrain_pseudo_word_fraction}"
-            )
-        if not 0.0 <= self.test_text_only_fraction <= 1.0:
-            raise ValueError(f"test_text_only_fraction must be in [0, 1], got {self.test_text_only_fraction}")
-        if self.test_text_only_fraction > 0 and not self.held_out_concepts:
-            raise ValueError("test_text_only_fraction > 0 needs held_out_concepts")
         if not self.train_voices or not self.test_voices:
             raise ValueError("train_voices and test_voices must both be non-empty")
         shared = sorted(set(self.train_voices) & set(self.test_voices))
@@ -84,6 +78,9 @@ class TinyCorpusConfig:
                 raise ValueError(f"{key} must be [low, high] within {list(lo_hi)}, got {rng}")
         if self.max_duration_seconds <= 0:
             raise ValueError(f"max_duration_seconds must be > 0, got {self.max_duration_seconds}")
+
+    def paired_sentences(self) -> int:
+        return self.pretrain_sentences + self.train_sentences + self.validation_sentences + self.test_sentences
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,50 +114,13 @@ class LanguagePlan:
     code: str
     utterances: dict[str, list[PlannedUtterance]]  # split -> utterances
     unpaired: list[Sentence]
-    text_only_words: list[str]
+    text_only_words: list[str]  # words of validation/test that are text-only (module doc)
+    usable_sentences: int
+    read_stats: ReadStats
 
 
 def _rng(seed: int, *parts: str) -> random.Random:
     return random.Random(f"{seed}/" + "/".join(parts))
-
-
-def _draw_unique(
-    grammar: SentenceGrammar,
-    rng: random.Random,
-    count: int,
-    seen: set[str],
-    include_held_out: bool,
-    want_held_out: bool | None,
-    what: str,
-    pseudo_fraction: float = 0.0,
-) -> list[Sentence]:
-    """``count`` sentences whose text is not in ``seen`` (which is updated).
-
-    ``want_held_out``: True keeps only sentences with a held-out concept, False only
-    sentences without, None any. ``pseudo_fraction``: the chance that a sentence's name or
-    object noun is a made-up word (:mod:`tiny_corpus.pseudowords`).
-    Raises:
-        ValueError: the grammar cannot produce that many new sentences.
-    """
-    out: list[Sentence] = []
-    pseudo_words = grammar.pseudo_words() if pseudo_fraction > 0 else None
-    attempts = 0
-    max_attempts = 200 * count + 1000
-    while len(out) < count:
-        attempts += 1
-        if attempts > max_attempts:
-            raise ValueError(
-                f"{grammar.language.code}: could only draw {len(out)} of {count} distinct {what} "
-                f"sentences in {max_attempts} attempts; ask for fewer sentences"
-            )
-        sentence = grammar.sample(rng, include_held_out, pseudo_words, pseudo_fraction)
-        if sentence.text in seen:
-            continue
-        if want_held_out is not None and grammar.uses_held_out(sentence) != want_held_out:
-            continue
-        seen.add(sentence.text)
-        out.append(sentence)
-    return out
 
 
 def _voices(rng: random.Random, cfg: TinyCorpusConfig, variants: list[str], count: int) -> list[Voice]:
@@ -171,32 +131,51 @@ def _voices(rng: random.Random, cfg: TinyCorpusConfig, variants: list[str], coun
     ]
 
 
+def split_sentences(cfg: TinyCorpusConfig, code: str, pool: list[Sentence]) -> tuple[dict[str, list[Sentence]], list[Sentence]]:
+    """``pool`` (distinct sentences) drawn into the paired splits and the unpaired rest.
+
+    Raises:
+        ValueError: the pool has fewer sentences than the paired splits need.
+    """
+    pool = list(pool)
+    if cfg.max_pool_sentences and len(pool) > cfg.max_pool_sentences:
+        pool = _rng(cfg.seed, code, "pool").sample(pool, cfg.max_pool_sentences)
+    if len(pool) < cfg.paired_sentences():
+        raise ValueError(
+            f"{code}: {len(pool)} usable sentences, fewer than the {cfg.paired_sentences()} the paired "
+            "splits need; ask for fewer sentences"
+        )
+    _rng(cfg.test_seed, code, "test").shuffle(pool)
+    sentences = {"test": pool[: cfg.test_sentences]}
+    rest = pool[cfg.test_sentences:]
+    _rng(cfg.seed, code, "paired").shuffle(rest)
+    start = 0
+    for split in ("validation", "train", "pretrain"):
+        n = getattr(cfg, f"{split}_sentences")
+        sentences[split] = rest[start: start + n]
+        start += n
+    unpaired = rest[start:]
+    if cfg.max_unpaired_sentences:
+        unpaired = unpaired[: cfg.max_unpaired_sentences]
+    return sentences, unpaired
+
+
+def word_kinds(sentences: dict[str, list[Sentence]], unpaired: list[Sentence]) -> tuple[set[str], set[str]]:
+    """(words of the paired training transcripts, words of the unpaired text)."""
+    paired = {w for split in TRAINING_SPLITS for s in sentences[split] for w in s.text.split()}
+    text = {w for s in unpaired for w in s.text.split()}
+    return paired, text
+
+
 def plan_language(cfg: TinyCorpusConfig, code: str) -> LanguagePlan:
     """Sentences, voices and file names of one language (deterministic in ``cfg``)."""
-    grammar = SentenceGrammar(LANGUAGES[code], cfg.held_out_concepts, cfg.number_max)
-    seen: set[str] = set()
-    # test first, then validation, train, pretrain, unpaired: each split's sentences do not
-    # depend on the sizes of the splits drawn after it
-    n_text_only = round(cfg.test_sentences * cfg.test_text_only_fraction)
-    test = _draw_unique(grammar, _rng(cfg.seed, code, "test", "text_only"), n_text_only, seen, True, True, "test")
-    test += _draw_unique(
-        grammar, _rng(cfg.seed, code, "test", "paired_vocab"), cfg.test_sentences - n_text_only, seen, False, False, "test"
-    )
-    sentences = {"test": test}
-    sentences["validation"] = _draw_unique(
-        grammar, _rng(cfg.seed, code, "validation"), cfg.validation_sentences, seen, False, False, "validation"
-    )
-    sentences["train"] = _draw_unique(
-        grammar, _rng(cfg.seed, code, "train"), cfg.train_sentences, seen, False, False, "train"
-    )
-    sentences["pretrain"] = _draw_unique(
-        grammar, _rng(cfg.seed, code, "pretrain"), cfg.pretrain_sentences, seen, False, False, "pretrain",
-        cfg.pretrain_pseudo_word_fraction,
-    )
-    unpaired = _draw_unique(
-        grammar, _rng(cfg.seed, code, "unpaired"), cfg.unpaired_sentences, seen, True, None, "unpaired"
-    )
-
+    pool, read_stats = read_sentences(LANGUAGES[code])
+    sentences, unpaired = split_sentences(cfg, code, pool)
+    paired_words, unpaired_words = word_kinds(sentences, unpaired)
+    text_only = {
+        w for split in SCORED_SPLITS for s in sentences[split] for w in s.text.split()
+        if w in unpaired_words and w not in paired_words
+    }
     utterances: dict[str, list[PlannedUtterance]] = {}
     for split in PAIRED_SPLITS:
         rng = _rng(cfg.seed, code, split, "voices")
@@ -208,7 +187,7 @@ def plan_language(cfg: TinyCorpusConfig, code: str) -> LanguagePlan:
                 key = f"{code}_{split}_{len(rows):05d}"
                 rows.append(PlannedUtterance(key, code, split, sentence, voice, f"audio/{split}/{key}.wav"))
         utterances[split] = rows
-    return LanguagePlan(code, utterances, unpaired, sorted(grammar.text_only_words))
+    return LanguagePlan(code, utterances, unpaired, sorted(text_only), len(pool), read_stats)
 
 
 def make_plan(cfg: TinyCorpusConfig) -> list[LanguagePlan]:

@@ -95,9 +95,10 @@ def synthesize(job: SynthesisJob, espeak: str) -> float:
     raw_path = job.out_path.with_name(job.out_path.name + ".espeak.tmp")
     tmp_path = job.out_path.with_name(job.out_path.name + ".tmp")
     cmd = [espeak, "-v", f"{job.voice}+{job.variant}", "-s", str(job.speed_wpm), "-p", str(job.pitch),
-           "-w", str(raw_path), job.text]
+           "-w", str(raw_path), "--stdin"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # the text goes in on stdin: a sentence may start with "-" (a dialogue dash)
+        proc = subprocess.run(cmd, input=job.text, capture_output=True, text=True)
         if proc.returncode != 0 or not raw_path.is_file():
             raise SynthesisError(
                 f"espeak-ng failed for {job.out_path.name} (exit {proc.returncode}): {proc.stderr.strip()[:300]}"
