@@ -61,8 +61,9 @@ def main(argv=None) -> int:
             batch = {"features": features[None], "feature_lens": torch.tensor([features.size(0)]),
                      "tokens": torch.tensor([ids]), "token_lens": torch.tensor([len(ids)])}
             with torch.no_grad():
-                _, frame_lens, layers = model.forward_encoder(batch["features"], batch["feature_lens"],
-                                                              (model.cfg.rnnt_layer,))
+                _, _, layers = model.forward_encoder(batch["features"], batch["feature_lens"],
+                                                     (model.cfg.rnnt_layer,))
+                frame_lens = model.frame_lengths(batch["feature_lens"])
                 enc = layers[model.cfg.rnnt_layer]
                 argmax, peak = {}, {}
                 for which in LATTICES:

@@ -107,6 +107,10 @@ class AstraModel(nn.Module):
         self.ctc = CtcHead(cfg.d_model, vocab_size, BLANK_ID) if cfg.top_ctc else None
         self.inter_ctc = CtcHead(cfg.d_model, vocab_size, BLANK_ID) if cfg.inter_ctc_layer else None
         self.rnnt = RnntHead(cfg, vocab_size, BLANK_ID, SOS_ID) if cfg.rnnt_head else None
+        # CTC compression (model.ctc_compress="labels"): the frame that ends the compressed
+        # sequence, read by the Aligner where it emits <eos>
+        self.compress_end = (nn.Parameter(0.02 * torch.randn(cfg.d_model)) if cfg.ctc_compress == "labels"
+                             else None)
         self._warned: set[str] = set()
 
     def _aligner_decoder(self) -> AlignerDecoder:
@@ -226,17 +230,61 @@ class AstraModel(nn.Module):
 
     # --- encoders ------------------------------------------------------------------------
     def forward_encoder(
-        self, features: Tensor, feature_lens: Tensor, return_layers: tuple[int, ...] = ()
+        self, features: Tensor, feature_lens: Tensor, return_layers: tuple[int, ...] = (),
+        min_compressed: Tensor | None = None, counts: dict[str, float] | None = None,
     ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
-        """Raw features ``[B, T, F]`` -> ``(H [B, T', D], T' [B], {k: layer k output})``;
-        layer 0 is the speech-encoder output S."""
+        """Raw features ``[B, T, F]`` -> ``(H [B, L, D], L [B], {k: layer k output})``;
+        layer 0 is the speech-encoder output S.
+
+        Without CTC compression L = T' (encoder frames) for H and every layer. With
+        ``model.ctc_compress`` the layers above ``inter_ctc_layer`` (and H) have L frames
+        per utterance (:mod:`astra.model.ctc_compress`), those up to it T' frames
+        (:meth:`frame_lengths`). ``min_compressed [B]`` (training: U + 1): an utterance
+        compressed to fewer frames keeps its T' frames; their number is added to
+        ``counts["compress_fallback"]``."""
         with record_function("astra:speech_encoder"):
             x = self.cmvn(self.freq_warp(features, feature_lens), feature_lens)
             x = self.spec_augment(x, feature_lens)
             speech, lens = self.speech_encoder(x, feature_lens)
         with record_function("astra:shared_encoder"):
-            top, layers = self.shared_encoder(speech, lens, return_layers)
-        return top, lens, layers
+            if self.cfg.ctc_compress == "none":
+                top, layers = self.shared_encoder(speech, lens, return_layers)
+                return top, lens, layers
+            k = self.cfg.inter_ctc_layer
+            below, layers = self.shared_encoder(speech, lens, return_layers, num_blocks=k)
+            layers[k] = below
+            compressed, compressed_lens = self._compress(below, lens, min_compressed, counts)
+            top, upper = self.shared_encoder(compressed, compressed_lens, return_layers, first_block=k)
+            layers.update({i: h for i, h in upper.items() if i > k})
+        if k not in return_layers:
+            del layers[k]
+        return top, compressed_lens, layers
+
+    def _compress(self, frames: Tensor, lens: Tensor, min_compressed: Tensor | None,
+                  counts: dict[str, float] | None) -> tuple[Tensor, Tensor]:
+        """CTC compression of the InterCTC layer's frames ``[B, T', D]`` by its greedy labels;
+        rows whose compressed length is below ``min_compressed`` keep ``frames``."""
+        from astra.model.ctc_compress import ctc_compress
+
+        with torch.no_grad():
+            labels = self.inter_ctc(frames).argmax(dim=-1)  # [B, T']
+        out, out_lens = ctc_compress(frames, lens, labels, BLANK_ID, self.cfg.ctc_compress, self.compress_end)
+        if min_compressed is None:
+            return out, out_lens
+        fallback = out_lens < min_compressed.to(out_lens.device)
+        if counts is not None:
+            counts["compress_fallback"] = counts.get("compress_fallback", 0.0) + float(fallback.sum())
+        if not bool(fallback.any()):
+            return out, out_lens
+        width = max(int(torch.where(fallback, lens, out_lens).max()), 1)
+        out = F.pad(out, (0, 0, 0, max(width - out.size(1), 0)))[:, :width]
+        kept = F.pad(frames, (0, 0, 0, max(width - frames.size(1), 0)))[:, :width]
+        return torch.where(fallback[:, None, None], kept, out), torch.where(fallback, lens, out_lens)
+
+    def frame_lengths(self, feature_lens: Tensor) -> Tensor:
+        """Encoder frames T' ``[B]`` of feature lengths ``[B]`` (the speech encoder's output
+        length: layers up to the InterCTC layer when CTC compression is on)."""
+        return self.speech_encoder.subsampling.output_lengths(feature_lens)
 
     def forward_text_encoder(
         self, tokens: Tensor, token_lens: Tensor, return_layers: tuple[int, ...] = (), num_shared: int | None = None,
@@ -380,11 +428,15 @@ class AstraModel(nn.Module):
             kl_attn = self.shared_encoder.blocks[cfg.transduction_kl_layer - 1].attn
             kl_attn.keep_weights_for_loss, kl_attn.loss_weights = True, None
         try:
-            top, lens, layers = self.forward_encoder(features, feature_lens, tuple(sorted(wanted)))
+            top, top_lens, layers = self.forward_encoder(
+                features, feature_lens, tuple(sorted(wanted)), min_compressed=token_lens + 1, counts=counts
+            )
         finally:
             attention = None
             if kl_attn is not None:
                 attention, kl_attn.keep_weights_for_loss, kl_attn.loss_weights = kl_attn.loss_weights, False, None
+        # T' frames up to the InterCTC layer; above it, with CTC compression, top_lens
+        lens = self.frame_lengths(feature_lens) if cfg.ctc_compress != "none" else top_lens
         num_tokens = float(token_lens.sum())
         counts.update(utterances=float(len(index)), frames=float(lens.sum()), tokens=num_tokens,
                       input_frames=float(feature_lens.sum()))
@@ -392,21 +444,24 @@ class AstraModel(nn.Module):
 
         if "aligner" in names:
             with record_function("astra:aligner"):
-                loss, aligner_tokens, kept = self.forward_aligner(self.aligner, top, lens, tokens, token_lens)
+                loss, aligner_tokens, kept = self.forward_aligner(self.aligner, top, top_lens, tokens, token_lens)
             self._drop(kept, "too_long", "transcript + <eos> longer than the encoder output (U+1 > T')", counts)
+            if cfg.ctc_compress != "none":
+                counts["compressed_frames"] = float(top_lens.sum())
             losses["aligner"] = loss / max(aligner_tokens, 1)
             counts["aligner_tokens"] = float(aligner_tokens)
         if "inter_aligner" in names:
             with record_function("astra:inter_aligner"):
                 loss, n, _ = self.forward_aligner(
-                    self.inter_aligner, layers[cfg.inter_aligner_layer], lens, tokens, token_lens
+                    self.inter_aligner, layers[cfg.inter_aligner_layer],
+                    top_lens if cfg.inter_aligner_layer > cfg.inter_ctc_layer else lens, tokens, token_lens,
                 )
             losses["inter_aligner"] = loss / max(n, 1)
         if "ctc" in names or "inter_ctc" in names:
             self._drop(lens >= token_lens, "ctc_too_short", "fewer encoder frames than tokens (CTC loss 0)", counts)
         if "ctc" in names:
             with record_function("astra:ctc"):
-                losses["ctc"] = self.ctc.loss(top, lens, tokens, token_lens) / num_tokens
+                losses["ctc"] = self.ctc.loss(top, top_lens, tokens, token_lens) / num_tokens
         if "inter_ctc" in names:
             with record_function("astra:inter_ctc"):
                 inter = self.inter_ctc.loss(layers[cfg.inter_ctc_layer], lens, tokens, token_lens)
@@ -555,6 +610,8 @@ class AstraModel(nn.Module):
             layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
         wanted = () if layer is None else (layer,)
         top, enc_lens, layers = self.forward_encoder(features, lens, wanted)
+        # the CTC and RNN-T heads read T' frames (enc_lens: the Aligner's, compressed or not)
+        frame_lens = self.frame_lengths(lens) if cfg.ctc_compress != "none" else enc_lens
         if method == "aligner_greedy":
             return decoding.aligner_greedy(self.aligner, top, enc_lens, EOS_ID, first_tokens=first_tokens)
         if method == "aligner_beam":
@@ -565,12 +622,13 @@ class AstraModel(nn.Module):
             return decoding.aligner_beam(
                 self.aligner, top, enc_lens, EOS_ID, beam, first_tokens=first_tokens,
                 ctc_log_probs=head(layers.get(layer, top)), ctc_weight=ctc_weight, blank_id=BLANK_ID, lm=batch_lm,
+                ctc_lengths=frame_lens,
             )
         if method == "rnnt_greedy":
-            return decoding.rnnt_greedy(self.rnnt, layers[layer], enc_lens)
+            return decoding.rnnt_greedy(self.rnnt, layers[layer], frame_lens)
         if method == "rnnt_beam":
-            return decoding.rnnt_beam(self.rnnt, layers[layer], enc_lens, beam, lm=batch_lm)
-        return head.greedy(layers.get(layer, top), enc_lens)
+            return decoding.rnnt_beam(self.rnnt, layers[layer], frame_lens, beam, lm=batch_lm)
+        return head.greedy(layers.get(layer, top), frame_lens)
 
     @torch.no_grad()
     def alignment_occupancy(self, batch: dict, lattice: str = "simple") -> tuple[Tensor, Tensor, Tensor]:
@@ -600,7 +658,8 @@ class AstraModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            _, frame_lens, layers = self.forward_encoder(features, feature_lens, (layer,))
+            _, _, layers = self.forward_encoder(features, feature_lens, (layer,))
+            frame_lens = self.frame_lengths(feature_lens)
             px, py, boundary = self.rnnt.lattice(layers[layer], frame_lens, tokens, token_lens, lattice)
         finally:
             self.train(was_training)

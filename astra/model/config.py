@@ -16,6 +16,7 @@ ASTRA_DISTANCES = ("mae", "mse")
 ASTRA_ALIGNMENTS = ("simple", "pruned")
 ASTRA_STOP_GRADIENTS = ("none", "speech", "text")
 CONV_NORMS = ("utterance", "layer")
+CTC_COMPRESS_MODES = ("none", "runs", "labels")
 
 
 @dataclass
@@ -63,6 +64,13 @@ class ModelConfig:
     # --- auxiliary heads ---------------------------------------------------------------
     top_ctc: bool = False  # CTC on the last shared layer (competes with the Aligner)
     inter_ctc_layer: int = 4  # shared layer of InterCTC; 0 = off
+    # CTC compression after the InterCTC layer (astra/model/ctc_compress.py): "none", "runs"
+    # (one frame per greedy label run, blank runs kept) or "labels" (blank runs dropped, a
+    # learned end frame appended: U + 1 frames for a perfect CTC, the text path's shape). The
+    # upper shared layers, the Aligner and any InterAligner above it read the compressed frames;
+    # in training an utterance whose compressed frames are fewer than its U + 1 targets keeps
+    # its uncompressed frames (counted as compress_fallback)
+    ctc_compress: str = "none"
     inter_aligner_layer: int = 0  # shared layer of InterAligner (seed 002); 0 = off
 
     # --- RNN-T alignment head (pruned RNN-T through astra.lattice) ----------------------
@@ -140,6 +148,26 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0 <= value <= self.shared_layers:
                 raise ValueError(f"model.{name}={value} must be in [0, shared_layers={self.shared_layers}]")
+        if self.ctc_compress not in CTC_COMPRESS_MODES:
+            raise ValueError(f"model.ctc_compress={self.ctc_compress!r}: use one of {CTC_COMPRESS_MODES}")
+        if self.ctc_compress != "none":
+            if not 0 < self.inter_ctc_layer < self.shared_layers:
+                raise ValueError(
+                    f"model.ctc_compress={self.ctc_compress!r} needs an InterCTC layer below the last shared "
+                    f"layer: 0 < model.inter_ctc_layer={self.inter_ctc_layer} < shared_layers={self.shared_layers}"
+                )
+            for name in ("rnnt_layer", "astra_layer"):
+                if getattr(self, name) > self.inter_ctc_layer:
+                    raise ValueError(
+                        f"model.{name}={getattr(self, name)} is above the compressed InterCTC layer "
+                        f"{self.inter_ctc_layer}: the alignment head and ASTRA read uncompressed frames"
+                    )
+            if self.top_ctc:
+                raise ValueError("model.top_ctc does not work with model.ctc_compress (the top layer is compressed; "
+                                 "the joint search uses the InterCTC head)")
+            if self.transduction_kl_layer:
+                raise ValueError("model.transduction_kl_layer does not work with model.ctc_compress (its lattice "
+                                 "is over uncompressed frames)")
         if self.inter_aligner_layer == self.shared_layers and self.shared_layers > 0:
             raise ValueError("model.inter_aligner_layer equals the last shared layer: use a lower layer")
         if self.rnnt_head and self.rnnt_context < 1:

@@ -80,13 +80,13 @@ def aligner_beam(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
     first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
     blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
-    lm: BatchLm | None = None,
+    lm: BatchLm | None = None, ctc_lengths: Tensor | None = None,
 ) -> list[list[int]]:
     """Batched Aligner beam search, optionally joint with CTC prefix scores: the token ids of
     :func:`aligner_beam_search` (same arguments)."""
     return aligner_beam_search(
         decoder, encoder_out, lengths, eos_id, beam, first_tokens, ctc_log_probs, ctc_weight, blank_id,
-        ctc_candidates, dtype, lm,
+        ctc_candidates, dtype, lm, ctc_lengths,
     )[0]
 
 
@@ -95,7 +95,7 @@ def aligner_beam_search(
     decoder: AlignerDecoder, encoder_out: Tensor, lengths: Tensor, eos_id: int, beam: int = 4,
     first_tokens: Tensor | None = None, ctc_log_probs: Tensor | None = None, ctc_weight: float = 0.0,
     blank_id: int = 0, ctc_candidates: int | None = None, dtype: torch.dtype | None = None,
-    lm: BatchLm | None = None,
+    lm: BatchLm | None = None, ctc_lengths: Tensor | None = None,
 ) -> tuple[list[list[int]], Tensor]:
     """Batched Aligner beam search, optionally joint with CTC prefix scores.
 
@@ -115,7 +115,8 @@ def aligner_beam_search(
     the Aligner alone. ``ctc_candidates``: CTC scores only each hypothesis'
     ``ctc_candidates`` most likely Aligner tokens, the others are dropped (ESPnet's pre-beam;
     default ``ceil(1.5 * beam)``; the vocabulary size or more: every token, ~V / C times the
-    CTC cost).
+    CTC cost). ``ctc_lengths [B]``: frames of ``ctc_log_probs`` when they differ from
+    ``lengths`` (the Aligner's frames; CTC compression); default ``lengths``.
 
     ``lm``: shallow fusion (module doc), ``</s>`` scored at ``<eos>``; a hypothesis cut by
     the last frame gets no ``</s>`` term. With ``lm.ilm_weight > 0`` the internal LM
@@ -144,7 +145,8 @@ def aligner_beam_search(
     rows = torch.arange(batch, device=device)
     ctc = None
     if ctc_weight > 0:
-        scorer = CtcPrefixScorer(ctc_log_probs, lengths, blank_id, rows.repeat_interleave(beam))
+        ctc_lengths = lengths if ctc_lengths is None else ctc_lengths.to(device)
+        scorer = CtcPrefixScorer(ctc_log_probs, ctc_lengths, blank_id, rows.repeat_interleave(beam))
         ctc = _CtcTerm(scorer, scorer.initial_state(), ctc_weight, ctc_candidates, eos_id)
     aligner_scores = torch.full((batch, beam), float("-inf"), device=device)
     aligner_scores[:, 0] = 0.0

@@ -88,13 +88,15 @@ class SharedEncoder(nn.Module):
         self.blocks = _blocks(cfg, cfg.shared_layers)
 
     def forward(
-        self, x: Tensor, lengths: Tensor, return_layers: Sequence[int] = (), num_blocks: int | None = None
+        self, x: Tensor, lengths: Tensor, return_layers: Sequence[int] = (), num_blocks: int | None = None,
+        first_block: int = 0,
     ) -> tuple[Tensor, dict[int, Tensor]]:
-        """``num_blocks`` stops after that many blocks (default: all); H is then layer k."""
+        """``num_blocks`` stops after that many blocks (default: all); H is then layer k.
+        ``first_block``: ``x`` is layer ``first_block``'s output (the blocks after it run)."""
         pad = lengths_to_padding_mask(lengths, x.size(1))
         wanted = set(return_layers)
-        layers: dict[int, Tensor] = {0: x} if 0 in wanted else {}
-        for index, block in enumerate(self.blocks[:num_blocks], start=1):
+        layers: dict[int, Tensor] = {first_block: x} if first_block in wanted else {}
+        for index, block in enumerate(self.blocks[first_block:num_blocks], start=first_block + 1):
             x = block(x, pad)
             if index in wanted:
                 layers[index] = x
