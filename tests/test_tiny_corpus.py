@@ -249,6 +249,7 @@ def test_splits_share_no_sentence_and_test_voice_is_unseen(corpus):
 def test_text_only_words_are_in_unpaired_text_and_no_training_transcript(corpus):
     out, summary = corpus
     text_only = json.loads((out / "text_only_words.json").read_text(encoding="utf-8"))
+    unseen_words = json.loads((out / "unseen_words.json").read_text(encoding="utf-8"))
     for code in SMALL["languages"]:
         words = set(text_only[code])
         unpaired_words = set((out / code / "unpaired.txt").read_text(encoding="utf-8").split())
@@ -264,6 +265,7 @@ def test_text_only_words_are_in_unpaired_text_and_no_training_transcript(corpus)
             assert sum(w in words for w in split_words) == info[f"{split}_text_only_word_occurrences"]
             unseen = sum(w not in paired and w not in unpaired_words for w in split_words)
             assert unseen == info[f"{split}_unseen_word_occurrences"]
+            assert unseen == sum(w in set(unseen_words[code]) for w in split_words)
         assert info["test_text_only_word_occurrences"] > 0
 
 

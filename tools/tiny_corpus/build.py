@@ -6,6 +6,7 @@ Output (docs/data.md "Local corpus layout", docs/recipe_tiny.md)::
       corpus.json              settings, per-language counts, voices, synthesis speed
       text_only_words.json     {lang: [validation/test words in the unpaired text, in no
                                pretrain/train transcript]}
+      unseen_words.json        {lang}: [validation/test words in no training text at all]}
       {lang}/pretrain.tsv      paired speech for pretraining (larger; not a FLEURS split)
       {lang}/train.tsv         low-resource training set; every manifest has the columns
                                path, transcription, raw_transcription, language, speaker, duration
@@ -44,6 +45,7 @@ FORMAT = "astra-tiny-corpus/2"
 MANIFEST_COLUMNS = ("path", "transcription", "raw_transcription", "language", "speaker", "duration")
 SUMMARY_FILE = "corpus.json"
 TEXT_ONLY_FILE = "text_only_words.json"
+UNSEEN_FILE = "unseen_words.json"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -242,5 +244,6 @@ def build_corpus(
         "synthesis": synthesis,
     }
     _write_atomic(out_dir / TEXT_ONLY_FILE, _json({p.code: p.text_only_words for p in plans}))
+    _write_atomic(out_dir / UNSEEN_FILE, _json({p.code: p.unseen_words for p in plans}))
     _write_atomic(out_dir / SUMMARY_FILE, _json(summary))
     return summary

@@ -115,6 +115,7 @@ class LanguagePlan:
     utterances: dict[str, list[PlannedUtterance]]  # split -> utterances
     unpaired: list[Sentence]
     text_only_words: list[str]  # words of validation/test that are text-only (module doc)
+    unseen_words: list[str]  # words of validation/test in no training text at all
     usable_sentences: int
     read_stats: ReadStats
 
@@ -187,7 +188,11 @@ def plan_language(cfg: TinyCorpusConfig, code: str) -> LanguagePlan:
                 key = f"{code}_{split}_{len(rows):05d}"
                 rows.append(PlannedUtterance(key, code, split, sentence, voice, f"audio/{split}/{key}.wav"))
         utterances[split] = rows
-    return LanguagePlan(code, utterances, unpaired, sorted(text_only), len(pool), read_stats)
+    unseen = {
+        w for split in SCORED_SPLITS for s in sentences[split] for w in s.text.split()
+        if w not in unpaired_words and w not in paired_words
+    }
+    return LanguagePlan(code, utterances, unpaired, sorted(text_only), sorted(unseen), len(pool), read_stats)
 
 
 def make_plan(cfg: TinyCorpusConfig) -> list[LanguagePlan]:
