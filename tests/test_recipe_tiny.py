@@ -224,7 +224,10 @@ def test_quick_recipe_end_to_end(tmp_path):
         for name in ("config.yaml", "model.safetensors", "tokenizer.model", "trainer_state.json"):
             assert (ckpts[-1] / name).is_file(), (run, name)
     results_main = json.loads((work / "results_main.json").read_text(encoding="utf-8"))
-    for suffix, decoder in (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam")):
+    lm_manifest = json.loads((work / "lm" / "manifest.json").read_text(encoding="utf-8"))
+    assert sorted(lm_manifest["languages"]) == LANGUAGES and lm_manifest["order"] == 3
+    decoders = (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam"), ("_ctc_beam_lm", "Aligner + CTC beam + LM"))
+    for suffix, decoder in decoders:
         main = _check_eval(work / "eval" / f"main{suffix}", corpus)
         paired = _check_eval(work / "eval" / f"paired_only{suffix}", corpus)
         assert main["utterances"] == paired["utterances"]
@@ -238,7 +241,13 @@ def test_quick_recipe_end_to_end(tmp_path):
             assert compare["text+ASTRA"]["error_rate"][lang] == pytest.approx(by_lang[lang])
             assert results_main[decoder]["error_rate"][lang] == pytest.approx(by_lang[lang])
     assert main["meta"]["method"] == "aligner_ctc_beam" and main["meta"]["ctc_weight"] == 0.3
-    for title in ("Paired-only vs text-injected, Aligner greedy", "Paired-only vs text-injected, Aligner + CTC beam"):
+    for run in ("main", "paired_only"):  # each model's LM weight: the best of its validation sweep
+        best = json.loads((work / "eval" / f"{run}_lm_sweep_validation" / "best.json").read_text(encoding="utf-8"))
+        assert best["split"] == "validation"
+        used = json.loads((work / "eval" / f"{run}_ctc_beam_lm" / "results.json").read_text(encoding="utf-8"))
+        assert used["meta"]["lm_weight"] == best["best_lm_weight"]
+    for title in ("Paired-only vs text-injected, Aligner greedy", "Paired-only vs text-injected, Aligner + CTC beam",
+                  "Paired-only vs text-injected, Aligner + CTC beam + LM"):
         assert title in proc.stdout
     assert "| **pooled** |" in proc.stdout
     token_scores = json.loads((work / "text_only_scores.json").read_text(encoding="utf-8"))
@@ -259,7 +268,7 @@ def test_quick_recipe_end_to_end(tmp_path):
     json.loads((work / "plots" / "alignment.json").read_text(encoding="utf-8"))
 
     stages = [line.split("\t")[0] for line in (work / "timings.tsv").read_text().splitlines()]
-    assert stages == ["corpus", "tokenizer", "pretrain", "finetune", "evaluate", "plot", "compare"]
+    assert stages == ["corpus", "tokenizer", "lm", "pretrain", "finetune", "evaluate", "plot", "compare"]
 
     # a second run skips every stage's work: nothing is retrained or re-evaluated
     stamp = (work / "eval" / "main" / "results.json").stat().st_mtime_ns

@@ -7,14 +7,18 @@
 #   corpus     synthesise the corpus: Debian fortunes sentences in 5 languages, Latin + Cyrillic
 #              (tools/build_tiny_corpus.py; needs the fortunes* packages)
 #   tokenizer  SentencePiece on the paired training transcripts
+#   lm         n-gram LM per language (modified Kneser-Ney over the tokenizer's pieces) on the
+#              same unpaired text the text-injected model trains on (`astra lm train`)
 #   pretrain   paired speech (split `pretrain`) + unpaired text + ASTRA consistency
 #   finetune   low-resource target corpus (split `train`) + unpaired text
-#   evaluate   on `test` (unseen voices), Aligner greedy and Aligner + CTC beam search
-#              (aligner_ctc_beam): WER per language, pooled, macro, and the error rate on the
-#              text-only words
+#   evaluate   on `test` (unseen voices), Aligner greedy, Aligner + CTC beam search
+#              (aligner_ctc_beam) and the same with LM shallow fusion (LM weight chosen on the
+#              validation split, per model): WER, CER per language, pooled, macro, and the
+#              error rates on the text-only and unseen words
 #   plot       attention maps + lattice occupancy PNG of one test utterance
 #   compare    (--compare) the same model paired-only (no unpaired text, no ASTRA),
-#              equal steps and paired data, evaluated on the same test sets; tables side by side,
+#              equal steps and paired data, evaluated on the same test sets with the same
+#              decoders (its own LM weight, chosen on validation); tables side by side,
 #              and teacher-forced scores of the text-only words' tokens (text_only_scores.py)
 #
 # --quick: a few sentences and steps per stage (CI; under a minute on an idle 2-core machine).
@@ -49,15 +53,15 @@ ASTRA="${ASTRA:-$repo/.venv/bin/astra}"
 [ -x "$PY" ] || { echo "run.sh: $PY not found: run 'make env' (tools/setup_env.sh) first" >&2; exit 2; }
 [ -x "$ASTRA" ] || { echo "run.sh: $ASTRA not found: run 'make env' (tools/setup_env.sh) first" >&2; exit 2; }
 
-all_stages=(corpus tokenizer pretrain finetune evaluate plot)
+all_stages=(corpus tokenizer lm pretrain finetune evaluate plot)
 [ "$compare" = 1 ] && all_stages+=(compare)
 if [ ${#stages[@]} -eq 0 ]; then
     stages=("${all_stages[@]}")
 else
     for s in "${stages[@]}"; do
-        case " corpus tokenizer pretrain finetune evaluate plot compare " in
+        case " corpus tokenizer lm pretrain finetune evaluate plot compare " in
             *" $s "*) ;;
-            *) echo "run.sh: unknown stage '$s' (corpus tokenizer pretrain finetune evaluate plot compare)" >&2; exit 2 ;;
+            *) echo "run.sh: unknown stage '$s' (corpus tokenizer lm pretrain finetune evaluate plot compare)" >&2; exit 2 ;;
         esac
     done
 fi
@@ -68,6 +72,7 @@ if [ "$quick" = 1 ]; then
     work="${work:-exp/tiny_quick}"
     corpus_cfg=$recipe/corpus_quick.yaml
     vocab_size=128
+    lm_order=3
     pre_set=(run.max_steps=20 run.save_every=20 run.validate_every=20 run.valid_max_batches=1
              run.log_every=5 optim.warmup_steps=5 losses.ramps.astra.start=5 losses.ramps.astra.steps=5
              data.max_batch_seconds=20 data.max_text_tokens_per_batch=500 run.feature_stats_utterances=100
@@ -79,6 +84,7 @@ else
     work="${work:-exp/tiny}"
     corpus_cfg=$recipe/corpus.yaml
     vocab_size=256
+    lm_order=6
     pre_set=()
     ft_set=()
 fi
@@ -86,6 +92,7 @@ extra_set=()
 for kv in ${ASTRA_TINY_SET:-}; do extra_set+=("$kv"); done
 corpus="$work/corpus"
 tokenizer="$work/tokenizer.model"
+lm_dir="$work/lm"
 mkdir -p "$work"
 timings="$work/timings.tsv"
 
@@ -125,6 +132,15 @@ stage_tokenizer() {
         --vocab-size "$vocab_size" --model-type unigram --character-coverage 1.0 --out "$tokenizer"
 }
 
+stage_lm() {
+    need "$tokenizer" tokenizer
+    if [ -f "$lm_dir/manifest.json" ]; then say "lm: $lm_dir exists (skipped)"; return; fi
+    say "lm -> $lm_dir (the unpaired text of every language)"
+    local texts=() lang
+    for lang in "${languages[@]}"; do texts+=(--text "$lang=$corpus/$lang/unpaired.txt"); done
+    "$ASTRA" lm train --tokenizer "$tokenizer" "${texts[@]}" --order "$lm_order" --out "$lm_dir"
+}
+
 train_run() {  # train_run KIND(pretrain|finetune) OUT CONFIG [INIT] -- extra --set values
     local kind="$1" out="$2" config="$3" init="${4:-}"
     shift 4
@@ -151,25 +167,44 @@ stage_finetune() {
     train_run finetune "$work/finetune" $recipe/finetune.yaml "$work/pretrain" "${ft_set[@]}"
 }
 
-# the two decoders: eval folder suffix and `astra evaluate` options (the CTC weight was chosen
-# on the validation split: 0.2 / 0.3 / 0.5 gave 4.4 / 3.5 / 3.9 % pooled WER at 1950 pretraining
-# steps, 6.1 / 5.2 / 4.9 % at 1800)
-decoder_options() {  # decoder_options SUFFIX: "" Aligner greedy, _ctc_beam Aligner + CTC beam
+# the decoders: eval folder suffix and `astra evaluate` options (the CTC weight was chosen on
+# the validation split; docs/recipe_tiny.md). _ctc_beam_lm adds LM shallow fusion with the
+# weight that `lm_weight` picks on validation for the checkpoint being evaluated.
+decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT]
     case "$1" in
         "") echo "--method aligner_greedy" ;;
         _ctc_beam) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.3" ;;
+        _ctc_beam_lm) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.3 --lm $lm_dir --lm-weight ${2:-0.3}" ;;
     esac
 }
-decoder_names=("" _ctc_beam)
+decoder_names=("" _ctc_beam _ctc_beam_lm)
+lm_weights=0.1,0.2,0.3,0.5,0.7
+
+lm_weight() {  # lm_weight CHECKPOINT_RUN OUT_DIR: the LM weight with the lowest validation WER
+    local sweep="$2_lm_sweep_validation"
+    if [ ! -f "$sweep/best.json" ]; then
+        say "LM weight sweep on validation ($lm_weights) for $1 -> $sweep"
+        # shellcheck disable=SC2046  # the options are words
+        "$ASTRA" evaluate --checkpoint "$1" --data "$corpus" --split validation \
+            $(decoder_options _ctc_beam_lm "$lm_weights") --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
+        mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
+    fi
+    "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["best_lm_weight"])' "$sweep/best.json"
+}
 
 evaluate_run() {  # evaluate_run CHECKPOINT_RUN OUT_DIR: every decoder, into OUT_DIR{suffix}
-    local ckpt="$1" out suffix
+    local ckpt="$1" out suffix weight=""
     for suffix in "${decoder_names[@]}"; do
         out="$2$suffix"
         if [ -f "$out/results.json" ]; then say "evaluate: $out/results.json exists (skipped)"; continue; fi
-        say "evaluate $ckpt ($(decoder_options "$suffix")) -> $out"
-        # shellcheck disable=SC2086  # the options are words
-        "$ASTRA" evaluate --checkpoint "$ckpt" --data "$corpus" --split test $(decoder_options "$suffix") --output-dir "$out"
+        if [ "$suffix" = _ctc_beam_lm ]; then
+            need "$lm_dir/manifest.json" lm
+            weight="$(lm_weight "$ckpt" "$2")"
+        fi
+        say "evaluate $ckpt ($(decoder_options "$suffix" "$weight")) -> $out"
+        # shellcheck disable=SC2046  # the options are words
+        "$ASTRA" evaluate --checkpoint "$ckpt" --data "$corpus" --split test $(decoder_options "$suffix" "$weight") \
+            --output-dir "$out"
     done
 }
 
@@ -178,7 +213,8 @@ stage_evaluate() {
     evaluate_run "$work/finetune" "$work/eval/main"
     say "text-only words (occur in the unpaired text, never in paired training speech)"
     "$PY" $recipe/report.py --corpus "$corpus" --eval "Aligner greedy=$work/eval/main" \
-        --eval "Aligner + CTC beam=$work/eval/main_ctc_beam" --out "$work/results_main"
+        --eval "Aligner + CTC beam=$work/eval/main_ctc_beam" \
+        --eval "Aligner + CTC beam + LM=$work/eval/main_ctc_beam_lm" --out "$work/results_main"
 }
 
 stage_plot() {
@@ -234,6 +270,8 @@ fi
 if ran compare && [ -f "$work/results_compare.md" ]; then
     echo; echo "Paired-only vs text-injected, Aligner greedy:"; cat "$work/results_compare.md"
     echo; echo "Paired-only vs text-injected, Aligner + CTC beam:"; cat "$work/results_compare_ctc_beam.md"
+    echo; echo "Paired-only vs text-injected, Aligner + CTC beam + LM (each its own weight):"
+    cat "$work/results_compare_ctc_beam_lm.md"
     echo; echo "Teacher-forced Aligner scores (test set):"; cat "$work/text_only_scores.md"
 fi
 exit 0
