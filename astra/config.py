@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from astra.cli import UserError
+from astra.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -36,10 +36,6 @@ __all__ = [
     "save_config",
     "to_dict",
 ]
-
-
-class ConfigError(UserError, ValueError):
-    """A config file, key or value is wrong; the message is one line naming it."""
 
 
 def _type_name(tp: Any) -> str:

@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from astra.cli import UserError
+from astra.errors import TrainingError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _train(args, init: Path | None) -> int:
     from functools import partial
 
     from astra.train.build import build_parts
-    from astra.train.trainer import Trainer, TrainingError
+    from astra.train.trainer import Trainer
 
     _quiet_libraries(getattr(args, "verbose", False))
     cfg = _load(args, init)

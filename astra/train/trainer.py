@@ -34,15 +34,12 @@ import torch
 from torch.profiler import record_function
 
 from astra.config import save_config
+from astra.errors import TrainingError
 from astra.train import checkpoint as ckpt
 from astra.train.schedules import identity_attention, learning_rate, loss_weights, needed_losses
 from astra.train.signals import StopRequest
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """The run cannot continue (e.g. the loss stayed non-finite); the message says why."""
 
 
 @dataclass
