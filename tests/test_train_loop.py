@@ -226,7 +226,7 @@ def test_alignment_statistics_are_logged(tmp_path, caplog, with_validation_data)
 
     cfg = make_cfg(tmp_path, "align", "run.max_steps=4", "run.alignment_every=2",
                    "run.validate_every=0")
-    with caplog.at_level("WARNING", logger="astra.train.trainer"):
+    with caplog.at_level("WARNING", logger="astra.train.hooks"):
         Trainer(cfg, parts).run()
     scalars = _event_scalars(tmp_path / "align")
     # the fake model's layer1 is identity attention, layer2 the time-reversed anti-diagonal
@@ -290,7 +290,7 @@ def test_validation_warns_about_languages_it_never_sees(tmp_path, caplog, limit,
         return p
 
     cfg = make_cfg(tmp_path, f"langs{limit}", "run.max_steps=3", f"run.valid_max_batches={limit}")
-    with caplog.at_level("WARNING", logger="astra.train.trainer"):
+    with caplog.at_level("WARNING", logger="astra.train.validation"):
         Trainer(cfg, parts).run()
     warnings = [r.getMessage() for r in caplog.records if "not validated" in r.getMessage()]
     if missing is None:
