@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import astra.lattice as lattice
-from astra.model import AstraModel, preset
 from astra.errors import TrainingError
+from astra.model import AstraModel, preset
 from astra.train.objective import LossModule, needed_losses, objective_needs
 from astra.train.sections import LossConfig, RampConfig
 

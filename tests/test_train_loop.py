@@ -11,6 +11,7 @@ from train_fakes import FakeTrainConfig, build_fake_parts
 from astra.config import load_config
 from astra.train import checkpoint as ckpt
 from astra.train.trainer import Trainer, TrainingError
+from astra.train.validation import ValidationData
 
 BASE = [
     "run.max_steps=8",
@@ -331,3 +332,14 @@ def test_mean_counts_are_averaged_per_log_window_not_summed(tmp_path):
     scalars = _event_scalars(tmp_path / "means")
     assert [v for _, v in scalars["stats/fake_norm"]] == [pytest.approx(2.0)] * 2
     assert not any("fake_norm" in k for k in trainer.state.counts)
+
+
+def test_every_trainer_attribute_is_born_in_init(tmp_path):
+    cfg = make_cfg(tmp_path, "attrs", "run.max_steps=3", "run.plot_every=3", "run.alignment_every=3")
+    trainer = Trainer(cfg, build_fake_parts)
+    born = set(vars(trainer))
+    trainer.run()
+    assert set(vars(trainer)) == born
+    used = trainer.jobs[0].data  # validated on, first batch plotted: its caches were filled
+    assert used.first_batch() is not None
+    assert set(vars(used)) == set(vars(ValidationData(None, 0)))

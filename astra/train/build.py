@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from astra.train.config import TrainConfig
 from astra.errors import TrainingError
+from astra.train.config import TrainConfig
 from astra.train.trainer import TrainingParts
 
 log = logging.getLogger(__name__)
