@@ -75,19 +75,23 @@ def test_the_training_stream_concatenates_utterances_reproducibly(corpus):
         build_train_stream(cfg, tok, concat_fraction=1.5)
 
 
+class ExtraLossModel(FakeModel):
+    """The fake model with one more speech loss, ``mystery`` (a copy of ``aligner``)."""
+
+    def forward_speech(self, batch):
+        out = super().forward_speech(batch)
+        out.losses["mystery"] = out.losses["aligner"]
+        return out
+
+
 def test_validation_reports_the_configured_unramped_weights():
-    model = FakeModel(FakeModelConfig(dropout=0.0))
+    model = ExtraLossModel(FakeModelConfig(dropout=0.0))
     batches = list(FakeStream(FakeDataConfig(utterances=4, text_every=0), 0, 1, seed=1))
-    ramped = LossConfig(aligner=1.0, inter_ctc=0.5, ramps={"inter_ctc": RampConfig(start=1000, steps=10)})
+    ramped = LossConfig(aligner=1.0, inter_ctc=0.5, other={"mystery": 0.25},
+                        ramps={"inter_ctc": RampConfig(start=1000, steps=10)})
     result = validate(model, batches, ramped)
-    assert result["loss"] == pytest.approx(result["loss/aligner"] + 0.5 * result["loss/inter_ctc"])
-
-    class NoInterCtcWeight(LossConfig):
-        def weight(self, name):
-            if name == "inter_ctc":
-                raise KeyError(name)
-            return super().weight(name)
-
+    want = result["loss/aligner"] + 0.5 * result["loss/inter_ctc"] + 0.25 * result["loss/mystery"]
+    assert result["loss"] == pytest.approx(want)
     # as in training, a loss without a weight is an error (it used to count as weight 0)
-    with pytest.raises(ValueError, match="losses.other.inter_ctc"):
-        validate(model, batches, NoInterCtcWeight())
+    with pytest.raises(ValueError, match="losses.other.mystery"):
+        validate(model, batches, LossConfig())
