@@ -130,7 +130,8 @@ class ValidationData:
         self.max_batches = max_batches
         self.num_processes = num_processes
         self._batches: Iterable[dict] | None = None  # built at the first use
-        self._first: list[dict | None] = []  # [first non-empty batch] once looked for
+        self._first: dict | None = None  # the first non-empty batch...
+        self._first_looked_for = False  # ...once looked for (None then means: there is none)
 
     @property
     def available(self) -> bool:
@@ -149,9 +150,10 @@ class ValidationData:
         """The first non-empty validation batch (None if there is none or no data)."""
         if not self.available:
             return None
-        if not self._first:
-            self._first.append(next((b for b in self.batches() if not is_empty_batch(b)), None))
-        return self._first[0]
+        if not self._first_looked_for:
+            self._first = next((b for b in self.batches() if not is_empty_batch(b)), None)
+            self._first_looked_for = True
+        return self._first
 
     def _warn_missing_languages(self, utterances, kept_batches: list[dict]) -> None:
         everything = {u.language for u in utterances}
