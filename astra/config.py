@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from astra.cli import UserError
+from astra.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -36,10 +36,6 @@ __all__ = [
     "save_config",
     "to_dict",
 ]
-
-
-class ConfigError(UserError, ValueError):
-    """A config file, key or value is wrong; the message is one line naming it."""
 
 
 def _type_name(tp: Any) -> str:
@@ -59,17 +55,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:
-            return _convert(value, non_none[0], key)
-        for arg in non_none:
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return _convert_union(value, tp, args, key)
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -81,20 +67,45 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=key)
+    if origin in (list, tuple, dict):
+        return _convert_container(value, origin, args, key)
+    return _convert_scalar(value, tp, key)
+
+
+def _convert_union(value: Any, tp: Any, args: tuple, key: str) -> Any:
+    """``Optional[T]`` / ``A | B``: None when allowed, else the first member type that fits."""
+    if value is None and type(None) in args:
+        return None
+    non_none = [a for a in args if a is not type(None)]
+    if len(non_none) == 1:
+        return _convert(value, non_none[0], key)
+    for arg in non_none:
+        try:
+            return _convert(value, arg, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _convert_container(value: Any, origin: type, args: tuple, key: str) -> Any:
+    """``list[T]``, ``tuple[T, ...]`` or ``dict[K, V]``, item by item."""
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         item_tp = args[0] if args else Any
         items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        key_tp, val_tp = args if args else (Any, Any)
-        return {
-            _convert(k, key_tp, f"{key} key"): _convert(v, val_tp, f"{key}.{k}")
-            for k, v in value.items()
-        }
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    key_tp, val_tp = args if args else (Any, Any)
+    return {
+        _convert(k, key_tp, f"{key} key"): _convert(v, val_tp, f"{key}.{k}")
+        for k, v in value.items()
+    }
+
+
+def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
+    """``bool``, ``int``, ``float`` (a number-like string too), ``str`` or another class."""
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")

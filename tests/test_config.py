@@ -132,3 +132,18 @@ def test_recipe_training_configs_load():
     for path in files:
         cfg = load_config(TrainConfig, path)
         assert cfg.run.max_steps >= 1, path
+
+
+def test_config_and_errors_do_not_import_the_cli():
+    """The core points one way: ``astra.config`` and ``astra.errors`` load without ``astra.cli``,
+    and the CLI's ``UserError`` is the one ``ConfigError`` derives from."""
+    import subprocess
+    import sys
+
+    code = "import sys, astra.config, astra.errors; print('astra.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from astra.cli import UserError
+    from astra.errors import ConfigError as CoreConfigError
+
+    assert ConfigError is CoreConfigError and issubclass(ConfigError, UserError)

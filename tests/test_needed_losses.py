@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import astra.lattice as lattice
+from astra.errors import TrainingError
 from astra.model import AstraModel, preset
-from astra.train.schedules import needed_losses
+from astra.train.objective import LossModule, needed_losses, objective_needs
 from astra.train.sections import LossConfig, RampConfig
-from astra.train.trainer import TrainingError, _LossModule, objective_needs
 
 VOCAB = 20
 LATTICE_CALLS = ("rnnt_loss_simple", "rnnt_loss_pruned", "get_rnnt_logprobs")
@@ -121,7 +121,7 @@ def test_loss_module_skips_the_pruned_loss_of_the_tiny_recipe(calls):
     losses = LossConfig(aligner=1.0, inter_ctc=1.0, rnnt_simple=0.5, rnnt=0.0, astra=0.1,
                         text_aligner=1.0, text_rnnt=0.5, ramps={"astra": RampConfig(start=300, steps=300)})
     model = _model().train()
-    module = _LossModule(model, losses, objective_needs(model, losses))
+    module = LossModule(model, losses, objective_needs(model, losses))
     total, logged, _ = module(_speech_batch())
     assert set(logged) == {"aligner", "inter_ctc", "rnnt_simple", "astra"}
     assert calls["rnnt_loss_pruned"] == 0 and calls["get_rnnt_logprobs"] == 1
@@ -130,7 +130,7 @@ def test_loss_module_skips_the_pruned_loss_of_the_tiny_recipe(calls):
     assert calls["rnnt_loss_pruned"] == 1  # the text batch's text_rnnt
 
     no_text = LossConfig(text_aligner=0.0, text_rnnt=0.0)
-    module = _LossModule(model, no_text, objective_needs(model, no_text))
+    module = LossModule(model, no_text, objective_needs(model, no_text))
     calls.clear()
     total, logged, _ = module(_text_batch())  # nothing to compute, but every process joins the all-reduce
     assert logged == {} and not calls and total.item() == 0.0 and total.requires_grad

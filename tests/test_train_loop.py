@@ -11,6 +11,7 @@ from train_fakes import FakeTrainConfig, build_fake_parts
 from astra.config import load_config
 from astra.train import checkpoint as ckpt
 from astra.train.trainer import Trainer, TrainingError
+from astra.train.validation import ValidationData
 
 BASE = [
     "run.max_steps=8",
@@ -226,7 +227,7 @@ def test_alignment_statistics_are_logged(tmp_path, caplog, with_validation_data)
 
     cfg = make_cfg(tmp_path, "align", "run.max_steps=4", "run.alignment_every=2",
                    "run.validate_every=0")
-    with caplog.at_level("WARNING", logger="astra.train.trainer"):
+    with caplog.at_level("WARNING", logger="astra.train.hooks"):
         Trainer(cfg, parts).run()
     scalars = _event_scalars(tmp_path / "align")
     # the fake model's layer1 is identity attention, layer2 the time-reversed anti-diagonal
@@ -290,7 +291,7 @@ def test_validation_warns_about_languages_it_never_sees(tmp_path, caplog, limit,
         return p
 
     cfg = make_cfg(tmp_path, f"langs{limit}", "run.max_steps=3", f"run.valid_max_batches={limit}")
-    with caplog.at_level("WARNING", logger="astra.train.trainer"):
+    with caplog.at_level("WARNING", logger="astra.train.validation"):
         Trainer(cfg, parts).run()
     warnings = [r.getMessage() for r in caplog.records if "not validated" in r.getMessage()]
     if missing is None:
@@ -331,3 +332,14 @@ def test_mean_counts_are_averaged_per_log_window_not_summed(tmp_path):
     scalars = _event_scalars(tmp_path / "means")
     assert [v for _, v in scalars["stats/fake_norm"]] == [pytest.approx(2.0)] * 2
     assert not any("fake_norm" in k for k in trainer.state.counts)
+
+
+def test_every_trainer_attribute_is_born_in_init(tmp_path):
+    cfg = make_cfg(tmp_path, "attrs", "run.max_steps=3", "run.plot_every=3", "run.alignment_every=3")
+    trainer = Trainer(cfg, build_fake_parts)
+    born = set(vars(trainer))
+    trainer.run()
+    assert set(vars(trainer)) == born
+    used = trainer.jobs[0].data  # validated on, first batch plotted: its caches were filled
+    assert used.first_batch() is not None
+    assert set(vars(used)) == set(vars(ValidationData(None, 0)))

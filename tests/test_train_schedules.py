@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from astra.train.schedules import identity_attention, learning_rate, loss_weights, ramp_factor
+from astra.train.objective import loss_weights
+from astra.train.schedules import identity_attention, learning_rate, ramp_factor
 from astra.train.sections import LossConfig, OptimConfig, RampConfig
 
 
@@ -28,18 +29,22 @@ def test_loss_weight_ramps_and_identity_attention():
                         identity_attention_steps=3, other={"lattice_kl": 0.2})
     assert ramp_factor(9, 10, 4) == 0.0 and ramp_factor(10, 10, 4) == 0.25 and ramp_factor(20, 10, 4) == 1.0
     assert ramp_factor(5, 5, 0) == 1.0
-    w = loss_weights(11, losses, ["aligner", "astra", "lattice_kl"])
+    w = loss_weights(losses, ["aligner", "astra", "lattice_kl"], 11)
     assert w == pytest.approx({"aligner": 1.0, "astra": 0.2, "lattice_kl": 0.2})
-    assert loss_weights(0, losses, ["astra"])["astra"] == 0.0
+    assert loss_weights(losses, ["astra"], 0)["astra"] == 0.0
     with pytest.raises(ValueError, match="losses.other.mystery"):
-        loss_weights(0, losses, ["mystery"])
+        loss_weights(losses, ["mystery"], 0)
+    # the same lookup without a step: the configured weights (what validation reports)
+    assert loss_weights(losses, ["astra", "lattice_kl"]) == pytest.approx({"astra": 0.4, "lattice_kl": 0.2})
+    with pytest.raises(ValueError, match="losses.other.mystery"):
+        loss_weights(losses, ["mystery"])
     assert [identity_attention(s, losses) for s in range(5)] == [True, True, True, False, False]
 
 
 def test_weight_decays_to_zero():
     losses = LossConfig(transduction_kl=0.5,
                         ramps={"transduction_kl": RampConfig(decay_start=4, decay_steps=2)})
-    w = [loss_weights(s, losses, ["transduction_kl"])["transduction_kl"] for s in range(8)]
+    w = [loss_weights(losses, ["transduction_kl"], s)["transduction_kl"] for s in range(8)]
     assert w == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.25, 0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="decay_start"):
         RampConfig(start=5, steps=5, decay_start=6, decay_steps=1).validate()

@@ -15,9 +15,9 @@ import logging
 import pkgutil
 import sys
 
+from astra.errors import UserError  # re-exported: the subcommand modules raise it
 
-class UserError(Exception):
-    """An error caused by the user's input (config, files, flags): printed as one line."""
+__all__ = ["UserError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

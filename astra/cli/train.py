@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from astra.cli import UserError
+from astra.errors import TrainingError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -77,45 +77,21 @@ def _quiet_libraries(verbose: bool) -> None:
 
 
 def _load(args, init: Path | None):
-    from astra.config import ConfigError, apply_overrides, from_dict, load_yaml
-    from astra.inference import TOKENIZER_FILE, locate_model
-    from astra.train.config import TrainConfig
+    """The run config of ``--config``, ``--set`` and ``--out-dir`` (and ``--init``'s model
+    and tokenizer when the config has none): :func:`astra.train.config.load_train_config`."""
+    from astra.train.config import load_train_config
 
-    raw = load_yaml(args.config)
-    if init is not None and "model" not in raw:
-        raw["model"] = locate_model(init).raw_config().get("model", {})
-        log.info("model config taken from %s", init)
     overrides = list(args.overrides)
     if args.out_dir:
         overrides.append(f"run.out_dir={args.out_dir}")
-    raw = apply_overrides(TrainConfig, raw, overrides)
-    if init is not None:
-        raw["data"] = data = dict(raw.get("data") or {})
-        new_tokenizer = (raw.get("finetune") or {}).get("tokenizer")
-        if new_tokenizer:
-            if data.get("tokenizer") and Path(data["tokenizer"]).resolve() != Path(new_tokenizer).resolve():
-                raise ConfigError(
-                    f"{args.config}: data.tokenizer ({data['tokenizer']}) and finetune.tokenizer "
-                    f"({new_tokenizer}) differ: set only finetune.tokenizer"
-                )
-            data["tokenizer"] = new_tokenizer
-        elif not data.get("tokenizer") and (init / TOKENIZER_FILE).is_file():
-            data["tokenizer"] = str(init / TOKENIZER_FILE)
-    model, data = raw.get("model") or {}, raw.get("data") or {}
-    if "subsampling" in model and "subsampling_factor" not in data:
-        # the data guards (tokens vs encoder frames) follow the model unless set explicitly
-        raw["data"] = {**data, "subsampling_factor": model["subsampling"]}
-    try:
-        return from_dict(TrainConfig, raw)
-    except ConfigError as e:
-        raise ConfigError(f"{args.config}: {e}") from None
+    return load_train_config(args.config, overrides, init)
 
 
 def _train(args, init: Path | None) -> int:
     from functools import partial
 
     from astra.train.build import build_parts
-    from astra.train.trainer import Trainer, TrainingError
+    from astra.train.trainer import Trainer
 
     _quiet_libraries(getattr(args, "verbose", False))
     cfg = _load(args, init)

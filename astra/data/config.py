@@ -17,8 +17,8 @@ class DataConfig:
             ``google/fleurs`` at ``refs/convert/parquet`` on the Hub.
         unpaired_text: ``LANG=PATH`` text sources (``.txt`` one sentence a line, ...).
 
-    Utterance concatenation for long-form training is not done here: the trainer applies
-    ``astra.model.concatenate_utterances`` to a ``run.concat_fraction`` of each speech batch.
+    Utterance concatenation for long-form training (``run.concat_fraction``) is done by the
+    training stream (:func:`astra.data.stream.build_train_stream`).
     """
 
     corpora: list[str] = field(default_factory=list)

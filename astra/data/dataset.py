@@ -234,6 +234,9 @@ class BatchDataset:
     Used with ``torch.utils.data.DataLoader(batch_size=None, sampler=plan)``; each
     ``__getitem__`` returns one batch dict. Speech items whose audio fails to decode are
     dropped from the batch and listed in ``batch["_skipped"]`` as (key, language, reason).
+    In training, ``concat_fraction`` of each speech batch's utterances are concatenated
+    pairwise into long utterances (:func:`astra.data.batch_ops.concatenate_utterances`),
+    the pairs drawn from (seed, epoch, keys) so a resumed run draws the same.
     """
 
     def __init__(
@@ -243,12 +246,16 @@ class BatchDataset:
         cfg: DataConfig,
         training: bool = True,
         seed: int = 0,
+        concat_fraction: float = 0.0,
     ):
+        if not 0.0 <= concat_fraction <= 1.0:
+            raise ValueError(f"concat_fraction={concat_fraction} must be in [0, 1]")
         self.speech_items = speech_items
         self.text_items = text_items or []
         self.cfg = cfg
         self.training = training
         self.seed = seed
+        self.concat_fraction = concat_fraction if training else 0.0
         self.cache = FeatureCache(cfg.feature_cache) if cfg.feature_cache else None
 
     def __len__(self) -> int:
@@ -294,9 +301,17 @@ class BatchDataset:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._speech_batch(indices, epoch)
+            return self._concatenate(self._speech_batch(indices, epoch), epoch)
         finally:
             torch.set_num_threads(threads)
+
+    def _concatenate(self, batch: dict, epoch: int) -> dict:
+        if self.concat_fraction <= 0 or not batch["keys"]:
+            return batch
+        from astra.data.batch_ops import concatenate_utterances, concatenation_generator
+
+        generator = concatenation_generator(self.seed, epoch, batch["keys"])
+        return concatenate_utterances(batch, self.concat_fraction, generator)
 
     def _speech_batch(self, indices: list[int], epoch: int) -> dict:
         import torch

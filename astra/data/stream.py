@@ -2,7 +2,8 @@
 
 - :func:`build_train_stream` -> :class:`TrainStream`: speech batches (duration budget) mixed
   with unpaired-text batches (token budget) at ``text_ratio``, sharded by rank (do NOT pass
-  it through ``accelerator.prepare``), exact mid-epoch resume.
+  it through ``accelerator.prepare``), exact mid-epoch resume, optional utterance
+  concatenation for long-form training.
 - :func:`build_eval_batches` -> :class:`EvalBatches`: every utterance of a split, fixed order.
 - :func:`compute_feature_stats`: global CMVN statistics of training features.
 """
@@ -78,6 +79,7 @@ class TrainStream:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        concat_fraction: float = 0.0,
     ):
         self.cfg = cfg
         self.tokenizer = tokenizer
@@ -100,7 +102,8 @@ class TrainStream:
         elif cfg.text_ratio > 0:
             log.warning("text_ratio %.2f but no unpaired text: speech batches only", cfg.text_ratio)
         self.mixer = BatchMixer(self.speech_sampler, text_sampler, cfg.text_ratio)
-        self.dataset = BatchDataset(speech_items, text_items, cfg, training=True, seed=seed)
+        self.dataset = BatchDataset(speech_items, text_items, cfg, training=True, seed=seed,
+                                    concat_fraction=concat_fraction)
 
     @property
     def epoch(self) -> int:
@@ -144,11 +147,14 @@ def _eval_transcripts(cfg: DataConfig, languages: list[str] | None) -> set[str]:
     return {t for t in (normalize_text(u.transcription) for u in utts) if t}
 
 
-def build_train_stream(cfg: DataConfig, tokenizer, rank: int = 0, world_size: int = 1, seed: int = 0) -> TrainStream:
+def build_train_stream(cfg: DataConfig, tokenizer, rank: int = 0, world_size: int = 1, seed: int = 0,
+                       concat_fraction: float = 0.0) -> TrainStream:
     """The training batch stream of one rank (see :class:`TrainStream`).
 
     Loads ``cfg.train_splits`` of every source, skips bad utterances by name, loads unpaired
     text (deduplicated against ``cfg.dedup_splits`` transcripts), and builds the samplers.
+    ``concat_fraction`` (``run.concat_fraction``) of each speech batch is concatenated into
+    long utterances (:class:`astra.data.dataset.BatchDataset`).
 
     Raises:
         ValueError: no source, nothing left to train on, or more than
@@ -171,7 +177,8 @@ def build_train_stream(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
         text_skips = unpaired.skips
         text_items = prepare_text_items(unpaired.sentences, tokenizer, cfg, text_skips)
         log.info("unpaired text: %d sentences; %s", len(text_items), text_skips.format())
-    return TrainStream(cfg, tokenizer, items, text_items, speech_skips, text_skips, rank, world_size, seed)
+    return TrainStream(cfg, tokenizer, items, text_items, speech_skips, text_skips, rank, world_size, seed,
+                       concat_fraction)
 
 
 class EvalBatches:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from astra.errors import TrainingError
 from astra.train.config import TrainConfig
-from astra.train.trainer import TrainingError, TrainingParts
+from astra.train.trainer import TrainingParts
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def build_parts(cfg: TrainConfig, rank: int, world_size: int, finetune: bool = F
 
         data = replace(data, text_ratio=0.0, unpaired_text=[])
     try:
-        stream = build_train_stream(data, tokenizer, rank=rank, world_size=world_size, seed=cfg.run.seed)
+        stream = build_train_stream(data, tokenizer, rank=rank, world_size=world_size, seed=cfg.run.seed,
+                                    concat_fraction=cfg.run.concat_fraction)
     except ValueError as e:
         raise TrainingError(f"training data: {e}") from None
     languages = cfg.run.valid_languages or (data.languages or None)

@@ -2,17 +2,22 @@
 
 Sections: ``model`` (:class:`astra.model.config.ModelConfig`), ``data``
 (:class:`astra.data.config.DataConfig`), ``losses``, ``optim``, ``run``, ``finetune``
-(:mod:`astra.train.sections`). Load with ``astra.config.load_config(TrainConfig, path,
-overrides)``; a copy is saved next to every checkpoint.
+(:mod:`astra.train.sections`). Load with :func:`load_train_config` (what ``astra pretrain``
+/ ``astra finetune`` do) or ``astra.config.load_config(TrainConfig, path, overrides)``; a
+copy is saved next to every checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from astra.data.config import DataConfig
 from astra.model.config import ModelConfig
 from astra.train.sections import FinetuneConfig, LossConfig, OptimConfig, RunConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,3 +43,52 @@ class TrainConfig:
                 "but model.text_mask_prob=0: the text Aligner loss is scored on masked tokens only (the "
                 "others are a copy task); set model.text_mask_prob > 0 (e.g. 0.3)"
             )
+
+
+def load_train_config(path: str | Path, overrides: list[str], init: Path | None = None) -> TrainConfig:
+    """The run config of YAML file ``path`` with ``key=value`` ``overrides``.
+
+    With ``init`` (a checkpoint or exported folder, ``astra finetune --init``): a config
+    without a ``model`` section takes the checkpoint's, and ``data.tokenizer`` defaults to
+    the checkpoint's tokenizer, or is ``finetune.tokenizer`` when that is set (setting both
+    to different files is a :class:`astra.errors.ConfigError`). ``data.subsampling_factor``
+    follows ``model.subsampling`` unless set explicitly.
+    """
+    from astra.config import ConfigError, apply_overrides, from_dict, load_yaml
+
+    raw = load_yaml(path)
+    if init is not None and "model" not in raw:
+        from astra.inference import locate_model
+
+        raw["model"] = locate_model(init).raw_config().get("model", {})
+        log.info("model config taken from %s", init)
+    raw = apply_overrides(TrainConfig, raw, overrides)
+    if init is not None:
+        raw["data"] = _finetuning_tokenizer(raw, path, init)
+    model, data = raw.get("model") or {}, raw.get("data") or {}
+    if "subsampling" in model and "subsampling_factor" not in data:
+        # the data guards (tokens vs encoder frames) follow the model unless set explicitly
+        raw["data"] = {**data, "subsampling_factor": model["subsampling"]}
+    try:
+        return from_dict(TrainConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _finetuning_tokenizer(raw: dict, path: str | Path, init: Path) -> dict:
+    """The ``data`` section of a fine-tuning config with its ``tokenizer`` filled in."""
+    from astra.config import ConfigError
+    from astra.inference import TOKENIZER_FILE
+
+    data = dict(raw.get("data") or {})
+    new_tokenizer = (raw.get("finetune") or {}).get("tokenizer")
+    if new_tokenizer:
+        if data.get("tokenizer") and Path(data["tokenizer"]).resolve() != Path(new_tokenizer).resolve():
+            raise ConfigError(
+                f"{path}: data.tokenizer ({data['tokenizer']}) and finetune.tokenizer "
+                f"({new_tokenizer}) differ: set only finetune.tokenizer"
+            )
+        data["tokenizer"] = new_tokenizer
+    elif not data.get("tokenizer") and (init / TOKENIZER_FILE).is_file():
+        data["tokenizer"] = str(init / TOKENIZER_FILE)
+    return data

@@ -73,7 +73,9 @@ class LossConfig:
     ramps: dict[str, RampConfig] = field(
         default_factory=lambda: {"astra": RampConfig(start=1000, steps=1000)}
     )
-    identity_attention_steps: int = 0  # seed 003: self-attention fixed to identity for N steps
+    # self-attention fixed to identity for N steps, against time reversal ("The Conformer
+    # Encoder May Reverse the Time Dimension", arXiv:2410.00680)
+    identity_attention_steps: int = 0
 
     def weight(self, name: str) -> float:
         """The configured (un-ramped) weight of loss ``name``; KeyError if it has none."""

@@ -1,18 +1,24 @@
 """Validation during training: weighted loss and per-language WER/CER of speech batches.
 
 Every process validates its own shard (:func:`validate_shard`); the main process merges the
-shards (:func:`summarize_validation`).
+shards (:func:`summarize_validation`). :class:`ValidationData` holds the batches a run
+validates on (and the first one, which the attention plots and alignment statistics use).
+The reported ``loss`` weights the losses with their configured, un-ramped weights
+(:func:`astra.train.objective.loss_weights` without a step).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import torch
 
+from astra.data.batch_ops import is_empty_batch
+from astra.train.objective import loss_weights
 from astra.train.sections import LossConfig
 
 log = logging.getLogger(__name__)
@@ -30,8 +36,9 @@ def validate_shard(
 ) -> dict:
     """Loss sums and hypotheses of one process's validation batches (model left in eval mode).
 
-    ``loss`` per batch is the sum of the configured, un-ramped weights x losses, so values are
-    comparable across steps. Hypotheses come from ``astra.eval.evaluate.decode_batch``, the
+    ``loss`` per batch is the sum of the configured, un-ramped weights x losses
+    (:func:`astra.train.objective.loss_weights` without a step), so values are comparable
+    across steps; a loss the config has no weight for is a ``ValueError``, as in training. Hypotheses come from ``astra.eval.evaluate.decode_batch``, the
     decode step of ``astra evaluate``: utterances too short for the front end are not decoded
     (empty hypothesis, so their words count as deletions), listed in ``too_short`` and
     logged. Returns plain data: ``sums``/``counts`` per loss name and
@@ -49,12 +56,13 @@ def validate_shard(
             continue
         with autocast():
             out = model.forward_speech(batch)
+        weights = loss_weights(losses_cfg, list(out.losses))
         total = 0.0
         for name, value in out.losses.items():
             v = float(value.float())
             sums[f"loss/{name}"] += v
             counts[f"loss/{name}"] += 1
-            total += _weight(losses_cfg, name) * v
+            total += weights[name] * v
         sums["loss"] += total
         counts["loss"] += 1
         if tokenizer is not None and hasattr(model, "decode"):
@@ -111,8 +119,49 @@ def validate(model, batches, losses_cfg, tokenizer=None, **kwargs) -> dict[str, 
     return summarize_validation([validate_shard(model, batches, losses_cfg, tokenizer, **kwargs)])
 
 
-def _weight(losses_cfg: LossConfig, name: str) -> float:
-    try:
-        return losses_cfg.weight(name)
-    except (KeyError, AttributeError):
-        return 0.0
+class ValidationData:
+    """The validation batches of this process: the first ``max_batches`` kept in memory, or
+    (0) the whole iterable, re-read at every validation. ``eval_batches`` (see
+    :class:`astra.train.trainer.TrainingParts`) is called once, at the first use."""
+
+    def __init__(self, eval_batches: Callable[[], Iterable[dict]] | None, max_batches: int,
+                 num_processes: int = 1):
+        self.eval_batches = eval_batches
+        self.max_batches = max_batches
+        self.num_processes = num_processes
+        self._batches: Iterable[dict] | None = None  # built at the first use
+        self._first: dict | None = None  # the first non-empty batch...
+        self._first_looked_for = False  # ...once looked for (None then means: there is none)
+
+    @property
+    def available(self) -> bool:
+        return self.eval_batches is not None
+
+    def batches(self) -> Iterable[dict]:
+        if self._batches is None:
+            batches = self.eval_batches()
+            limit = self.max_batches
+            self._batches = list(itertools.islice(batches, limit)) if limit > 0 else batches
+            if limit > 0 and hasattr(batches, "utterances") and self.num_processes == 1:
+                self._warn_missing_languages(batches.utterances, self._batches)
+        return self._batches
+
+    def first_batch(self) -> dict | None:
+        """The first non-empty validation batch (None if there is none or no data)."""
+        if not self.available:
+            return None
+        if not self._first_looked_for:
+            self._first = next((b for b in self.batches() if not is_empty_batch(b)), None)
+            self._first_looked_for = True
+        return self._first
+
+    def _warn_missing_languages(self, utterances, kept_batches: list[dict]) -> None:
+        everything = {u.language for u in utterances}
+        kept = {lang for b in kept_batches for lang in b.get("languages", [])}
+        if everything - kept:
+            log.warning(
+                "validation: run.valid_max_batches=%d covers %s only; not validated: %s "
+                "(raise run.valid_max_batches to at least the number of languages)",
+                self.max_batches, ", ".join(sorted(kept)) or "nothing",
+                ", ".join(sorted(everything - kept)),
+            )
