@@ -28,7 +28,7 @@ def register(subparsers) -> None:
             "For one audio file: a PNG grid of the self-attention maps of every speech and "
             "shared encoder layer (output x input position, transcript token positions "
             "marked), the RNN-T alignment head's lattice occupancy (token x frame), "
-            "optionally the seed-003 gradient alignment, and alignment.json with per-layer "
+            "optionally the gradient alignment of arXiv:2410.00680, and alignment.json with per-layer "
             "locality / front-alignment / reversal scores, the transducing layer and the "
             "reversal alarm."
         ),
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--lattice", choices=("simple", "full", "pruned"), default="simple",
                    help="lattice for the occupancy: 'simple' (lm+am, what ASTRA uses) or 'full'")
     p.add_argument("--gradients", action="store_true",
-                   help="also compute the gradient alignment (seed 003)")
+                   help="also compute the gradient alignment (arXiv:2410.00680)")
     p.add_argument("--gradient-input", choices=("features", "shared"), default="features",
                    help="differentiate w.r.t. fbank frames or the shared encoder input S")
     p.add_argument("--window", type=int, default=2,
