@@ -10,6 +10,7 @@ from pathlib import Path
 
 from astra.cli import UserError
 from astra.cli._common import (
+    FLEURS_DIR_HELP,
     add_checkpoint_arguments,
     add_decode_arguments,
     add_lm_arguments,
@@ -35,11 +36,11 @@ def register(subparsers) -> None:
     )
     src = p.add_argument_group("data (at least one of --data / --fleurs)")
     src.add_argument("--data", nargs="+", default=[], metavar="DIR",
-                     help="local corpus folder(s): {lang}/{split}.tsv|.parquet (docs/data.md)")
+                     help="local corpus folder(s): {lang}/{split}.tsv|.parquet, or a copy of FLEURS' "
+                          "parquet conversion {config}/{split}/*.parquet (docs/data.md)")
     src.add_argument("--fleurs", nargs="+", default=[], metavar="CONFIG",
                      help="FLEURS configs, e.g. hi_in cmn_hans_cn")
-    src.add_argument("--fleurs-dir", default=None,
-                     help="local copy of FLEURS' parquet conversion (default: the Hub)")
+    src.add_argument("--fleurs-dir", default=None, metavar="DIR", help=FLEURS_DIR_HELP)
     src.add_argument("--split", default="test", help="split to evaluate (default: test)")
     src.add_argument("--languages", nargs="+", default=None,
                      help="evaluate only these languages (default: every language found)")
