@@ -21,7 +21,8 @@ def test_transcripts_too_long_name_vocabulary_subsampling_and_the_fraction():
     assert message.startswith("train speech ru_ru: 5 of 16 utterances skipped (31 % > "
                               "data.max_skip_fraction=0.2; transcript_too_long 5); mostly "
                               "transcript_too_long: ")
-    assert "a bigger tokenizer vocabulary (longer pieces: astra tokenizer train --vocab-size" in message
+    assert "a bigger tokenizer vocabulary (longer pieces: astra tokenizer train --vocab-size" \
+        in message
     assert "astra tokenizer extend" in message
     assert "a lower model.subsampling" in message
     assert message.endswith("or raise data.max_skip_fraction to 0.32")

@@ -59,7 +59,8 @@ def attention_part(model, batch: dict, pieces: list[str], out_dir: Path, window:
         raise ValueError("the model returned no attention maps (no self-attention layers?)")
     encoder_frames = next(iter(maps.values())).size(-1)
     positions = len(pieces) + 1  # the Aligner reads U tokens and <eos>
-    report = alignment_report(maps, [encoder_frames], [positions], AlignmentThresholds(window=window))
+    thresholds = AlignmentThresholds(window=window)
+    report = alignment_report(maps, [encoder_frames], [positions], thresholds)
     if positions > encoder_frames:
         log.warning("%d tokens + <eos> exceed %d encoder frames: the Aligner cannot read them all",
                     len(pieces), encoder_frames)
@@ -115,4 +116,5 @@ def gradient_part(model, features, ids: list[int], pieces: list[str], out_dir: P
     grads = model_gradient_alignment(model, features, ids, wrt)  # [U+1, T or T']
     frame = "fbank frame (10 ms)" if wrt == "features" else "encoder frame (40 ms)"
     plot_gradient_alignment(grads, out_dir / GRADIENT_PNG, pieces + ["<eos>"], frame_label=frame)
-    return {"input": wrt, "peak_frames": gradient_peak_frames(grads).tolist()}, {"gradients": GRADIENT_PNG}
+    summary = {"input": wrt, "peak_frames": gradient_peak_frames(grads).tolist()}
+    return summary, {"gradients": GRADIENT_PNG}

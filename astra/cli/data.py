@@ -12,7 +12,8 @@ DEFAULT_TEXT_MAP = Path(__file__).resolve().parents[2] / "recipes" / "fleurs" / 
 
 
 def register(subparsers) -> None:
-    actions = add_actions(subparsers, "data", "data tools (check corpora, unpaired text, export FLEURS)")
+    actions = add_actions(subparsers, "data",
+                          "data tools (check corpora, unpaired text, export FLEURS)")
     check = add_action(
         actions, "check",
         "validate corpora: hours, utterances, speakers per language and split, every problem",
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
 
     text = add_action(
         actions, "text",
-        "unpaired text per FLEURS language from a text corpus read with datasets (default: Wikipedia)",
+        "unpaired text per FLEURS language from a text corpus read with datasets "
+        "(default: Wikipedia)",
         description="Stream each language's corpus config, keep its first --max-sentences sentences, "
                     "normalise them as for scoring, drop repeats and every sentence equal to a FLEURS "
                     "dev/test transcript; write OUT/{config}.txt (and the raw sentences, OUT/{config}.raw.txt).",

@@ -36,8 +36,8 @@ def register(subparsers) -> None:
     )
     src = p.add_argument_group("data (at least one of --data / --fleurs)")
     src.add_argument("--data", nargs="+", default=[], metavar="DIR",
-                     help="local corpus folder(s): {lang}/{split}.tsv|.parquet, or a copy of FLEURS' "
-                          "parquet conversion {config}/{split}/*.parquet (docs/data.md)")
+                     help="local corpus folder(s): {lang}/{split}.tsv|.parquet, or a copy of "
+                          "FLEURS' parquet conversion {config}/{split}/*.parquet (docs/data.md)")
     src.add_argument("--fleurs", nargs="+", default=[], metavar="CONFIG",
                      help="FLEURS configs, e.g. hi_in cmn_hans_cn")
     src.add_argument("--fleurs-dir", default=None, metavar="DIR", help=FLEURS_DIR_HELP)
@@ -89,7 +89,8 @@ def load_eval_batches(cfg, tokenizer, args: argparse.Namespace):
     from astra.data import build_eval_batches
     from astra.eval.evaluate import evaluation_data_config
 
-    data_cfg = evaluation_data_config(cfg.data, args.data, args.fleurs, args.fleurs_dir, args.num_workers)
+    data_cfg = evaluation_data_config(cfg.data, args.data, args.fleurs, args.fleurs_dir,
+                                      args.num_workers)
     try:
         return build_eval_batches(
             data_cfg, tokenizer, args.split, args.languages, max_batch_seconds=args.max_batch_seconds
@@ -153,7 +154,8 @@ def _decode_and_score(args: argparse.Namespace, model, tokenizer, batches, lm_cf
     return runs, skipped, fusion, cer_languages
 
 
-def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result, cer_languages, skipped):
+def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result, cer_languages,
+              skipped):
     """``results.json``'s ``meta``: what was evaluated, how, and the timing."""
     decoded = result.decoded
     return {
@@ -202,7 +204,8 @@ def _print_results(result, meta: dict, title: str, out_dir: Path, paths: dict) -
         for row in meta["lm_sweep"]:
             sys.stdout.write(f"| {row['lm_weight']:g} | {100 * row['pooled_error_rate']:.2f} % | "
                              f"{100 * row['macro_error_rate']:.2f} % |\n")
-        best = {"best_lm_weight": meta["lm_weight"], "pooled_error_rate": result.summary.pooled_error_rate,
+        best = {"best_lm_weight": meta["lm_weight"],
+                "pooled_error_rate": result.summary.pooled_error_rate,
                 "split": meta["split"], "results": str(out_dir / "results.json")}
         sys.stdout.write(json.dumps(best) + "\n")  # last line: machine-readable
 
@@ -214,13 +217,15 @@ def run(args: argparse.Namespace) -> int:
     checkpoint, model, tokenizer, cfg = load_checkpoint(args)
     _check_force_language(args, checkpoint, cfg, tokenizer)
     batches = load_eval_batches(cfg, tokenizer, args)
-    runs, skipped, fusion, cer_languages = _decode_and_score(args, model, tokenizer, batches, lm_cfg)
+    runs, skipped, fusion, cer_languages = _decode_and_score(args, model, tokenizer, batches,
+                                                             lm_cfg)
     best_weight, result = min(runs, key=lambda r: r[1].summary.pooled_error_rate)
     data = data_description(args)
     out_dir = Path(args.output_dir) if args.output_dir else (
         Path(args.output_root) / output_dir_name(checkpoint, data)
     )
-    meta = _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result, cer_languages, skipped)
+    meta = _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result,
+                     cer_languages, skipped)
     lm_note = "" if fusion is None else f", LM weight {best_weight}"
     title = f"{checkpoint.name} on {data} ({args.method}{lm_note})"
     paths = write_reports(out_dir, result.scores, result.summary, meta, title)

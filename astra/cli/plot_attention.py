@@ -21,8 +21,8 @@ def register(subparsers) -> None:
             "For one audio file: a PNG grid of the self-attention maps of every speech and "
             "shared encoder layer (output x input position, transcript token positions "
             "marked), the RNN-T alignment head's lattice occupancy (token x frame), "
-            "optionally the gradient alignment of arXiv:2410.00680, and alignment.json with per-layer "
-            "locality / front-alignment / reversal scores, the transducing layer and the "
+            "optionally the gradient alignment of arXiv:2410.00680, and alignment.json with "
+            "per-layer locality / front-alignment / reversal scores, the transducing layer and the "
             "reversal alarm."
         ),
     )

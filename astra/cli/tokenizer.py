@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     extend.add_argument("--out", required=True, metavar="MODEL", help="output .model file")
     extend.set_defaults(func=run_extend)
     train = add_action(
-        actions, "train", "train the SentencePiece tokenizer on training transcripts + unpaired text",
+        actions, "train",
+        "train the SentencePiece tokenizer on training transcripts + unpaired text",
     )
     _add_text_sources(train)
     train.add_argument("--vocab-size", type=int, default=500)

@@ -263,7 +263,8 @@ def evaluation_data_config(data_cfg, corpora: Sequence[str], fleurs: Sequence[st
     )
 
 
-def evaluate_lm_weights(model, tokenizer, batches, lm=None, lm_weights: Sequence[float] = (), **options):
+def evaluate_lm_weights(model, tokenizer, batches, lm=None, lm_weights: Sequence[float] = (),
+                        **options):
     """:func:`evaluate_batches` once per LM weight (``lm.weight`` set in turn), or once
     without ``lm``.
 
