@@ -1,6 +1,6 @@
 """Text normalisation shared by scoring, unpaired text and deduplication.
 
-Rules, in order (documented in README "Evaluation"):
+Rules, in order (documented in docs/evaluation.md, "Scoring rules"):
 1. Unicode NFKC;
 2. lower-case (``str.lower``);
 3. every character of Unicode category P* (punctuation) or S* (symbols) becomes a space;

@@ -1,4 +1,4 @@
-"""Aligner loss (seed 000): masking of frames beyond U, hand-computed value, drops."""
+"""Aligner loss (arXiv:2502.05232): masking of frames beyond U, hand-computed value, drops."""
 
 from __future__ import annotations
 

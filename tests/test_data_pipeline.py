@@ -250,8 +250,9 @@ def test_a_language_mostly_skipped_stops_before_training(corpus, tmp_path):
     assert message.startswith("train speech cs_cz: 8 of 10 utterances skipped (80 % > data.max_skip_fraction=0.2; "
                               "unencodable_text 8); mostly unencodable_text (e.g. cs_cz/train/audio/train0.wav: "
                               "characters ")
-    assert "use a tokenizer that covers the language's characters" in message
-    assert message.endswith("or raise data.max_skip_fraction")
+    assert ("use a tokenizer that covers the language's characters: add its pieces with "
+            "astra tokenizer extend") in message
+    assert message.endswith("or raise data.max_skip_fraction to 0.8")
     build_train_stream(DataConfig(corpora=[str(root)], max_batch_seconds=5.0, max_skip_fraction=0.8), corpus[1])
     root2 = _with_czech(tmp_path / "c2", corpus[0], unencodable=2)  # 20 %: allowed
     assert build_train_stream(DataConfig(corpora=[str(root2)], max_batch_seconds=5.0), corpus[1])

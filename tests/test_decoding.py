@@ -85,8 +85,8 @@ def _train_overfit() -> dict:
 
 
 def test_overfit_reaches_zero_token_errors_with_every_greedy_head(overfit):
-    # budget: < 60 s on an idle 2-core CPU (about 20 s measured); wall clock is not asserted,
-    # a shared CI machine would make the test flaky - the step budget (800) bounds the work
+    # wall clock is not asserted (a shared CI machine would make the test flaky): the step
+    # budget (800) bounds the work
     model, speech = overfit["model"], overfit["speech"]
     for method in GREEDY:
         assert _errors(model, speech, method) == 0, method

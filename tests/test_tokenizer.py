@@ -107,3 +107,15 @@ def test_vocabulary_too_small_is_one_line(tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(ValueError, match="no room for text pieces after the 4 special pieces and 1"):
         train_tokenizer({"en_us": ["a b"]}, out, TokenizerTrainConfig(vocab_size=5, language_tags=True))
+
+
+@pytest.mark.parametrize("name, vocab",
+                         [("x.v2.model", "x.v2.vocab"), ("tok.2024", "tok.2024.vocab")])
+def test_output_name_with_dots_is_written_as_given(tmp_path, name, vocab):
+    sentences = {"en_us": [normalize_text(s) for s in TEXT["en_us"]] * 4}
+    out = tmp_path / "sub" / name
+    cfg = TokenizerTrainConfig(vocab_size=40, character_coverage=1.0)
+    tok = train_tokenizer(sentences, out, cfg)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([name, vocab])
+    assert Tokenizer(out).vocab_size == tok.vocab_size
+    assert tok.decode(tok.encode("the lazy dog")) == "the lazy dog"

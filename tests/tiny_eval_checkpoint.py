@@ -97,7 +97,7 @@ def build_tiny_setup(root: Path) -> TinySetup:
 
 @contextmanager
 def one_thread():
-    """Run torch on one thread (tiny models on a shared 2-core machine are ~10x faster)."""
+    """Run torch on one thread (tiny models run faster on one thread of a shared machine)."""
     import torch
 
     before = torch.get_num_threads()

@@ -26,9 +26,11 @@ reads (U tokens, plus ``<eos>`` if the caller counts it):
   steps are rarely short and forward).
 * **front reversal** — the same walked backwards: ``clip((B - F) / span, 0, 1) * b``.
 * **reversal** — ``max(front_reversal, max(-monotonicity, 0))``: a layer that flips time
-  (seed 003: anti-diagonal self-attention) or aligns tokens backwards scores near 1.
+  (anti-diagonal self-attention, as in "The Conformer Encoder May Reverse the Time
+  Dimension", arXiv:2410.00680) or aligns tokens backwards scores near 1.
 * **front_alignment_best_head** — the best single head's front alignment (one head can
-  transduce while another attends to a sink frame; seed 000 plots single heads).
+  transduce while another attends to a sink frame; "Aligner-Encoders: Self-Attention
+  Transformers Can Be Self-Transducers", arXiv:2502.05232, plots single heads).
 
 Statistics are computed on the head-averaged map of each utterance and averaged over the
 batch. Layer labels (first match): ``reversed`` (reversal >= ``reversal_threshold``; head
@@ -260,7 +262,8 @@ def alignment_report(
     if reversed_layers and warn:
         log.warning(
             "reversal alarm: self-attention reverses time in layer(s) %s (reversal %s); "
-            "see docs/alignment.md (seed 003: use InterCTC or identity-attention warm-up)",
+            "see docs/alignment.md (use InterCTC or the identity-attention warm-up of "
+            "arXiv:2410.00680)",
             ", ".join(reversed_layers),
             ", ".join(f"{layers[n]['reversal']:.2f}" for n in reversed_layers),
         )

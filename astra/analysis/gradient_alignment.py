@@ -1,4 +1,6 @@
-"""Label-frame alignment from gradients (seed 003, eq. 1).
+"""Label-frame alignment from gradients.
+
+Eq. 1 of "The Conformer Encoder May Reverse the Time Dimension" (arXiv:2410.00680).
 
 For target labels ``y_1..y_U`` and an encoder input ``x [T, D]`` (fbank frames, or the
 input of a chosen encoder block), ``G[s, t] = log || d log p(y_s | y_<s, x) / d x_t ||_2``.
@@ -61,7 +63,7 @@ GRADIENT_INPUTS = ("features", "shared")
 
 
 def model_gradient_alignment(model, features: torch.Tensor, tokens: list[int], wrt: str = "features"):
-    """Seed-003 alignment of an ``AstraModel``'s Aligner for one utterance.
+    """Gradient alignment (arXiv:2410.00680) of an ``AstraModel``'s Aligner for one utterance.
 
     Teacher-forced Aligner log-probabilities of ``y_1..y_U, <eos>`` (U+1 labels, label i
     read from encoder frame i) are differentiated with respect to

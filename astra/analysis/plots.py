@@ -202,7 +202,7 @@ def plot_lattice_occupancy(occupancy, path, token_labels=None, title="") -> tupl
 
 
 def plot_gradient_alignment(gradients, path, token_labels=None, title="", frame_label=""):
-    """Seed-003 gradient alignment ``G [U, T]`` (log L2 norm of d log p(y_s) / d x_t).
+    """Gradient alignment (arXiv:2410.00680) ``G [U, T]`` (log L2 norm of d log p(y_s) / d x_t).
 
     Frames with no gradient at all (log of the 1e-20 floor, e.g. frames the subsampling
     drops) are left out of the colour scale, which starts at the 1st percentile of the rest.

@@ -54,13 +54,37 @@ def load_checkpoint(args: argparse.Namespace):
     return checkpoint, loaded.model, loaded.tokenizer, loaded.config
 
 
+FLEURS_DIR_HELP = (
+    "local copy of FLEURS, either layout: the repository's data/{config}/{split}.tsv + "
+    "data/{config}/audio/{split}.tar.gz, or the parquet conversion {config}/{split}/*.parquet "
+    "(default: the Hub, the repository's tsv + tar.gz files first, the parquet conversion second)"
+)
+
+
+def add_actions(subparsers, command: str, command_help: str):
+    """``astra COMMAND ACTION``: the subcommand's action subparsers (an action is required);
+    add each action with :func:`add_action`."""
+    parser = subparsers.add_parser(command, help=command_help)
+    return parser.add_subparsers(dest=f"{command}_command", metavar="ACTION", required=True)
+
+
+def add_action(actions, action: str, action_help: str, description: str | None = None):
+    """One action's parser (its options shown with their defaults)."""
+    return actions.add_parser(action, help=action_help, description=description,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
 def add_action_parser(subparsers, command: str, command_help: str, action: str, action_help: str):
     """``astra COMMAND ACTION``: a subcommand with one required action; returns the
-    action's parser (its options shown with their defaults)."""
-    parser = subparsers.add_parser(command, help=command_help)
-    actions = parser.add_subparsers(dest=f"{command}_command", metavar="ACTION", required=True)
-    return actions.add_parser(action, help=action_help,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    action's parser."""
+    return add_action(add_actions(subparsers, command, command_help), action, action_help)
+
+
+def add_fleurs_arguments(parser, required: bool = False) -> None:
+    """``--fleurs CONFIGS`` (comma separated) and ``--fleurs-dir DIR`` (either local layout)."""
+    parser.add_argument("--fleurs", required=required, metavar="CONFIGS",
+                        help="FLEURS configs, comma separated (e.g. en_us,fr_fr)")
+    parser.add_argument("--fleurs-dir", metavar="DIR", help=FLEURS_DIR_HELP)
 
 
 def split_csv(value: str | None) -> list[str]:

@@ -3,29 +3,24 @@ corpus, copy FLEURS utterances into a local corpus folder (docs/data.md)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from astra.cli import UserError
-from astra.cli._common import split_csv
+from astra.cli._common import add_action, add_actions, add_fleurs_arguments, split_csv
 
-FLEURS_DIR_HELP = ("local copy of FLEURS: the repository's data/{config}/{split}.tsv + audio/{split}.tar.gz, "
-                   "or the parquet conversion {config}/{split}/*.parquet; default: the Hub")
 DEFAULT_TEXT_MAP = Path(__file__).resolve().parents[2] / "recipes" / "fleurs" / "text_corpus.tsv"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="data tools (check corpora, unpaired text, export FLEURS)")
-    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    check = actions.add_parser(
-        "check", formatter_class=fmt,
-        help="validate corpora: hours, utterances, speakers per language and split, every problem",
+    actions = add_actions(subparsers, "data",
+                          "data tools (check corpora, unpaired text, export FLEURS)")
+    check = add_action(
+        actions, "check",
+        "validate corpora: hours, utterances, speakers per language and split, every problem",
     )
     check.add_argument("dirs", nargs="*", metavar="DIR",
                        help="local corpus folder ({lang}/{split}.tsv|.parquet, or {config}/{split}/*.parquet)")
-    check.add_argument("--fleurs", metavar="CONFIGS", help="FLEURS configs, comma separated (e.g. en_us,fr_fr)")
-    check.add_argument("--fleurs-dir", metavar="DIR", help=FLEURS_DIR_HELP)
+    add_fleurs_arguments(check)
     check.add_argument("--hf-cache-dir", metavar="DIR", help="datasets cache folder (default: datasets' own)")
     check.add_argument("--splits", help="comma-separated splits (default: all found; FLEURS: train,validation,test)")
     check.add_argument("--languages", help="comma-separated language codes to keep (default: all)")
@@ -41,15 +36,15 @@ def register(subparsers) -> None:
     check.add_argument("--strict", action="store_true", help="exit with status 1 if any problem was found")
     check.set_defaults(func=run_check)
 
-    text = actions.add_parser(
-        "text", formatter_class=fmt,
-        help="unpaired text per FLEURS language from a text corpus read with datasets (default: Wikipedia)",
+    text = add_action(
+        actions, "text",
+        "unpaired text per FLEURS language from a text corpus read with datasets "
+        "(default: Wikipedia)",
         description="Stream each language's corpus config, keep its first --max-sentences sentences, "
                     "normalise them as for scoring, drop repeats and every sentence equal to a FLEURS "
                     "dev/test transcript; write OUT/{config}.txt (and the raw sentences, OUT/{config}.raw.txt).",
     )
-    text.add_argument("--fleurs", required=True, metavar="CONFIGS", help="FLEURS configs, comma separated")
-    text.add_argument("--fleurs-dir", metavar="DIR", help=FLEURS_DIR_HELP)
+    add_fleurs_arguments(text, required=True)
     text.add_argument("--map", default=str(DEFAULT_TEXT_MAP), metavar="TSV",
                       help="FLEURS config -> corpus language code (fleurs_config<TAB>code<TAB>note; '-': none)")
     text.add_argument("--corpus", default="wikimedia/wikipedia",
@@ -65,12 +60,11 @@ def register(subparsers) -> None:
     text.add_argument("--out", required=True, metavar="DIR", help="output folder")
     text.set_defaults(func=run_text)
 
-    export = actions.add_parser(
-        "export", formatter_class=fmt,
-        help="write FLEURS utterances as a local corpus folder (OUT/{config}/{split}.tsv + 16 kHz wav)",
+    export = add_action(
+        actions, "export",
+        "write FLEURS utterances as a local corpus folder (OUT/{config}/{split}.tsv + 16 kHz wav)",
     )
-    export.add_argument("--fleurs", required=True, metavar="CONFIGS", help="FLEURS configs, comma separated")
-    export.add_argument("--fleurs-dir", metavar="DIR", help=FLEURS_DIR_HELP)
+    add_fleurs_arguments(export, required=True)
     export.add_argument("--split", default="test", help="split (train, validation, test)")
     export.add_argument("--limit", type=int, default=0, help="first N utterances per config (0: all)")
     export.add_argument("--hf-cache-dir", metavar="DIR", help="datasets cache folder (default: datasets' own)")

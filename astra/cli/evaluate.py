@@ -10,6 +10,7 @@ from pathlib import Path
 
 from astra.cli import UserError
 from astra.cli._common import (
+    FLEURS_DIR_HELP,
     add_checkpoint_arguments,
     add_decode_arguments,
     add_lm_arguments,
@@ -35,11 +36,11 @@ def register(subparsers) -> None:
     )
     src = p.add_argument_group("data (at least one of --data / --fleurs)")
     src.add_argument("--data", nargs="+", default=[], metavar="DIR",
-                     help="local corpus folder(s): {lang}/{split}.tsv|.parquet (docs/data.md)")
+                     help="local corpus folder(s): {lang}/{split}.tsv|.parquet, or a copy of "
+                          "FLEURS' parquet conversion {config}/{split}/*.parquet (docs/data.md)")
     src.add_argument("--fleurs", nargs="+", default=[], metavar="CONFIG",
                      help="FLEURS configs, e.g. hi_in cmn_hans_cn")
-    src.add_argument("--fleurs-dir", default=None,
-                     help="local copy of FLEURS' parquet conversion (default: the Hub)")
+    src.add_argument("--fleurs-dir", default=None, metavar="DIR", help=FLEURS_DIR_HELP)
     src.add_argument("--split", default="test", help="split to evaluate (default: test)")
     src.add_argument("--languages", nargs="+", default=None,
                      help="evaluate only these languages (default: every language found)")
@@ -83,20 +84,13 @@ def data_description(args: argparse.Namespace) -> str:
 
 
 def load_eval_batches(cfg, tokenizer, args: argparse.Namespace):
-    """``EvalBatches`` of ``args``' data through the data package's loaders.
-
-    The checkpoint's data config supplies feature/tokenizer settings (language tags,
-    transcript normalisation, batching); its sources are replaced by ``--data``/``--fleurs``.
-    """
+    """``EvalBatches`` of ``args``' data through the data package's loaders, with the
+    checkpoint's data settings (:func:`astra.eval.evaluate.evaluation_data_config`)."""
     from astra.data import build_eval_batches
+    from astra.eval.evaluate import evaluation_data_config
 
-    data_cfg = cfg.data
-    data_cfg.corpora = [str(d) for d in args.data]
-    data_cfg.fleurs = list(args.fleurs)
-    if args.fleurs_dir is not None:
-        data_cfg.fleurs_dir = args.fleurs_dir
-    data_cfg.languages = []
-    data_cfg.num_workers = args.num_workers
+    data_cfg = evaluation_data_config(cfg.data, args.data, args.fleurs, args.fleurs_dir,
+                                      args.num_workers)
     try:
         return build_eval_batches(
             data_cfg, tokenizer, args.split, args.languages, max_batch_seconds=args.max_batch_seconds
@@ -105,11 +99,8 @@ def load_eval_batches(cfg, tokenizer, args: argparse.Namespace):
         raise UserError(str(e)) from e
 
 
-def run(args: argparse.Namespace) -> int:
-    from astra.eval.evaluate import evaluate_batches
-    from astra.eval.metrics import DEFAULT_CER_LANGUAGES
-    from astra.eval.report import markdown_table, output_dir_name, write_reports
-
+def _check_arguments(args: argparse.Namespace):
+    """:class:`UserError` for bad data/decoding/LM flags; returns the ``LmFusionConfig``."""
     if not args.data and not args.fleurs:
         raise UserError("give the data to evaluate: --data DIR... and/or --fleurs CONFIG...")
     for d in args.data:
@@ -125,43 +116,49 @@ def run(args: argparse.Namespace) -> int:
                         "then evaluate the test split with the chosen weight")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
-    checkpoint, model, tokenizer, cfg = load_checkpoint(args)
-    if args.force_language:
-        if not args.method.startswith("aligner"):
-            raise UserError(f"--force-language needs an aligner_* method, not --method {args.method}")
-        if not cfg.data.language_tags or not tokenizer.languages:
-            raise UserError(
-                f"--force-language: {checkpoint} was trained without language tags "
-                "(data.language_tags=false): there is no <lang:xx> token to force"
-            )
-    batches = load_eval_batches(cfg, tokenizer, args)
+    return lm_cfg
+
+
+def _check_force_language(args: argparse.Namespace, checkpoint, cfg, tokenizer) -> None:
+    if not args.force_language:
+        return
+    if not args.method.startswith("aligner"):
+        raise UserError(f"--force-language needs an aligner_* method, not --method {args.method}")
+    if not cfg.data.language_tags or not tokenizer.languages:
+        raise UserError(
+            f"--force-language: {checkpoint} was trained without language tags "
+            "(data.language_tags=false): there is no <lang:xx> token to force"
+        )
+
+
+def _decode_and_score(args: argparse.Namespace, model, tokenizer, batches, lm_cfg):
+    """``(runs, skipped, fusion, cer_languages)``: one evaluation per LM weight."""
+    from astra.eval.evaluate import evaluate_lm_weights
+    from astra.eval.metrics import DEFAULT_CER_LANGUAGES
+
     total = len(batches.utterances)
     if total == 0:
         raise UserError(f"no utterances found for split {args.split!r} in the given data")
     cer_languages = args.cer_languages or list(DEFAULT_CER_LANGUAGES)
     languages = sorted({u.language for u in batches.utterances})
     fusion = load_lm_fusion(lm_cfg, tokenizer, args.method, languages)
-    runs = []  # (lm weight or None, EvaluationResult)
-    skipped = None
-    for weight in lm_cfg.lm_weights if fusion is not None else [None]:
-        if fusion is not None:
-            fusion.weight = weight
-        try:
-            runs.append((weight, evaluate_batches(
-                model, tokenizer, batches, method=args.method, beam=args.beam, ctc_weight=args.ctc_weight,
-                normalize=not args.no_normalize, cer_languages=cer_languages,
-                progress=not args.no_progress, total=total, force_language=args.force_language, lm=fusion,
-            )))
-        except ValueError as e:  # e.g. the checkpoint has no head for the chosen method
-            raise UserError(f"evaluate --method {args.method}: {e}") from e
-        skipped = batches.skip_summary() if skipped is None else skipped  # counted on the first pass
-    best_weight, result = min(runs, key=lambda r: r[1].summary.pooled_error_rate)
-    data = data_description(args)
-    out_dir = Path(args.output_dir) if args.output_dir else (
-        Path(args.output_root) / output_dir_name(checkpoint, data)
-    )
+    try:
+        runs, skipped = evaluate_lm_weights(
+            model, tokenizer, batches, lm=fusion, lm_weights=lm_cfg.lm_weights,
+            method=args.method, beam=args.beam, ctc_weight=args.ctc_weight,
+            normalize=not args.no_normalize, cer_languages=cer_languages,
+            progress=not args.no_progress, total=total, force_language=args.force_language,
+        )
+    except ValueError as e:  # e.g. the checkpoint has no head for the chosen method
+        raise UserError(f"evaluate --method {args.method}: {e}") from e
+    return runs, skipped, fusion, cer_languages
+
+
+def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result, cer_languages,
+              skipped):
+    """``results.json``'s ``meta``: what was evaluated, how, and the timing."""
     decoded = result.decoded
-    meta = {
+    return {
         "checkpoint": str(checkpoint),
         "data": data,
         "corpora": [str(d) for d in args.data],
@@ -179,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             {"lm_weight": w, "pooled_error_rate": r.summary.pooled_error_rate,
              "macro_error_rate": r.summary.macro_error_rate, "rtf": r.decoded.rtf}
             for w, r in runs
-        ] if sweep else None,
+        ] if len(lm_cfg.lm_weights) > 1 else None,
         "normalize": not args.no_normalize,
         "cer_languages": cer_languages,
         "utterances": len(decoded.keys),
@@ -190,20 +187,47 @@ def run(args: argparse.Namespace) -> int:
         "skipped": skipped,
         "too_short_empty_hypothesis": decoded.too_short,
     }
-    lm_note = "" if fusion is None else f", LM weight {best_weight}"
-    title = f"{checkpoint.name} on {data} ({args.method}{lm_note})"
-    paths = write_reports(out_dir, result.scores, result.summary, meta, title)
-    sys.stdout.write(markdown_table(result.summary, decoded.rtf, title))
+
+
+def _print_results(result, meta: dict, title: str, out_dir: Path, paths: dict) -> None:
+    """The markdown table, skips, written files and, after a sweep, the weight table and a
+    machine-readable last line."""
+    from astra.eval.report import markdown_table
+
+    sys.stdout.write(markdown_table(result.summary, result.decoded.rtf, title))
     if meta["skipped"]:
         skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(meta["skipped"].items()))
         sys.stdout.write(f"\nskipped utterances (not scored): {skipped}\n")
     sys.stdout.write(f"\nwrote {', '.join(p.name for p in paths.values())} to {out_dir}\n")
-    if sweep:
+    if meta["lm_sweep"]:
         sys.stdout.write("\n| LM weight | pooled error rate | macro error rate |\n|---:|---:|---:|\n")
         for row in meta["lm_sweep"]:
             sys.stdout.write(f"| {row['lm_weight']:g} | {100 * row['pooled_error_rate']:.2f} % | "
                              f"{100 * row['macro_error_rate']:.2f} % |\n")
-        best = {"best_lm_weight": best_weight, "pooled_error_rate": result.summary.pooled_error_rate,
-                "split": args.split, "results": str(out_dir / "results.json")}
+        best = {"best_lm_weight": meta["lm_weight"],
+                "pooled_error_rate": result.summary.pooled_error_rate,
+                "split": meta["split"], "results": str(out_dir / "results.json")}
         sys.stdout.write(json.dumps(best) + "\n")  # last line: machine-readable
+
+
+def run(args: argparse.Namespace) -> int:
+    from astra.eval.report import output_dir_name, write_reports
+
+    lm_cfg = _check_arguments(args)
+    checkpoint, model, tokenizer, cfg = load_checkpoint(args)
+    _check_force_language(args, checkpoint, cfg, tokenizer)
+    batches = load_eval_batches(cfg, tokenizer, args)
+    runs, skipped, fusion, cer_languages = _decode_and_score(args, model, tokenizer, batches,
+                                                             lm_cfg)
+    best_weight, result = min(runs, key=lambda r: r[1].summary.pooled_error_rate)
+    data = data_description(args)
+    out_dir = Path(args.output_dir) if args.output_dir else (
+        Path(args.output_root) / output_dir_name(checkpoint, data)
+    )
+    meta = _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result,
+                     cer_languages, skipped)
+    lm_note = "" if fusion is None else f", LM weight {best_weight}"
+    title = f"{checkpoint.name} on {data} ({args.method}{lm_note})"
+    paths = write_reports(out_dir, result.scores, result.summary, meta, title)
+    _print_results(result, meta, title, out_dir, paths)
     return 0

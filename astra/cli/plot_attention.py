@@ -13,13 +13,6 @@ from astra.cli._common import add_checkpoint_arguments, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-ATTENTION_PNG = "attention.png"
-ATTENTION_HEADS_PNG = "attention_heads.png"
-LATTICE_PNG = "lattice_occupancy.png"
-GRADIENT_PNG = "gradient_alignment.png"
-REPORT_JSON = "alignment.json"
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plot-attention",
@@ -28,8 +21,8 @@ def register(subparsers) -> None:
             "For one audio file: a PNG grid of the self-attention maps of every speech and "
             "shared encoder layer (output x input position, transcript token positions "
             "marked), the RNN-T alignment head's lattice occupancy (token x frame), "
-            "optionally the seed-003 gradient alignment, and alignment.json with per-layer "
-            "locality / front-alignment / reversal scores, the transducing layer and the "
+            "optionally the gradient alignment of arXiv:2410.00680, and alignment.json with "
+            "per-layer locality / front-alignment / reversal scores, the transducing layer and the "
             "reversal alarm."
         ),
     )
@@ -46,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--lattice", choices=("simple", "full", "pruned"), default="simple",
                    help="lattice for the occupancy: 'simple' (lm+am, what ASTRA uses) or 'full'")
     p.add_argument("--gradients", action="store_true",
-                   help="also compute the gradient alignment (seed 003)")
+                   help="also compute the gradient alignment (arXiv:2410.00680)")
     p.add_argument("--gradient-input", choices=("features", "shared"), default="features",
                    help="differentiate w.r.t. fbank frames or the shared encoder input S")
     p.add_argument("--window", type=int, default=2,
@@ -78,30 +71,30 @@ def _target_tokens(model, tokenizer, cfg, features, args) -> tuple[list[int], st
     return ids, text, source
 
 
-def run(args: argparse.Namespace) -> int:
-    from astra.analysis.attention_stats import AlignmentThresholds, alignment_report
-    from astra.analysis.gradient_alignment import gradient_peak_frames, model_gradient_alignment
-    from astra.analysis.lattice_occupancy import model_lattice_occupancy
-    from astra.analysis.plots import (
-        plot_attention_grid,
-        plot_gradient_alignment,
-        plot_lattice_occupancy,
-    )
+def _load_features(args: argparse.Namespace):
+    """``(audio path, fbank [T, F] on args.device)``; :class:`UserError` for a missing or
+    unreadable file."""
     from astra.data.audio import load_audio
-    from astra.eval.report import output_dir_name
-    from astra.eval.transcribe import single_batch
     from astra.features import SAMPLE_RATE, fbank
 
     audio = Path(args.audio)
     if not audio.is_file():
         raise UserError(f"audio file not found: {audio}")
-    if args.window < 0:
-        raise UserError(f"--window must be >= 0, got {args.window}")
-    checkpoint, model, tokenizer, cfg = load_checkpoint(args)
     try:
-        features = fbank(load_audio(str(audio)), SAMPLE_RATE).to(args.device)
+        return audio, fbank(load_audio(str(audio)), SAMPLE_RATE).to(args.device)
     except ValueError as e:
         raise UserError(f"{audio}: {e}") from e
+
+
+def run(args: argparse.Namespace) -> int:
+    from astra.analysis import file_report
+    from astra.eval.report import output_dir_name
+    from astra.eval.transcribe import single_batch
+
+    if args.window < 0:
+        raise UserError(f"--window must be >= 0, got {args.window}")
+    audio, features = _load_features(args)
+    checkpoint, model, tokenizer, cfg = load_checkpoint(args)
     out_dir = Path(args.output_dir) if args.output_dir else (
         Path("exp/plots") / output_dir_name(checkpoint, audio.stem)
     )
@@ -111,74 +104,33 @@ def run(args: argparse.Namespace) -> int:
     ids, text, source = _target_tokens(model, tokenizer, cfg, features, args)
     pieces = [tokenizer.id_to_piece(i) for i in ids]
     try:
-        maps = model.attention_maps(single_batch(features, key=str(audio)))
+        attention = file_report.attention_part(
+            model, single_batch(features, key=str(audio)), pieces, out_dir, window=args.window,
+            per_head=args.per_head, title=f"{audio.name}: {text[:80]}",
+        )
     except ValueError as e:
         raise UserError(f"{audio}: {e}") from e
-    if not maps:
-        raise UserError("the model returned no attention maps (no self-attention layers?)")
-    encoder_frames = next(iter(maps.values())).size(-1)
-    positions = len(ids) + 1  # the Aligner reads U tokens and <eos>
-    thresholds = AlignmentThresholds(window=args.window)
-    report = alignment_report(maps, [encoder_frames], [positions], thresholds)
-    if positions > encoder_frames:
-        log.warning("%d tokens + <eos> exceed %d encoder frames: the Aligner cannot read them all",
-                    len(ids), encoder_frames)
-    files = {}
-    title = f"{audio.name}: {text[:80]}"
-    single = {name: m[0] for name, m in maps.items()}  # [H, T', T'] each
-    plot_attention_grid(single, out_dir / ATTENTION_PNG, positions, pieces + ["<eos>"],
-                        stats=report["layers"], title=title)
-    files["attention"] = ATTENTION_PNG
-    if args.per_head:
-        plot_attention_grid(single, out_dir / ATTENTION_HEADS_PNG, positions, pieces + ["<eos>"],
-                            per_head=True, stats=report["layers"], title=title)
-        files["attention_heads"] = ATTENTION_HEADS_PNG
-
     payload: dict = {
-        "audio": str(audio),
-        "checkpoint": str(checkpoint),
-        "text": text,
-        "text_source": source,
-        "tokens": pieces,
-        "num_tokens": len(ids),
-        "input_frames": int(features.size(0)),
-        "encoder_frames": int(encoder_frames),
-        "report": report,
+        "audio": str(audio), "checkpoint": str(checkpoint), "text": text, "text_source": source,
+        "tokens": pieces, "num_tokens": len(ids), "input_frames": int(features.size(0)),
+        "encoder_frames": attention.encoder_frames, "report": attention.report,
     }
-    if model.rnnt is None:
-        payload["lattice"] = {"skipped": "the checkpoint has no RNN-T alignment head"}
-    elif not ids:
-        payload["lattice"] = {"skipped": "empty transcript"}
-    else:
-        occupancy = model_lattice_occupancy(model, features, ids, args.lattice)
-        plot_lattice_occupancy(occupancy, out_dir / LATTICE_PNG, pieces,
-                               title=f"{args.lattice} lattice occupancy: {text[:60]}")
-        files["lattice"] = LATTICE_PNG
-        payload["lattice"] = {
-            "which": args.lattice,
-            "peak_frames": occupancy.argmax(dim=1).tolist(),
-            "row_sums": [round(float(s), 4) for s in occupancy.sum(dim=1)],
-        }
+    files = dict(attention.files)
+    payload["lattice"], written = file_report.lattice_part(
+        model, features, ids, pieces, out_dir, args.lattice, text)
+    files.update(written)
     if args.gradients:
-        if not ids:
-            payload["gradients"] = {"skipped": "empty transcript"}
-        else:
-            try:
-                grads = model_gradient_alignment(model, features, ids, args.gradient_input)
-            except ValueError as e:
-                raise UserError(f"--gradients: {e}") from e
-            frame = "fbank frame (10 ms)" if args.gradient_input == "features" else "encoder frame (40 ms)"
-            plot_gradient_alignment(grads, out_dir / GRADIENT_PNG, pieces + ["<eos>"],
-                                    frame_label=frame)
-            files["gradients"] = GRADIENT_PNG
-            payload["gradients"] = {
-                "input": args.gradient_input,
-                "peak_frames": gradient_peak_frames(grads).tolist(),
-            }
+        try:
+            payload["gradients"], written = file_report.gradient_part(
+                model, features, ids, pieces, out_dir, args.gradient_input)
+        except ValueError as e:
+            raise UserError(f"--gradients: {e}") from e
+        files.update(written)
     payload["files"] = files
-    (out_dir / REPORT_JSON).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n",
+    report_json = file_report.REPORT_JSON
+    (out_dir / report_json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n",
                                        encoding="utf-8")
-    _print_summary(report, text, source, out_dir, [*files.values(), REPORT_JSON])
+    _print_summary(attention.report, text, source, out_dir, [*files.values(), report_json])
     return 0
 
 

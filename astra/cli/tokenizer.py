@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 from astra.cli import UserError
-from astra.cli._common import split_csv
+from astra.cli._common import add_action, add_actions, add_fleurs_arguments, split_csv
 
 
 def _add_text_sources(p) -> None:
     p.add_argument("--corpus", action="append", default=[], metavar="DIR", help="local corpus folder (repeatable)")
-    p.add_argument("--fleurs", metavar="CONFIGS", help="FLEURS configs, comma separated")
-    p.add_argument("--fleurs-dir", metavar="DIR", help="local copy of FLEURS' parquet conversion (default: the Hub)")
+    add_fleurs_arguments(p)
     p.add_argument("--text", action="append", default=[], metavar="LANG=PATH",
                    help="unpaired text (one sentence a line), deduplicated against dev/test (repeatable)")
     p.add_argument("--languages", help="comma-separated language codes to keep (default: all)")
@@ -23,12 +20,10 @@ def _add_text_sources(p) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("tokenizer", help="tokenizer tools (train, extend)")
-    actions = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    extend = actions.add_parser(
-        "extend", formatter_class=fmt,
-        help="append a new language's pieces to a trained tokenizer (every old id kept)",
+    actions = add_actions(subparsers, "tokenizer", "tokenizer tools (train, extend)")
+    extend = add_action(
+        actions, "extend",
+        "append a new language's pieces to a trained tokenizer (every old id kept)",
         description="Train a small SentencePiece model on the new text and append its pieces "
                     "missing from --base (and <lang:xx> tags when --base has tags); fine-tune "
                     "with finetune.tokenizer=OUT (docs/training.md).",
@@ -41,9 +36,9 @@ def register(subparsers) -> None:
     extend.add_argument("--seed", type=int, default=0)
     extend.add_argument("--out", required=True, metavar="MODEL", help="output .model file")
     extend.set_defaults(func=run_extend)
-    train = actions.add_parser(
-        "train", formatter_class=fmt,
-        help="train the SentencePiece tokenizer on training transcripts + unpaired text",
+    train = add_action(
+        actions, "train",
+        "train the SentencePiece tokenizer on training transcripts + unpaired text",
     )
     _add_text_sources(train)
     train.add_argument("--vocab-size", type=int, default=500)

@@ -12,9 +12,13 @@ class DataConfig:
     Sources (any combination):
         corpora: local corpus folders (``{lang}/{split}.tsv|.parquet``, or a copy of FLEURS'
             parquet conversion ``{config}/{split}/*.parquet``; see docs/data.md).
-        fleurs: FLEURS configs, e.g. ``["en_us", "fr_fr"]``, read through ``datasets``.
-        fleurs_dir: local copy of the parquet conversion for those configs; ``None`` reads
-            ``google/fleurs`` at ``refs/convert/parquet`` on the Hub.
+        fleurs: FLEURS configs, e.g. ``["en_us", "fr_fr"]`` (``astra.data.fleurs``).
+        fleurs_dir: local copy of FLEURS for those configs, either layout: the repository's
+            ``data/{config}/{split}.tsv`` + ``data/{config}/audio/{split}.tar.gz``, or the
+            parquet conversion ``{config}/{split}/*.parquet``. ``None`` reads ``google/fleurs``
+            from the Hub: the repository's tsv + tar.gz files first (``huggingface_hub``),
+            the parquet conversion (``refs/convert/parquet``, ``datasets``) when those cannot
+            be fetched.
         unpaired_text: ``LANG=PATH`` text sources (``.txt`` one sentence a line, ...).
 
     Utterance concatenation for long-form training (``run.concat_fraction``) is done by the

@@ -8,6 +8,7 @@ counts, and prints a summary at the end of an epoch and in ``astra data check``.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter, defaultdict
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,12 @@ class SkipCounter:
 
 # what a user can do when most of a language's data is skipped for a reason
 FIXES = {
-    UNENCODABLE_TEXT: "use a tokenizer that covers the language's characters (train one on its "
-    "transcripts: `astra tokenizer train --corpus ...`)",
-    TRANSCRIPT_TOO_LONG: "use a smaller model.subsampling / data.subsampling_factor or a tokenizer with "
-    "longer pieces",
+    UNENCODABLE_TEXT: "use a tokenizer that covers the language's characters: add its pieces with "
+    "astra tokenizer extend --base OLD.model --text LANG=FILE --out NEW.model and fine-tune with "
+    "finetune.tokenizer=NEW.model, or train one on its transcripts (astra tokenizer train)",
+    TRANSCRIPT_TOO_LONG: "use a bigger tokenizer vocabulary (longer pieces: astra tokenizer train "
+    "--vocab-size N, or add the language's own pieces with astra tokenizer extend), or a lower "
+    "model.subsampling (data.subsampling_factor with it)",
     TOO_LONG_AUDIO: "raise data.max_utterance_seconds",
     TOO_MANY_TOKENS_PER_SECOND: "raise data.max_tokens_per_second (0: no limit)",
     MISSING_AUDIO: "check the audio paths of the manifests (`astra data check`)",
@@ -144,5 +147,6 @@ def check_skip_fraction(counter: SkipCounter, kept: dict[str, int], max_fraction
         raise ValueError(
             f"{counter.name} {language}: {skipped} of {total} utterances skipped "
             f"({100 * skipped / total:.0f} % > data.max_skip_fraction={max_fraction:g}; {parts}); "
-            f"mostly {main}{detail}: {fix}, or raise data.max_skip_fraction"
+            f"mostly {main}{detail}: {fix}, or raise data.max_skip_fraction to "
+            f"{math.ceil(100 * skipped / total) / 100:g}"
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -155,7 +156,8 @@ def train_tokenizer(
 
     Args:
         sentences: training text per language (transcripts plus unpaired text).
-        out_path: the ``.model`` file to write (a ``.vocab`` file is written next to it).
+        out_path: the ``.model`` file to write, any name (``x.v2.model`` too); the ``.vocab``
+            file is written next to it, named ``x.v2.vocab`` (``.model`` replaced or appended).
     Returns:
         the loaded :class:`Tokenizer`.
     Raises:
@@ -180,7 +182,6 @@ def train_tokenizer(
         log.info("tokenizer: %s: %d of %d sentences after balancing", lang, len(lines), len(sentences[lang]))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = out_path.with_suffix("")
     with tempfile.TemporaryDirectory() as tmp:
         text_file = Path(tmp) / "train.txt"
         lines = [line for lang in sorted(balanced) for line in balanced[lang]]
@@ -189,7 +190,7 @@ def train_tokenizer(
         try:
             spm.SentencePieceTrainer.train(
                 input=str(text_file),
-                model_prefix=str(prefix),
+                model_prefix=str(Path(tmp) / "spm"),
                 vocab_size=cfg.vocab_size,
                 model_type=cfg.model_type,
                 character_coverage=cfg.character_coverage,
@@ -212,10 +213,18 @@ def train_tokenizer(
             )
         except RuntimeError as e:  # sentencepiece reports bad settings this way
             raise ValueError(_training_error(e, cfg)) from None
-    model_file = prefix.with_suffix(".model")
-    if model_file != out_path:
-        model_file.replace(out_path)
+        # sentencepiece names its outputs PREFIX.model / PREFIX.vocab: written in the temporary
+        # folder and moved, so a name with dots (x.v2.model) stays as given
+        shutil.move(Path(tmp) / "spm.model", out_path)
+        shutil.move(Path(tmp) / "spm.vocab", vocab_path(out_path))
     return Tokenizer(out_path)
+
+
+def vocab_path(model_path: str | Path) -> Path:
+    """The ``.vocab`` file written next to a trained ``.model``: ``x.v2.model`` ->
+    ``x.v2.vocab``, ``x`` -> ``x.vocab``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name.removesuffix(".model") + ".vocab")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from astra.eval.metrics import DEFAULT_CER_LANGUAGES, ScoreSummary, UtteranceScore, score_corpus
 
@@ -246,3 +246,38 @@ def evaluate_batches(
         len(decoded.keys), decoded.audio_seconds, decoded.decode_seconds, decoded.rtf,
     )
     return EvaluationResult(decoded=decoded, scores=scores, summary=summary)
+
+
+def evaluation_data_config(data_cfg, corpora: Sequence[str], fleurs: Sequence[str],
+                           fleurs_dir: str | None = None, num_workers: int = 0):
+    """The checkpoint's ``DataConfig`` with its sources replaced by the evaluated data.
+
+    Feature and tokenizer settings (language tags, transcript normalisation, batching) stay
+    the checkpoint's; ``corpora``/``fleurs`` replace its sources (``fleurs_dir`` its FLEURS
+    copy when given), every language is kept and ``num_workers`` processes read audio.
+    """
+    return replace(
+        data_cfg, corpora=[str(d) for d in corpora], fleurs=list(fleurs),
+        fleurs_dir=data_cfg.fleurs_dir if fleurs_dir is None else fleurs_dir,
+        languages=[], num_workers=num_workers,
+    )
+
+
+def evaluate_lm_weights(model, tokenizer, batches, lm=None, lm_weights: Sequence[float] = (),
+                        **options):
+    """:func:`evaluate_batches` once per LM weight (``lm.weight`` set in turn), or once
+    without ``lm``.
+
+    Returns:
+        ``(runs, skipped)``: ``runs`` a list of ``(weight or None, EvaluationResult)``;
+        ``skipped`` the ``EvalBatches.skip_summary()`` after the first pass (later passes
+        would count the same skips again).
+    """
+    runs, skipped = [], None
+    for weight in lm_weights if lm is not None else [None]:
+        if lm is not None:
+            lm.weight = weight
+        runs.append((weight, evaluate_batches(model, tokenizer, batches, lm=lm, **options)))
+        if skipped is None:
+            skipped = batches.skip_summary()
+    return runs, skipped

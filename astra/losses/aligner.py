@@ -1,4 +1,7 @@
-"""Aligner-Encoder loss (seed 000): frame-wise cross entropy on the first U+1 encoder frames.
+"""Aligner-Encoder loss: frame-wise cross entropy on the first U+1 encoder frames.
+
+From "Aligner-Encoders: Self-Attention Transformers Can Be Self-Transducers"
+(arXiv:2502.05232).
 
 Legend: B batch, T' encoder frames, L logit frames (>= the longest kept target), U tokens,
 V vocabulary. Targets are y_1..y_U followed by ``<eos>`` (length U+1, "EOS counts in U").

@@ -1,4 +1,7 @@
-"""ASTRA alignment-weighted speech/text consistency (seed 004, ``design.md``).
+"""ASTRA alignment-weighted speech/text consistency.
+
+From "ASTRA: Aligning Speech and Text Representations for ASR without Sampling"
+(arXiv:2406.06664).
 
 Legend: B batch, T speech frames (the frames of ``speech``, e.g. encoder frames T'),
 U tokens (rows of the alignment lattice), D model dim.

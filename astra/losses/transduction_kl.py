@@ -1,4 +1,7 @@
-"""Lattice-guided self-transduction (design.md, "an idea beyond the seeds").
+"""Lattice-guided self-transduction: an astra extension, not from a paper.
+
+It builds on the Aligner of "Aligner-Encoders: Self-Attention Transformers Can Be
+Self-Transducers" (arXiv:2502.05232).
 
 Legend: B batch, H heads, T' encoder frames, U tokens.
 
