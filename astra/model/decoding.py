@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from astra.lm.fusion import BatchLm
-from astra.model.aligner_decoder import AlignerDecoder
+from astra.model.aligner_decoder import AlignerDecoder, AlignerStepper
 from astra.model.ctc_prefix_score import CtcPrefixScorer, CtcPrefixState
 from astra.model.rnnt_head import RnntHead
 
@@ -127,6 +127,50 @@ def aligner_beam_search(
         ``(hyps, scores [B])``: the best finished hypothesis of each utterance and its score
         (``-inf`` and ``[]`` for an empty utterance).
     """
+    ctc_candidates = _check_beam_options(ctc_log_probs, ctc_weight, ctc_candidates, beam)
+    batch, frames = encoder_out.size(0), encoder_out.size(1)
+    device = encoder_out.device
+    lengths = lengths.to(device)
+    stepper = decoder.stepper(batch * beam, device, dtype)  # rows b * beam + k
+    stepper.start(decoder.sos_id)
+    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
+    ctc = None
+    if ctc_weight > 0:
+        scorer = CtcPrefixScorer(ctc_log_probs, lengths, blank_id, torch.arange(batch, device=device).repeat_interleave(beam))
+        ctc = _CtcTerm(scorer, scorer.initial_state(), ctc_weight, ctc_candidates, eos_id)
+    fused = None if lm is None else _LmTerm.start(lm, stepper, encoder_out, beam)
+    search = _AlignerBeam.start(batch, beam, lengths)
+    for i in range(frames):
+        if not bool(search.live.any()):
+            break
+        logp = _frame_log_probs(stepper, enc[:, i], beam, first_tokens if i == 0 else None)  # [B*K, V]
+        aligner_total = search.scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
+        lm_total = None if fused is None else fused.totals(stepper, batch, beam)
+        total = _candidate_scores(aligner_total, logp, ctc, lm_total)  # [B, K, V]
+        last = search.live & (lengths == i + 1)  # on its last frame an utterance ends every hypothesis
+        search.record_endings(total, last, eos_id)
+        total[:, :, eos_id] = float("-inf")  # continue with the best non-<eos> extensions
+        top_scores, top_index = total.view(batch, -1).topk(beam, dim=1)  # [B, K]
+        can_improve = top_scores[:, 0] > search.best_scores
+        if lm is not None and not lm.monotone:
+            can_improve = top_scores[:, 0] > float("-inf")
+        search.live = search.live & ~last & can_improve
+        if not bool(search.live.any()):
+            break
+        flat, tokens = search.extend(top_index, aligner_total)
+        if fused is not None:
+            fused.extend(lm_total, top_index, flat, tokens)
+        if ctc is not None:
+            ctc.state = ctc.scorer.extend(ctc.state, flat, tokens)
+        stepper.reorder(flat)
+        stepper.advance(tokens)
+    return search.best, search.best_scores
+
+
+def _check_beam_options(ctc_log_probs: Tensor | None, ctc_weight: float, ctc_candidates: int | None,
+                        beam: int) -> int:
+    """``ValueError`` for inconsistent CTC options of :func:`aligner_beam_search`; returns the
+    CTC pre-beam size (default ``ceil(1.5 * beam)``)."""
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
     if ctc_weight > 0 and ctc_log_probs is None:
@@ -135,51 +179,48 @@ def aligner_beam_search(
         ctc_candidates = math.ceil(CTC_CANDIDATES_PER_BEAM * beam)
     if ctc_candidates < 1:
         raise ValueError(f"ctc_candidates must be >= 1, got {ctc_candidates}")
-    batch, frames = encoder_out.size(0), encoder_out.size(1)
-    device = encoder_out.device
-    lengths = lengths.to(device)
-    stepper = decoder.stepper(batch * beam, device, dtype)  # rows b * beam + k
-    stepper.start(decoder.sos_id)
-    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
-    rows = torch.arange(batch, device=device)
-    ctc = None
-    if ctc_weight > 0:
-        scorer = CtcPrefixScorer(ctc_log_probs, lengths, blank_id, rows.repeat_interleave(beam))
-        ctc = _CtcTerm(scorer, scorer.initial_state(), ctc_weight, ctc_candidates, eos_id)
-    aligner_scores = torch.full((batch, beam), float("-inf"), device=device)
-    aligner_scores[:, 0] = 0.0
-    history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
-    best_scores = torch.full((batch,), float("-inf"), device=device)
-    best: list[list[int]] = [[] for _ in range(batch)]
-    live = lengths > 0
-    lm_total = None
-    if lm is not None:
-        lm_states = lm.initial_states(beam)  # [B*K]
-        lm_scores = torch.zeros(batch, beam, device=device)
-        if lm.ilm_weight > 0:  # the joint's encoder side of a zeroed encoder frame
-            zero_frame = stepper.encoder_side(encoder_out.new_zeros(1, 1, encoder_out.size(2)))[0]
-            zero_frame = zero_frame.expand(batch * beam, -1)
-    for i in range(frames):
-        if not bool(live.any()):
-            break
-        frame = enc[:, i].repeat_interleave(beam, dim=0)  # [B*K, J]
-        logp = stepper.logits(frame).float().log_softmax(dim=-1)  # [B*K, V]
-        if i == 0 and first_tokens is not None:  # only the forced token, at no cost
-            forced = first_tokens.to(device=device, dtype=torch.long).repeat_interleave(beam)[:, None]
-            logp = torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
-        aligner_total = aligner_scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
-        vocab = aligner_total.size(-1)
-        if lm is not None:
-            lm_step = lm.token_scores(lm_states)  # [B*K, V]
-            if lm.ilm_weight > 0:  # finite: masked tokens stay -inf through the Aligner term
-                ilm = stepper.logits(zero_frame).float().log_softmax(dim=-1).clamp(min=-1e4)
-                lm_step = lm_step - lm.ilm_weight * ilm
-            lm_total = lm_scores[:, :, None] + lm_step.view(batch, beam, vocab)  # [B, K, V]
-        total = _candidate_scores(aligner_total, logp, ctc, lm_total)  # [B, K, V]
-        # hypotheses ending here: <eos>, or any token on the utterance's last frame
-        last = live & (lengths == i + 1)
+    return ctc_candidates
+
+
+def _frame_log_probs(stepper: AlignerStepper, frame: Tensor, beam: int, forced: Tensor | None) -> Tensor:
+    """``[B*K, V]`` Aligner log-probs of every live hypothesis at one frame (``frame [B, J]``,
+    from :meth:`AlignerStepper.encoder_side`); ``forced [B]``: only that token, at no cost."""
+    logp = stepper.logits(frame.repeat_interleave(beam, dim=0)).float().log_softmax(dim=-1)
+    if forced is None:
+        return logp
+    forced = forced.to(device=logp.device, dtype=torch.long).repeat_interleave(beam)[:, None]
+    return torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
+
+
+@dataclass
+class _AlignerBeam:
+    """The hypotheses of :func:`aligner_beam_search`: ``scores [B, K]`` ``log P_aligner`` of
+    the live ones (rows b * K + k, ``-inf``: none), their tokens ``history [B, K, i]``, the
+    best finished one per utterance (``best``, ``best_scores [B]``) and ``live [B]``, the
+    utterances still searching."""
+
+    scores: Tensor
+    history: Tensor
+    best_scores: Tensor
+    best: list[list[int]]
+    live: Tensor
+
+    @classmethod
+    def start(cls, batch: int, beam: int, lengths: Tensor) -> _AlignerBeam:
+        """One empty live hypothesis per utterance with frames (``lengths [B]``)."""
+        device = lengths.device
+        scores = torch.full((batch, beam), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        return cls(scores, torch.zeros(batch, beam, 0, dtype=torch.long, device=device),
+                   torch.full((batch,), float("-inf"), device=device), [[] for _ in range(batch)], lengths > 0)
+
+    def record_endings(self, total: Tensor, last: Tensor, eos_id: int) -> None:
+        """Keep the best hypothesis ending at this frame if it beats the best so far:
+        ``<eos>`` ends one, and on an utterance's last frame (``last [B]``) so does its best
+        other token. ``total [B, K, V]``: scores of every one-token extension."""
+        batch, beam = self.scores.shape
         end_scores = total[:, :, eos_id].clone()
-        end_tokens = torch.full((batch, beam), -1, dtype=torch.long, device=device)
+        end_tokens = torch.full((batch, beam), -1, dtype=torch.long, device=total.device)
         if bool(last.any()):
             best_token = total.clone()
             best_token[:, :, eos_id] = float("-inf")
@@ -188,33 +229,57 @@ def aligner_beam_search(
             end_scores = torch.where(use, token_scores, end_scores)
             end_tokens = torch.where(use, tokens, end_tokens)
         end_best, end_k = end_scores.max(dim=1)
-        better = live & (end_best > best_scores)
+        better = self.live & (end_best > self.best_scores)
         for b in torch.nonzero(better).flatten().tolist():
             k = int(end_k[b])
             tail = [int(end_tokens[b, k])] if int(end_tokens[b, k]) >= 0 else []
-            best[b] = history[b, k].tolist() + tail
-        best_scores = torch.where(better, end_best, best_scores)
-        # continue with the best non-<eos> extensions
-        total[:, :, eos_id] = float("-inf")
-        top_scores, top_index = total.view(batch, -1).topk(beam, dim=1)  # [B, K]
-        can_improve = top_scores[:, 0] > best_scores
-        if lm is not None and not lm.monotone:
-            can_improve = top_scores[:, 0] > float("-inf")
-        live = live & ~last & can_improve
-        if not bool(live.any()):
-            break
+            self.best[b] = self.history[b, k].tolist() + tail
+        self.best_scores = torch.where(better, end_best, self.best_scores)
+
+    def extend(self, top_index: Tensor, aligner_total: Tensor) -> tuple[Tensor, Tensor]:
+        """The live hypotheses become the extensions ``top_index [B, K]`` (into ``K * V``) of
+        ``aligner_total [B, K, V]``; returns their parent rows and tokens ``[B*K]`` each."""
+        batch, beam, vocab = aligner_total.shape
+        rows = torch.arange(batch, device=top_index.device)[:, None]
         parents, tokens = top_index // vocab, top_index % vocab
-        flat = (rows[:, None] * beam + parents).flatten()
-        history = torch.cat([history[rows[:, None], parents], tokens[:, :, None]], dim=2)
-        aligner_scores = aligner_total.view(batch, -1).gather(1, top_index)
-        if lm is not None:
-            lm_scores = lm_total.view(batch, -1).gather(1, top_index)
-            lm_states = lm.advance(lm_states[flat], tokens.flatten())
-        if ctc is not None:
-            ctc.state = ctc.scorer.extend(ctc.state, flat, tokens.flatten())
-        stepper.reorder(flat)
-        stepper.advance(tokens.flatten())
-    return best, best_scores
+        self.history = torch.cat([self.history[rows, parents], tokens[:, :, None]], dim=2)
+        self.scores = aligner_total.view(batch, -1).gather(1, top_index)
+        return (rows * beam + parents).flatten(), tokens.flatten()
+
+
+@dataclass
+class _LmTerm:
+    """The LM shallow-fusion term of :func:`aligner_beam_search`: ``states [B*K]`` LM states
+    and ``scores [B, K]`` fused LM scores of the live hypotheses; ``zero_frame [B*K, J]``:
+    the joint's encoder side of a zeroed encoder frame (internal LM), ``None`` without."""
+
+    lm: BatchLm
+    states: Tensor
+    scores: Tensor
+    zero_frame: Tensor | None
+
+    @classmethod
+    def start(cls, lm: BatchLm, stepper: AlignerStepper, encoder_out: Tensor, beam: int) -> _LmTerm:
+        batch = encoder_out.size(0)
+        zero_frame = None
+        if lm.ilm_weight > 0:
+            zero_frame = stepper.encoder_side(encoder_out.new_zeros(1, 1, encoder_out.size(2)))[0]
+            zero_frame = zero_frame.expand(batch * beam, -1)
+        return cls(lm, lm.initial_states(beam), torch.zeros(batch, beam, device=encoder_out.device), zero_frame)
+
+    def totals(self, stepper: AlignerStepper, batch: int, beam: int) -> Tensor:
+        """``[B, K, V]``: fused LM score of every hypothesis + token (minus the internal LM)."""
+        step = self.lm.token_scores(self.states)  # [B*K, V]
+        if self.zero_frame is not None:  # finite: masked tokens stay -inf through the Aligner term
+            ilm = stepper.logits(self.zero_frame).float().log_softmax(dim=-1).clamp(min=-1e4)
+            step = step - self.lm.ilm_weight * ilm
+        return self.scores[:, :, None] + step.view(batch, beam, -1)
+
+    def extend(self, lm_total: Tensor, top_index: Tensor, parents: Tensor, tokens: Tensor) -> None:
+        """Follow :meth:`_AlignerBeam.extend` (``parents``, ``tokens [B*K]``)."""
+        batch = lm_total.size(0)
+        self.scores = lm_total.view(batch, -1).gather(1, top_index)
+        self.states = self.lm.advance(self.states[parents], tokens)
 
 
 @dataclass
