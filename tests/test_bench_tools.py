@@ -53,3 +53,15 @@ def test_all_losses_variant_and_conformer_comparison_on_cpu(capsys):
 def test_gpu_check_refuses_without_cuda():
     done = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh")], capture_output=True, text=True)
     assert done.returncode == 3 and "no CUDA device" in done.stderr
+
+
+def test_decode_benchmark_lm_rows_on_cpu(capsys):
+    import bench_decode
+
+    assert bench_decode.main(["--preset", "tiny", "--batch-sizes", "1", "--repeats", "1", "--vocab", "64",
+                              "--lm-order", "3", "--lm-sentences", "20"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
+    for search in ("Aligner beam 4", "Aligner + CTC beam 4 (ctc_weight 0.3)", "RNN-T beam 4 (modified, stateless head)"):
+        assert float(rows[f"{search} + LM"][6]) > 0, search
+        assert rows[search][6].strip() == ""

@@ -187,3 +187,33 @@ def test_negative_weights_are_rejected():
         _fusion(weight=-0.1, a=["a"])
     with pytest.raises(ValueError, match="ILM weight must be >= 0"):
         _fusion(ilm_weight=-1.0, a=["a"])
+
+
+@torch.no_grad()
+def test_candidate_scores_of_every_token_are_the_full_table():
+    """The pre-beam path with every token as a candidate equals scoring the full table."""
+    fusion = _fusion(weight=0.7, length_bonus=0.2, a=["a b c", "c b a", "a a"])
+    lm = fusion.for_batch(["a", "a"], "cpu")
+    states = lm.initial_states()
+    states = fusion.scorer.score_tokens(states, torch.tensor([[A], [B]]))[1][:, 0]
+    fused, _ = lm.candidate_scores(states, torch.arange(V).expand(2, -1))
+    table = fusion.scorer.score_all(states)
+    want = 0.7 * table + 0.2
+    want[:, EOS] = 0.7 * table[:, EOS]
+    want[:, [BLANK, SOS]] = 0.0
+    torch.testing.assert_close(fused, want)
+
+
+@torch.no_grad()
+def test_pre_beam_bounds_what_the_lm_can_choose_and_every_token_is_full_scoring():
+    decoder, enc, lens = _random_aligner(6)
+    fusion = _fusion(weight=2.0, a=["c c c", "c c"])
+    full = aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=fusion.for_batch(["a"] * 3, "cpu"))
+    fusion.candidates = V  # every token: the full-scoring search
+    wide = aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=fusion.for_batch(["a"] * 3, "cpu"))
+    fusion.candidates = 1  # only the Aligner's best token (and <eos>) per hypothesis
+    narrow = aligner_beam_search(decoder, enc, lens, EOS, beam=3, lm=fusion.for_batch(["a"] * 3, "cpu"))
+    assert wide[1].ge(narrow[1]).all() and not torch.equal(wide[1], narrow[1])  # here the pre-beam matters
+    assert wide[1].ge(full[1] - 1e-6).all()
+    with pytest.raises(ValueError, match="LM candidates must be >= 1"):
+        LmFusion(fusion.scorer, 1.0, EOS, candidates=0)

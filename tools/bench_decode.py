@@ -28,8 +28,16 @@ head whose prediction network is an LSTM of the Aligner's size (and joint of the
 width), updated once per emitted token, decoded greedily with the same LSTM step code as the
 Aligner; the default RNN-T row is the model's stateless head (what an icefall user picks).
 
+``--lm-order N`` adds n-gram LM shallow fusion (``astra.lm``, weight ``--lm-weight``, 0.3):
+an order-N modified Kneser-Ney model of ``--lm-sentences`` random piece sequences (Zipf-
+distributed pieces, 20-60 per sentence), written as ARPA to a temporary folder and read back
+like ``astra lm train``'s output; a row "<search> + LM" follows each beam search, and the
+column "x without LM" gives its time over the same search without the LM (issue 19's target:
+at most 1.5 at B=8, T'=300, beam 4).
+
 Usage: ``python tools/bench_decode.py [--preset NAME] [--batch-sizes 1,8] [--device cpu|cuda]
-[--dtype fp32|bf16] [--repeats 5] [--vocab 1024] [--beam 4] [--threads N] [--same-predictor]``
+[--dtype fp32|bf16] [--repeats 5] [--vocab 1024] [--beam 4] [--threads N] [--same-predictor]
+[--lm-order 6] [--lm-sentences 2000] [--lm-weight 0.3]``
 """
 
 from __future__ import annotations
@@ -38,13 +46,19 @@ import argparse
 import os
 import resource
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from astra.lm.arpa import read_arpa, write_arpa
+from astra.lm.fusion import LmFusion
+from astra.lm.kneser_ney import estimate
+from astra.lm.ngram_scorer import NgramScorer
 from astra.model import AstraModel, decoding, preset
 from astra.model.aligner_decoder import AlignerDecoder
-from astra.model.astra_model import BLANK_ID, EOS_ID, SOS_ID
+from astra.model.astra_model import BLANK_ID, EOS_ID, SOS_ID, UNK_ID
 
 FRAMES_OUT, TOKENS = 300, 100
 STATELESS = "RNN-T greedy (stateless head)"
@@ -99,6 +113,24 @@ def rnnt_lstm_greedy(predictor: AlignerDecoder, encoder_out: torch.Tensor, lengt
     return [[tok for tok in row if tok != BLANK_ID] for row in emitted.tolist()]
 
 
+def random_lm(vocab: int, order: int, sentences: int, weight: float) -> tuple[LmFusion, int]:
+    """Fusion (``weight``) of an order-``order`` KN model of ``sentences`` random Zipf piece
+    sequences over the pieces ``4..vocab-1``, through an ARPA file; returns it and its
+    number of n-grams."""
+    gen = torch.Generator().manual_seed(1)
+    zipf = 1.0 / torch.arange(1, vocab - 4 + 1, dtype=torch.float64)
+    texts = []
+    for _ in range(sentences):
+        n = int(torch.randint(20, 61, (1,), generator=gen))
+        texts.append([f"p{i + 4}" for i in torch.multinomial(zipf, n, replacement=True, generator=gen).tolist()])
+    words = [f"p{i}" for i in range(4, vocab)]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_arpa(estimate(texts, order, words), Path(tmp) / "lm.arpa")
+        arpa = read_arpa(Path(tmp) / "lm.arpa")
+    scorer = NgramScorer({"xx": arpa}, {w: i for i, w in enumerate(words, 4)}, vocab, EOS_ID, UNK_ID)
+    return LmFusion(scorer, weight, EOS_ID, neutral_ids=(BLANK_ID, SOS_ID)), sum(arpa.counts)
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -146,7 +178,7 @@ def _peak_mib(fn, device: str) -> float:
     return float(text) / 2**20 if text else float("nan")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="aligner_librispeech")
     parser.add_argument("--batch-sizes", default="8", help="comma-separated batch sizes, e.g. 1,8")
@@ -159,13 +191,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--same-predictor", action="store_true",
                         help="add an RNN-T head with an LSTM prediction network of the Aligner's size")
-    args = parser.parse_args()
+    parser.add_argument("--lm-order", type=int, default=0, help="add '+ LM' rows with an n-gram LM of this order")
+    parser.add_argument("--lm-sentences", type=int, default=2000, help="random sentences the LM is built from")
+    parser.add_argument("--lm-weight", type=float, default=0.3)
+    args = parser.parse_args(argv)
     try:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     except ValueError:
         raise SystemExit(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}") from None
     if not batch_sizes or min(batch_sizes) < 1:
         raise SystemExit(f"--batch-sizes must be >= 1, got {args.batch_sizes!r}")
+    if args.lm_order < 0 or (args.lm_order and args.lm_sentences < 1):
+        raise SystemExit("--lm-order must be >= 0 and --lm-sentences >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
     if args.threads:
@@ -180,15 +217,22 @@ def main() -> None:
         lstm_rnnt.to(device=device, dtype=dtype)
     model.to(device=device, dtype=dtype)
     counts = model.num_parameters()
+    fusion = None
+    if args.lm_order:
+        fusion, ngrams = random_lm(args.vocab, args.lm_order, args.lm_sentences, args.lm_weight)
     print(f"Preset `{args.preset}` ({counts['total'] / 1e6:.1f}M parameters, vocab {args.vocab}; Aligner LSTM "
           f"{cfg.pred_dim} x{cfg.pred_layers} + joint {cfg.joint_dim}; RNN-T head stateless {cfg.rnnt_pred_dim} "
           f"+ joint {cfg.rnnt_joint_dim}), T'={FRAMES_OUT}, U={TOKENS}, {args.device} {args.dtype}, "
           f"{torch.get_num_threads()} thread(s), median of {args.repeats}")
+    if fusion is not None:
+        print(f"LM: {args.lm_order}-gram, {ngrams} n-grams of {args.lm_sentences} random sentences, weight "
+              f"{args.lm_weight}, pre-beam {fusion.pre_beam(args.beam)} tokens per hypothesis")
     for batch in batch_sizes:
-        _bench_batch(model, lstm_rnnt, batch, args, device, dtype)
+        _bench_batch(model, lstm_rnnt, batch, args, device, dtype, fusion)
+    return 0
 
 
-def _bench_batch(model, lstm_rnnt, batch: int, args, device, dtype) -> None:
+def _bench_batch(model, lstm_rnnt, batch: int, args, device, dtype, fusion: LmFusion | None) -> None:
     cfg = model.cfg
     features = torch.randn(batch, INPUT_FRAMES, cfg.num_features).to(device=device, dtype=dtype)
     lens = torch.full((batch,), INPUT_FRAMES, device=device)
@@ -211,14 +255,21 @@ def _bench_batch(model, lstm_rnnt, batch: int, args, device, dtype) -> None:
     }
     if lstm_rnnt is not None:
         rows[SAME_PREDICTOR] = lambda: rnnt_lstm_greedy(lstm_rnnt, frames, enc_lens)
-    rows.update({
-        "CTC greedy": lambda: ctc_head.greedy(ctc_in, enc_lens),
-        f"Aligner beam {beam}": lambda: decoding.aligner_beam(model.aligner, frames, enc_lens, EOS_ID, beam),
-        f"Aligner + CTC beam {beam} (ctc_weight 0.3)": lambda: decoding.aligner_beam(
-            model.aligner, frames, enc_lens, EOS_ID, beam, ctc_log_probs=ctc_log_probs, ctc_weight=0.3,
-        ),
-        f"RNN-T beam {beam} (modified, stateless head)": lambda: decoding.rnnt_beam(model.rnnt, frames, enc_lens, beam),
-    })
+    rows["CTC greedy"] = lambda: ctc_head.greedy(ctc_in, enc_lens)
+    searches = {
+        f"Aligner beam {beam}": lambda lm=None: decoding.aligner_beam(
+            model.aligner, frames, enc_lens, EOS_ID, beam, lm=lm),
+        f"Aligner + CTC beam {beam} (ctc_weight 0.3)": lambda lm=None: decoding.aligner_beam(
+            model.aligner, frames, enc_lens, EOS_ID, beam, ctc_log_probs=ctc_log_probs, ctc_weight=0.3, lm=lm),
+        f"RNN-T beam {beam} (modified, stateless head)": lambda lm=None: decoding.rnnt_beam(
+            model.rnnt, frames, enc_lens, beam, lm=lm),
+    }
+    without_lm = {}  # "+ LM" row -> the row of the same search without it
+    for name, search in searches.items():
+        rows[name] = search
+        if fusion is not None:
+            rows[f"{name} + LM"] = lambda search=search: search(fusion.for_batch(["xx"] * batch, device))
+            without_lm[f"{name} + LM"] = name
     results = {}
     for name, fn in rows.items():
         with torch.no_grad():
@@ -226,11 +277,13 @@ def _bench_batch(model, lstm_rnnt, batch: int, args, device, dtype) -> None:
         results[name] = (ms, hyps, _peak_mib(fn, args.device))
     base = results["Aligner greedy"][0]
     print(f"\nB={batch} (encoding: {encode_ms:.0f} ms per batch)\n")
-    print("| decoder | ms per batch | x Aligner greedy | peak memory MiB | tokens / utt |")
-    print("|---|---:|---:|---:|---:|")
+    lm_column = (" x without LM |", "---:|") if fusion is not None else ("", "")
+    print("| decoder | ms per batch | x Aligner greedy | peak memory MiB | tokens / utt |" + lm_column[0])
+    print("|---|---:|---:|---:|---:|" + lm_column[1])
     for name, (ms, hyps, peak) in results.items():
         tokens = f"{statistics.mean(len(h) for h in hyps):.0f}"
-        print(f"| {name} | {ms:.1f} | {ms / base:.2f} | {peak:.1f} | {tokens} |")
+        ratio = f" {ms / results[without_lm[name]][0]:.2f} |" if name in without_lm else " |"
+        print(f"| {name} | {ms:.1f} | {ms / base:.2f} | {peak:.1f} | {tokens} |" + (ratio if fusion else ""))
     ratios = [f"stateless RNN-T / Aligner = {results[STATELESS][0] / base:.2f}"]
     if lstm_rnnt is not None:
         ratios.append(f"same-predictor RNN-T / Aligner = {results[SAME_PREDICTOR][0] / base:.2f}")
@@ -238,4 +291,4 @@ def _bench_batch(model, lstm_rnnt, batch: int, args, device, dtype) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -40,12 +40,13 @@ def main(argv=None) -> int:
     from astra.data.audio import load_audio
     from astra.data.local_corpus import load_local_corpus
     from astra.features import fbank
+    from astra.inference import load_model
     from astra.model.rnnt_head import emit_occupancy
-    from astra.train.checkpoint import load_inference_model
 
     args = parse_args(argv)
     torch.set_num_threads(1)
-    model, tokenizer, _ = load_inference_model(args.checkpoint)
+    loaded = load_model(args.checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     utts = load_local_corpus(args.data, splits=[args.split])
     by_lang = defaultdict(list)
     for u in utts:

@@ -6,11 +6,19 @@ ends (the Aligner's ``<eos>``, the end of the audio for RNN-T). ``ilm_weight`` (
 only) subtracts ``ilm_weight * log P_ILM(piece | history)``, the Aligner decoder run on
 zeroed encoder frames (internal-LM estimation as done for attention decoders: "Internal
 Language Model Estimation for Domain-Adaptive End-to-End Speech Recognition",
-arXiv:2011.01991). Legend: B batch, K beam, N = B * K rows, V vocabulary.
+arXiv:2011.01991).
+
+The LM only re-ranks what the model proposes (the pre-beam, as ESPnet's ``pre_beam``): per
+hypothesis and step it scores the ``ceil(2 * beam)`` tokens the model finds most likely
+(``LmFusion.candidates`` to change it; with CTC the CTC pre-beam's tokens) plus ``</s>``;
+every other token is dropped. So a token the model ranks below the pre-beam is never
+emitted, even if the LM likes it: at ``candidates >= V`` the search equals scoring every
+token. Legend: B batch, K beam, N = B * K rows, C candidates per row, V vocabulary.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +27,8 @@ from torch import Tensor
 
 from astra.lm.ngram_scorer import NgramScorer
 
+LM_CANDIDATES_PER_BEAM = 2.0  # default pre-beam: tokens the LM scores per hypothesis, x beam
+
 
 @dataclass
 class LmFusion:
@@ -26,7 +36,8 @@ class LmFusion:
 
     ``neutral_ids``: tokens the LM does not see (score 0, state kept), e.g. ``<blank>`` and
     ``<sos>``; ``tag_ids``: ``<lang:xx>`` tags, free (0) in the ``<s>`` state and ``-inf``
-    after it (a tag only comes first); ``eos_id``: the column carrying ``</s>``.
+    after it (a tag only comes first); ``eos_id``: the token carrying ``</s>``.
+    ``candidates``: the pre-beam, see :meth:`pre_beam` and the module doc.
     """
 
     scorer: NgramScorer
@@ -36,12 +47,20 @@ class LmFusion:
     ilm_weight: float = 0.0
     neutral_ids: tuple[int, ...] = ()
     tag_ids: tuple[int, ...] = field(default_factory=tuple)
+    candidates: int | None = None
 
     def __post_init__(self):
         if self.weight < 0:
             raise ValueError(f"LM weight must be >= 0, got {self.weight}")
         if self.ilm_weight < 0:
             raise ValueError(f"ILM weight must be >= 0, got {self.ilm_weight}")
+        if self.candidates is not None and self.candidates < 1:
+            raise ValueError(f"LM candidates must be >= 1, got {self.candidates}")
+
+    def pre_beam(self, beam: int) -> int:
+        """Tokens per hypothesis the LM scores in a beam of ``beam``: ``candidates``, default
+        ``ceil(LM_CANDIDATES_PER_BEAM * beam)``."""
+        return self.candidates if self.candidates is not None else math.ceil(LM_CANDIDATES_PER_BEAM * beam)
 
     @property
     def monotone(self) -> bool:
@@ -63,6 +82,12 @@ class BatchLm:
     fusion: LmFusion
     starts: Tensor
 
+    def __post_init__(self):
+        def ids(values):
+            return torch.tensor(values, dtype=torch.long, device=self.starts.device) if values else None
+
+        self._neutral, self._tags = ids(self.fusion.neutral_ids), ids(self.fusion.tag_ids)
+
     @property
     def ilm_weight(self) -> float:
         return self.fusion.ilm_weight
@@ -71,31 +96,46 @@ class BatchLm:
     def monotone(self) -> bool:
         return self.fusion.monotone
 
+    @property
+    def weight(self) -> float:
+        return self.fusion.weight
+
+    @property
+    def eos_id(self) -> int:
+        return self.fusion.eos_id
+
+    def pre_beam(self, beam: int) -> int:
+        return self.fusion.pre_beam(beam)
+
     def initial_states(self, repeat: int = 1) -> Tensor:
         """``[B * repeat]`` states, rows ``b * repeat + k``."""
         return self.starts.repeat_interleave(repeat)
 
-    def token_scores(self, states: Tensor) -> Tensor:
-        """``[N, V]`` fused LM scores of every next token: ``weight * ln P + length_bonus``;
-        the ``eos_id`` column is ``weight * ln P(</s>)`` (no bonus)."""
+    def candidate_scores(self, states: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """``(fused [N, C], next states [N, C])`` of the candidate tokens ``tokens [N, C]``
+        after ``states [N]`` (one lookup each, :meth:`NgramScorer.score_tokens`).
+
+        ``fused = weight * ln P(token | state) + length_bonus``; at ``eos_id`` ``weight * ln
+        P(</s> | state)`` (no bonus); a neutral id scores 0 and keeps the state; a language
+        tag scores 0 in an ``<s>`` state and ``-inf`` after it (0 everywhere at weight 0)."""
         f = self.fusion
+        lnp, nxt = f.scorer.score_tokens(states, tokens)
         if f.weight == 0:  # no LM term (0 * -inf would be NaN): only the bonus
-            out = torch.full((states.numel(), f.scorer.vocab_size), f.length_bonus, device=states.device)
-            out[:, f.eos_id] = 0.0
-            if f.neutral_ids:
-                out[:, list(f.neutral_ids)] = 0.0
-            return out
-        lm = f.scorer.score_all(states)
-        end = lm[:, f.eos_id].clone()
-        out = f.weight * lm + f.length_bonus
-        out[:, f.eos_id] = f.weight * end
-        if f.neutral_ids:
-            out[:, list(f.neutral_ids)] = 0.0
-        if f.tag_ids:
+            fused = torch.zeros(tokens.shape, device=tokens.device)
+        else:
+            fused = f.weight * lnp
+        if f.length_bonus:
+            fused = torch.where(tokens == f.eos_id, fused, fused + f.length_bonus)
+        if self._neutral is not None:
+            neutral = torch.isin(tokens, self._neutral)
+            fused = fused.masked_fill(neutral, 0.0)
+            nxt = torch.where(neutral, states[:, None], nxt)
+        if self._tags is not None:
+            tag = torch.isin(tokens, self._tags)
             at_start = (states[:, None] == self.starts[None, :]).any(dim=1)
-            tags = torch.where(at_start, 0.0, float("-inf"))
-            out[:, list(f.tag_ids)] = tags[:, None]
-        return out
+            tag_score = 0.0 if f.weight == 0 else torch.where(at_start, 0.0, float("-inf"))[:, None]
+            fused = torch.where(tag, tag_score, fused)
+        return fused, nxt
 
     def end_scores(self, states: Tensor) -> Tensor:
         """``[N]``: ``weight * ln P(</s> | state)``."""
@@ -104,7 +144,3 @@ class BatchLm:
             return torch.zeros(states.numel(), device=states.device)
         eos = torch.full((states.numel(), 1), f.eos_id, dtype=torch.long, device=states.device)
         return f.weight * f.scorer.score_tokens(states, eos)[0][:, 0]
-
-    def advance(self, states: Tensor, tokens: Tensor) -> Tensor:
-        """``[N]`` states after ``tokens [N]`` (a token the LM does not know keeps the state)."""
-        return self.fusion.scorer.score_tokens(states, tokens[:, None])[1][:, 0]

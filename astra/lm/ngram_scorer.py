@@ -94,11 +94,12 @@ class NgramScorer:
         self.start_states = {lang: longest_state(lang, (BOS,)) for lang in models}
         self.arc_labels = self.arc_keys % vocab_size
         self.num_states = len(contexts)
+        self.chains, self.chain_weights = self._backoff_chains()
 
     def to(self, device) -> NgramScorer:
         """Move the tensors to ``device`` (in place); returns self."""
         for name in ("arc_keys", "arc_weights", "arc_targets", "arc_start", "backoff", "backoff_weight",
-                     "arc_labels"):
+                     "arc_labels", "chains", "chain_weights"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -119,29 +120,37 @@ class NgramScorer:
         arc = torch.searchsorted(self.arc_keys, query).clamp(max=self.arc_keys.numel() - 1)
         return self.arc_keys[arc] == query, arc
 
+    def _backoff_chains(self) -> tuple[Tensor, Tensor]:
+        """``(chains [S, L] int32, chain_weights [S, L])``, L = the order: ``chains[s, 0] = s``,
+        ``chains[s, l + 1]`` the backoff of ``chains[s, l]`` (past the empty context the
+        sentinel ``S``, which has no arcs); ``chain_weights[s, l]`` the summed backoff weights
+        from ``s`` to ``chains[s, l]`` (summed in chain order, as the ARPA rule reads them)."""
+        sentinel = torch.tensor([self.num_states])
+        step = torch.cat([torch.where(self.backoff < 0, sentinel, self.backoff), sentinel])  # [S + 1]
+        weight = torch.cat([self.backoff_weight, torch.zeros(1)])
+        chain = [torch.arange(self.num_states)]
+        sums = [torch.zeros(self.num_states)]
+        for _ in range(self.order - 1):
+            sums.append(sums[-1] + weight[chain[-1]])
+            chain.append(step[chain[-1]])
+        return torch.stack(chain, dim=1).to(torch.int32), torch.stack(sums, dim=1)
+
     def score_tokens(self, states: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """``(ln P(token | state) [N, K], next state [N, K])`` for ``states [N]``, ``tokens [N, K]``.
 
-        A token the LM does not know (not a label) gets ``-inf`` and keeps the state."""
-        states_k = states[:, None].expand_as(tokens)
-        scores = torch.full(tokens.shape, float("-inf"), device=tokens.device)
-        nxt = states_k.clone()
-        done = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
-        acc = torch.zeros(tokens.shape, device=tokens.device)
-        cur = states_k.clone()
-        for _ in range(self.order):
-            found, arc = self._find(cur, tokens)
-            hit = found & ~done
-            scores = torch.where(hit, acc + self.arc_weights[arc], scores)
-            nxt = torch.where(hit, self.arc_targets[arc], nxt)
-            done = done | hit
-            back = self.backoff[cur]
-            acc = acc + self.backoff_weight[cur]
-            done = done | (back < 0)
-            if bool(done.all()):
-                break
-            cur = back.clamp(min=0)
-        return scores, nxt
+        One lookup of every (context on the state's backoff chain, token) pair, no loop: the
+        longest context with an arc for the token gives its score (the backoff weights to it
+        plus the arc's). A token the LM does not know (not a label) gets ``-inf`` and keeps
+        the state."""
+        chain = self.chains[states].long()  # [N, L]
+        query = chain[:, :, None] * self.vocab_size + tokens[:, None, :]  # [N, L, K]
+        arc = torch.searchsorted(self.arc_keys, query).clamp_(max=self.arc_keys.numel() - 1)
+        found = self.arc_keys[arc] == query
+        level = found.to(torch.uint8).argmax(dim=1, keepdim=True)  # [N, 1, K]: the first (longest) found
+        arc = arc.gather(1, level)[:, 0]
+        known = found.any(dim=1)
+        scores = self.chain_weights[states].gather(1, level[:, 0]) + self.arc_weights[arc]
+        return scores.masked_fill_(~known, float("-inf")), torch.where(known, self.arc_targets[arc], states[:, None])
 
     def score_all(self, states: Tensor) -> Tensor:
         """``[N, V]`` table ``ln P(v | state)`` for ``states [N]`` (``-inf``: not a label):

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from astra.lm.fusion import BatchLm
-from astra.model.aligner_decoder import AlignerDecoder
+from astra.model.aligner_decoder import AlignerDecoder, AlignerStepper
 from astra.model.ctc_prefix_score import CtcPrefixScorer, CtcPrefixState
 from astra.model.rnnt_head import RnntHead
 
@@ -119,15 +119,77 @@ def aligner_beam_search(
     ``lengths`` (the Aligner's frames; CTC compression); default ``lengths``.
 
     ``lm``: shallow fusion (module doc), ``</s>`` scored at ``<eos>``; a hypothesis cut by
-    the last frame gets no ``</s>`` term. With ``lm.ilm_weight > 0`` the internal LM
-    ``ilm_weight log P_ILM(token | history)`` is subtracted, ``P_ILM`` being the decoder's
-    joint on zeroed encoder frames. A length bonus or ILM term can raise a score, so then the
-    early stop is off: the search runs until every hypothesis has ended.
+    the last frame gets no ``</s>`` term. The LM scores the pre-beam's tokens and ``<eos>``
+    (:func:`_fused_scores`): the CTC pre-beam with CTC, else the ``lm.pre_beam(beam)`` most
+    likely Aligner tokens. With ``lm.ilm_weight > 0`` the internal LM ``ilm_weight log
+    P_ILM(token | history)`` is subtracted, ``P_ILM`` being the decoder's joint on zeroed
+    encoder frames. A length bonus or ILM term can raise a score, so then the early stop is
+    off: the search runs until every hypothesis has ended.
 
     Returns:
         ``(hyps, scores [B])``: the best finished hypothesis of each utterance and its score
         (``-inf`` and ``[]`` for an empty utterance).
     """
+    ctc_candidates = _check_beam_options(ctc_log_probs, ctc_weight, ctc_candidates, beam)
+    batch, frames = encoder_out.size(0), encoder_out.size(1)
+    device = encoder_out.device
+    lengths = lengths.to(device)
+    stepper = decoder.stepper(batch * beam, device, dtype)  # rows b * beam + k
+    stepper.start(decoder.sos_id)
+    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
+    ctc = None
+    if ctc_weight > 0:
+        ctc_lengths = lengths if ctc_lengths is None else ctc_lengths.to(device)
+        scorer = CtcPrefixScorer(ctc_log_probs, ctc_lengths, blank_id,
+                                 torch.arange(batch, device=device).repeat_interleave(beam))
+        ctc = _CtcTerm(scorer, scorer.initial_state(), ctc_weight, ctc_candidates, eos_id)
+    fused = None if lm is None else _LmTerm.start(lm, stepper, encoder_out, beam, eos_id)
+    search = _AlignerBeam.start(batch, beam, lengths)
+    for i in range(frames):
+        if not bool(search.live.any()):
+            break
+        logp = _frame_log_probs(stepper, enc[:, i], beam, first_tokens if i == 0 else None)  # [B*K, V]
+        tokens, aligner_total, total = _step_scores(search, logp, stepper, ctc, fused)  # [B, K, M] each
+        end = eos_id if tokens is None else tokens.size(1) - 1  # the <eos> column
+        last = search.live & (lengths == i + 1)  # on its last frame an utterance ends every hypothesis
+        search.record_endings(total, last, end, tokens)
+        total[:, :, end] = float("-inf")  # continue with the best non-<eos> extensions
+        top_scores, top_index = total.view(batch, -1).topk(beam, dim=1)  # [B, K]
+        can_improve = top_scores[:, 0] > search.best_scores
+        if lm is not None and not lm.monotone:
+            can_improve = top_scores[:, 0] > float("-inf")
+        search.live = search.live & ~last & can_improve
+        if not bool(search.live.any()):
+            break
+        flat, chosen = search.extend(top_index, aligner_total, tokens)
+        if fused is not None:
+            fused.extend(top_index)
+        if ctc is not None:
+            ctc.state = ctc.scorer.extend(ctc.state, flat, chosen)
+        stepper.reorder(flat)
+        stepper.advance(chosen)
+    return search.best, search.best_scores
+
+
+def _step_scores(search: _AlignerBeam, logp: Tensor, stepper: AlignerStepper, ctc: _CtcTerm | None,
+                 fused: _LmTerm | None) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(tokens, aligner_total, total)`` of one step of :func:`aligner_beam_search` from the
+    Aligner's ``logp [B*K, V]``: without an LM every token (``tokens=None``, M = V), with one
+    the candidates ``tokens [B*K, M]``, the pre-beam's then ``<eos>``; ``aligner_total [B, K,
+    M]`` is ``log P_aligner`` of each extension, ``total [B, K, M]`` its search score."""
+    batch, beam = search.scores.shape
+    if fused is None:
+        aligner_total = search.scores[:, :, None] + logp.view(batch, beam, -1)
+        return None, aligner_total, _candidate_scores(aligner_total, logp, ctc)
+    tokens = fused.candidates(logp, ctc.candidates if ctc is not None else fused.lm.pre_beam(beam))
+    aligner_total = search.scores[:, :, None] + logp.gather(1, tokens).view(batch, beam, -1)
+    return tokens, aligner_total, _fused_scores(aligner_total, tokens, ctc, fused.totals(stepper, tokens, batch, beam))
+
+
+def _check_beam_options(ctc_log_probs: Tensor | None, ctc_weight: float, ctc_candidates: int | None,
+                        beam: int) -> int:
+    """``ValueError`` for inconsistent CTC options of :func:`aligner_beam_search`; returns the
+    CTC pre-beam size (default ``ceil(1.5 * beam)``)."""
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
     if ctc_weight > 0 and ctc_log_probs is None:
@@ -136,87 +198,124 @@ def aligner_beam_search(
         ctc_candidates = math.ceil(CTC_CANDIDATES_PER_BEAM * beam)
     if ctc_candidates < 1:
         raise ValueError(f"ctc_candidates must be >= 1, got {ctc_candidates}")
-    batch, frames = encoder_out.size(0), encoder_out.size(1)
-    device = encoder_out.device
-    lengths = lengths.to(device)
-    stepper = decoder.stepper(batch * beam, device, dtype)  # rows b * beam + k
-    stepper.start(decoder.sos_id)
-    enc = stepper.encoder_side(encoder_out)  # [B, T', J]
-    rows = torch.arange(batch, device=device)
-    ctc = None
-    if ctc_weight > 0:
-        ctc_lengths = lengths if ctc_lengths is None else ctc_lengths.to(device)
-        scorer = CtcPrefixScorer(ctc_log_probs, ctc_lengths, blank_id, rows.repeat_interleave(beam))
-        ctc = _CtcTerm(scorer, scorer.initial_state(), ctc_weight, ctc_candidates, eos_id)
-    aligner_scores = torch.full((batch, beam), float("-inf"), device=device)
-    aligner_scores[:, 0] = 0.0
-    history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
-    best_scores = torch.full((batch,), float("-inf"), device=device)
-    best: list[list[int]] = [[] for _ in range(batch)]
-    live = lengths > 0
-    lm_total = None
-    if lm is not None:
-        lm_states = lm.initial_states(beam)  # [B*K]
-        lm_scores = torch.zeros(batch, beam, device=device)
-        if lm.ilm_weight > 0:  # the joint's encoder side of a zeroed encoder frame
-            zero_frame = stepper.encoder_side(encoder_out.new_zeros(1, 1, encoder_out.size(2)))[0]
-            zero_frame = zero_frame.expand(batch * beam, -1)
-    for i in range(frames):
-        if not bool(live.any()):
-            break
-        frame = enc[:, i].repeat_interleave(beam, dim=0)  # [B*K, J]
-        logp = stepper.logits(frame).float().log_softmax(dim=-1)  # [B*K, V]
-        if i == 0 and first_tokens is not None:  # only the forced token, at no cost
-            forced = first_tokens.to(device=device, dtype=torch.long).repeat_interleave(beam)[:, None]
-            logp = torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
-        aligner_total = aligner_scores[:, :, None] + logp.view(batch, beam, -1)  # [B, K, V]
-        vocab = aligner_total.size(-1)
-        if lm is not None:
-            lm_step = lm.token_scores(lm_states)  # [B*K, V]
-            if lm.ilm_weight > 0:  # finite: masked tokens stay -inf through the Aligner term
-                ilm = stepper.logits(zero_frame).float().log_softmax(dim=-1).clamp(min=-1e4)
-                lm_step = lm_step - lm.ilm_weight * ilm
-            lm_total = lm_scores[:, :, None] + lm_step.view(batch, beam, vocab)  # [B, K, V]
-        total = _candidate_scores(aligner_total, logp, ctc, lm_total)  # [B, K, V]
-        # hypotheses ending here: <eos>, or any token on the utterance's last frame
-        last = live & (lengths == i + 1)
-        end_scores = total[:, :, eos_id].clone()
-        end_tokens = torch.full((batch, beam), -1, dtype=torch.long, device=device)
+    return ctc_candidates
+
+
+def _frame_log_probs(stepper: AlignerStepper, frame: Tensor, beam: int, forced: Tensor | None) -> Tensor:
+    """``[B*K, V]`` Aligner log-probs of every live hypothesis at one frame (``frame [B, J]``,
+    from :meth:`AlignerStepper.encoder_side`); ``forced [B]``: only that token, at no cost."""
+    logp = stepper.logits(frame.repeat_interleave(beam, dim=0)).float().log_softmax(dim=-1)
+    if forced is None:
+        return logp
+    forced = forced.to(device=logp.device, dtype=torch.long).repeat_interleave(beam)[:, None]
+    return torch.full_like(logp, float("-inf")).scatter_(1, forced, 0.0)
+
+
+@dataclass
+class _AlignerBeam:
+    """The hypotheses of :func:`aligner_beam_search`: ``scores [B, K]`` ``log P_aligner`` of
+    the live ones (rows b * K + k, ``-inf``: none), their tokens ``history [B, K, i]``, the
+    best finished one per utterance (``best``, ``best_scores [B]``) and ``live [B]``, the
+    utterances still searching.
+
+    A step's extensions are columns ``[B, K, M]``: either every token (``tokens=None``,
+    column v is token v, M = V) or the candidates ``tokens [B*K, M]`` of each row."""
+
+    scores: Tensor
+    history: Tensor
+    best_scores: Tensor
+    best: list[list[int]]
+    live: Tensor
+
+    @classmethod
+    def start(cls, batch: int, beam: int, lengths: Tensor) -> _AlignerBeam:
+        """One empty live hypothesis per utterance with frames (``lengths [B]``)."""
+        device = lengths.device
+        scores = torch.full((batch, beam), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        return cls(scores, torch.zeros(batch, beam, 0, dtype=torch.long, device=device),
+                   torch.full((batch,), float("-inf"), device=device), [[] for _ in range(batch)], lengths > 0)
+
+    def record_endings(self, total: Tensor, last: Tensor, end: int, tokens: Tensor | None) -> None:
+        """Keep the best hypothesis ending at this frame if it beats the best so far: column
+        ``end`` (``<eos>``) ends one, and on an utterance's last frame (``last [B]``) so does
+        its best other column. ``total [B, K, M]``: scores of the extensions."""
+        batch, beam = self.scores.shape
+        end_scores = total[:, :, end].clone()
+        end_tokens = torch.full((batch, beam), -1, dtype=torch.long, device=total.device)
         if bool(last.any()):
             best_token = total.clone()
-            best_token[:, :, eos_id] = float("-inf")
-            token_scores, tokens = best_token.max(dim=-1)
+            best_token[:, :, end] = float("-inf")
+            token_scores, columns = best_token.max(dim=-1)
+            if tokens is not None:
+                columns = tokens.gather(1, columns.view(-1, 1)).view(batch, beam)
             use = last[:, None] & (token_scores > end_scores)
             end_scores = torch.where(use, token_scores, end_scores)
-            end_tokens = torch.where(use, tokens, end_tokens)
+            end_tokens = torch.where(use, columns, end_tokens)
         end_best, end_k = end_scores.max(dim=1)
-        better = live & (end_best > best_scores)
+        better = self.live & (end_best > self.best_scores)
         for b in torch.nonzero(better).flatten().tolist():
             k = int(end_k[b])
             tail = [int(end_tokens[b, k])] if int(end_tokens[b, k]) >= 0 else []
-            best[b] = history[b, k].tolist() + tail
-        best_scores = torch.where(better, end_best, best_scores)
-        # continue with the best non-<eos> extensions
-        total[:, :, eos_id] = float("-inf")
-        top_scores, top_index = total.view(batch, -1).topk(beam, dim=1)  # [B, K]
-        can_improve = top_scores[:, 0] > best_scores
-        if lm is not None and not lm.monotone:
-            can_improve = top_scores[:, 0] > float("-inf")
-        live = live & ~last & can_improve
-        if not bool(live.any()):
-            break
-        parents, tokens = top_index // vocab, top_index % vocab
-        flat = (rows[:, None] * beam + parents).flatten()
-        history = torch.cat([history[rows[:, None], parents], tokens[:, :, None]], dim=2)
-        aligner_scores = aligner_total.view(batch, -1).gather(1, top_index)
-        if lm is not None:
-            lm_scores = lm_total.view(batch, -1).gather(1, top_index)
-            lm_states = lm.advance(lm_states[flat], tokens.flatten())
-        if ctc is not None:
-            ctc.state = ctc.scorer.extend(ctc.state, flat, tokens.flatten())
-        stepper.reorder(flat)
-        stepper.advance(tokens.flatten())
-    return best, best_scores
+            self.best[b] = self.history[b, k].tolist() + tail
+        self.best_scores = torch.where(better, end_best, self.best_scores)
+
+    def extend(self, top_index: Tensor, aligner_total: Tensor, tokens: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The live hypotheses become the extensions ``top_index [B, K]`` (into ``K * M``) of
+        ``aligner_total [B, K, M]``; returns their parent rows and tokens ``[B*K]`` each."""
+        batch, beam, width = aligner_total.shape
+        rows = torch.arange(batch, device=top_index.device)[:, None]
+        parents = top_index // width
+        chosen = top_index % width if tokens is None else tokens.view(batch, -1).gather(1, top_index)
+        self.history = torch.cat([self.history[rows, parents], chosen[:, :, None]], dim=2)
+        self.scores = aligner_total.view(batch, -1).gather(1, top_index)
+        return (rows * beam + parents).flatten(), chosen.flatten()
+
+
+@dataclass
+class _LmTerm:
+    """The LM shallow-fusion term of :func:`aligner_beam_search`: ``states [B*K]`` LM states
+    and ``scores [B, K]`` fused LM scores of the live hypotheses; ``zero_frame [B*K, J]``:
+    the joint's encoder side of a zeroed encoder frame (internal LM), ``None`` without."""
+
+    lm: BatchLm
+    states: Tensor
+    scores: Tensor
+    zero_frame: Tensor | None
+    eos_id: int
+    total: Tensor | None = None  # [B, K, M] of the last step
+    next_states: Tensor | None = None  # [B*K, M] of the last step
+
+    @classmethod
+    def start(cls, lm: BatchLm, stepper: AlignerStepper, encoder_out: Tensor, beam: int, eos_id: int) -> _LmTerm:
+        batch = encoder_out.size(0)
+        zero_frame = None
+        if lm.ilm_weight > 0:
+            zero_frame = stepper.encoder_side(encoder_out.new_zeros(1, 1, encoder_out.size(2)))[0]
+            zero_frame = zero_frame.expand(batch * beam, -1)
+        scores = torch.zeros(batch, beam, device=encoder_out.device)
+        return cls(lm, lm.initial_states(beam), scores, zero_frame, eos_id)
+
+    def candidates(self, logp: Tensor, size: int) -> Tensor:
+        """``[B*K, C+1]``: the ``size`` most likely tokens of ``logp [B*K, V]``, then ``<eos>``."""
+        best = logp.topk(min(size, logp.size(1)), dim=1).indices
+        return torch.cat([best, torch.full_like(best[:, :1], self.eos_id)], dim=1)
+
+    def totals(self, stepper: AlignerStepper, tokens: Tensor, batch: int, beam: int) -> Tensor:
+        """``[B, K, M]``: fused LM score of every hypothesis + candidate ``tokens [B*K, M]``
+        (minus the internal LM); kept, with the next LM states, for :meth:`extend`."""
+        step, self.next_states = self.lm.candidate_scores(self.states, tokens)
+        if self.zero_frame is not None:  # finite: masked tokens stay -inf through the Aligner term
+            ilm = stepper.logits(self.zero_frame).float().log_softmax(dim=-1).clamp(min=-1e4)
+            step = step - self.lm.ilm_weight * ilm.gather(1, tokens)
+        self.total = self.scores[:, :, None] + step.view(batch, beam, -1)
+        return self.total
+
+    def extend(self, top_index: Tensor) -> None:
+        """Follow :meth:`_AlignerBeam.extend`: the chosen candidates' scores and LM states."""
+        batch = top_index.size(0)
+        self.scores = self.total.view(batch, -1).gather(1, top_index)
+        self.states = self.next_states.view(batch, -1).gather(1, top_index).flatten()
 
 
 @dataclass
@@ -231,28 +330,39 @@ class _CtcTerm:
     eos_id: int
 
 
-def _candidate_scores(aligner_total: Tensor, logp: Tensor, ctc: _CtcTerm | None,
-                      lm_total: Tensor | None = None) -> Tensor:
+def _candidate_scores(aligner_total: Tensor, logp: Tensor, ctc: _CtcTerm | None) -> Tensor:
     """Score of every one-token extension of the live hypotheses: ``[B, K, V]`` (a new tensor).
 
     ``aligner_total [B, K, V]``: ``log P_aligner`` of hypothesis + token (``<eos>``: the
     hypothesis ends); ``logp [B*K, V]``: the step's Aligner log-probs (the CTC pre-beam).
     Without CTC the score is ``aligner_total``; with CTC ``(1 - w) aligner_total + w psi``
     (``psi``: CTC prefix score of hypothesis + token; for ``<eos>`` ``log P_ctc`` of the
-    hypothesis; ``-inf`` for tokens outside the pre-beam). Every score term of a candidate
-    is added here; ``lm_total [B, K, V]``: the fused LM score of hypothesis + token (see
-    :func:`aligner_beam_search`), added to the total.
+    hypothesis; ``-inf`` for tokens outside the pre-beam).
     """
     if ctc is None:
-        return aligner_total.clone() if lm_total is None else aligner_total + lm_total
+        return aligner_total.clone()
     batch, beam, vocab = aligner_total.shape
     candidates = logp.topk(min(ctc.candidates, vocab), dim=-1).indices  # [B*K, C]: the Aligner's best
     psi = torch.full_like(logp, float("-inf")).scatter_(1, candidates, ctc.scorer.scores(ctc.state, candidates))
     psi[:, ctc.eos_id] = ctc.state.full_score()
     total = (1.0 - ctc.weight) * aligner_total + ctc.weight * psi.view(batch, beam, vocab)
-    if lm_total is not None:
-        total = total + lm_total
     return total.masked_fill(aligner_total.isneginf(), float("-inf"))  # 0 * -inf at weight 1
+
+
+def _fused_scores(aligner_total: Tensor, tokens: Tensor, ctc: _CtcTerm | None, lm_total: Tensor) -> Tensor:
+    """:func:`_candidate_scores` of the candidates ``tokens [B*K, M]`` (the pre-beam, then
+    ``<eos>`` in the last column) plus the fused LM score ``lm_total [B, K, M]``:
+    ``[B, K, M]`` (a new tensor). ``aligner_total [B, K, M]``: ``log P_aligner`` of hypothesis +
+    candidate. ``<eos>`` is only scored in the last column (``-inf`` in the pre-beam's)."""
+    batch, beam, width = aligner_total.shape
+    total = aligner_total
+    if ctc is not None:
+        psi = torch.cat([ctc.scorer.scores(ctc.state, tokens[:, :-1]), ctc.state.full_score()[:, None]], dim=1)
+        total = (1.0 - ctc.weight) * aligner_total + ctc.weight * psi.view(batch, beam, width)
+    total = total + lm_total
+    dropped = aligner_total.isneginf()  # (0 * -inf at CTC weight 1)
+    dropped[:, :, :-1] |= (tokens[:, :-1] == tokens[:, -1:]).view(batch, beam, width - 1)
+    return total.masked_fill(dropped, float("-inf"))
 
 
 @torch.no_grad()
@@ -282,61 +392,116 @@ def rnnt_greedy(head: RnntHead, encoder_out: Tensor, lengths: Tensor, max_symbol
 @torch.no_grad()
 def rnnt_beam(head: RnntHead, encoder_out: Tensor, lengths: Tensor, beam: int = 4,
               lm: BatchLm | None = None) -> list[list[int]]:
-    """Modified beam search (one symbol per frame, k2/icefall style): hypotheses with the same
-    token sequence are merged (log-sum-exp). ``lm``: shallow fusion (module doc) on every
-    non-blank token, ``</s>`` added to each hypothesis at the end of the audio."""
-    results = []
-    starts = lm.initial_states() if lm is not None else None
-    for b in range(encoder_out.size(0)):
-        enc = head.encoder_proj(encoder_out[b, : int(lengths[b])])  # [T'_b, J]
-        results.append(_rnnt_beam_one(head, enc, beam, lm, None if starts is None else starts[b : b + 1]))
-    return results
+    """Modified beam search (one symbol per frame, k2/icefall style), batched over the
+    utterances: at each frame the ``beam`` best one-symbol extensions (blank or a token) of
+    an utterance's hypotheses are kept, those with the same token sequence merged (log-sum-exp).
+
+    ``lm``: shallow fusion (module doc) on the non-blank tokens of the pre-beam (the
+    ``lm.pre_beam(beam)`` most likely tokens of each hypothesis; the others are dropped; the
+    vocabulary size or more: every token), ``</s>`` added to each hypothesis at the end of the
+    audio. ``encoder_out [B, T', D]``, ``lengths [B]``."""
+    enc = head.encoder_proj(encoder_out)  # [B, T', J]
+    frames = lengths.tolist()
+    search = _RnntBeam.start(head, encoder_out.size(0), beam, lm, enc.device)
+    for t in range(max(frames, default=0)):
+        logp = head.joint(enc[:, t].repeat_interleave(beam, dim=0), search.pred()).log_softmax(dim=-1)
+        total, tokens, states = search.extensions(logp.float())  # [B, K * M]
+        top_scores, top_index = total.topk(beam, dim=1)  # [B, K]
+        search.merge(top_scores, top_index, tokens, states, [n > t for n in frames])
+    return search.best()
 
 
-def _rnnt_beam_one(head: RnntHead, enc: Tensor, beam: int, lm: BatchLm | None = None,
-                   lm_start: Tensor | None = None) -> list[int]:
-    device = enc.device
-    hyps: list[tuple[int, ...]] = [()]
-    scores = torch.zeros(1, device=device)
-    lm_states = lm_start  # [N] LM state of each hypothesis
-    start = [head.sos_id] * head.context
-    cache: dict[tuple[int, ...], Tensor] = {}
+@dataclass
+class _RnntBeam:
+    """The hypotheses of :func:`rnnt_beam`: ``hyps[b]`` (token tuples, at most K) and
+    ``scores [B, K]`` (``-inf``: no hypothesis in that slot), with ``lm_states [B, K]``."""
 
-    def pred_of(tokens_list: list[tuple[int, ...]]) -> Tensor:
-        missing = [t for t in tokens_list if (tuple(start) + t)[-head.context :] not in cache]
+    head: RnntHead
+    hyps: list[list[tuple[int, ...]]]
+    scores: Tensor
+    lm: BatchLm | None
+    lm_states: Tensor | None
+    cache: dict[tuple[int, ...], Tensor]
+
+    @classmethod
+    def start(cls, head: RnntHead, batch: int, beam: int, lm: BatchLm | None, device) -> _RnntBeam:
+        scores = torch.full((batch, beam), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        states = None if lm is None else lm.initial_states(beam).view(batch, beam)
+        return cls(head, [[()] for _ in range(batch)], scores, lm, states, {})
+
+    def pred(self) -> Tensor:
+        """``[B*K, J]``: the prediction network's output of every slot (cached per context;
+        an empty slot reads the start context)."""
+        head, beam = self.head, self.scores.size(1)
+        start = (head.sos_id,) * head.context
+        keys = [(start + h)[-head.context :] for hyps in self.hyps for h in hyps + [()] * (beam - len(hyps))]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
         if missing:
-            keys = [(tuple(start) + t)[-head.context :] for t in missing]
-            out = head.pred_proj(head.predict(torch.tensor(keys, dtype=torch.long, device=device))[:, 0])
-            for key, row in zip(keys, out, strict=True):
-                cache[key] = row
-        return torch.stack([cache[(tuple(start) + t)[-head.context :]] for t in tokens_list])
+            tokens = torch.tensor(missing, dtype=torch.long, device=self.scores.device)
+            for key, row in zip(missing, head.pred_proj(head.predict(tokens)[:, 0]), strict=True):
+                self.cache[key] = row
+        return torch.stack([self.cache[k] for k in keys])
 
-    for t in range(enc.size(0)):
-        logp = head.joint(enc[t][None], pred_of(hyps)).log_softmax(dim=-1)  # [N, V]
-        vocab = logp.size(1)
-        if lm is not None:
-            fused = lm.token_scores(lm_states)  # [N, V]
-            fused[:, head.blank_id] = 0.0  # blank moves in time, not in text
-            if lm.fusion.weight > 0:
-                fused[:, lm.fusion.eos_id] = float("-inf")  # </s> only at the end
-            logp = logp + fused
-        total = (scores[:, None] + logp).flatten()
-        top_scores, top_index = total.topk(min(beam, total.numel()))
-        merged: dict[tuple[int, ...], float] = {}
-        merged_states: dict[tuple[int, ...], tuple[int, int]] = {}  # key -> (row, token)
-        for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
-            row, token = divmod(index, vocab)
-            key = hyps[row] if token == head.blank_id else hyps[row] + (token,)
-            if key in merged:
-                high, low = max(merged[key], score), min(merged[key], score)
-                score = high + math.log1p(math.exp(low - high))
-            merged[key] = score
-            merged_states.setdefault(key, (row, token))
-        hyps = list(merged)
-        scores = torch.tensor([merged[k] for k in hyps], device=device)
-        if lm is not None:  # a merged key has one token sequence, hence one LM state
-            rows, tokens = (torch.tensor(x, dtype=torch.long, device=device) for x in zip(*merged_states.values(), strict=True))
-            lm_states = torch.where(tokens == head.blank_id, lm_states[rows], lm.advance(lm_states[rows], tokens))
-    if lm is not None:
-        scores = scores + lm.end_scores(lm_states)
-    return list(hyps[int(scores.argmax())])
+    def extensions(self, logp: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Scores of the one-symbol extensions from the joint's ``logp [B*K, V]`` (overwritten
+        with an LM): ``(total
+        [B, K * M], tokens, next LM states)``; without an LM every symbol (M = V, the token is
+        the index mod V, no tensors), with one blank and the pre-beam's C tokens (M = C + 1)."""
+        batch, beam = self.scores.shape
+        vocab, blank = logp.size(1), self.head.blank_id
+        if self.lm is None:
+            return (self.scores[:, :, None] + logp.view(batch, beam, vocab)).view(batch, -1), None, None
+        stay = self.scores.view(-1, 1) + logp[:, blank : blank + 1]  # [B*K, 1]
+        logp[:, blank] = float("-inf")  # the proposals: non-blank tokens
+        if self.lm.weight > 0:
+            logp[:, self.lm.eos_id] = float("-inf")  # </s> only at the end
+        tokens = logp.topk(min(self.lm.pre_beam(beam), vocab - 1), dim=1).indices  # [B*K, C]
+        states = self.lm_states.flatten()
+        fused, nxt = self.lm.candidate_scores(states, tokens)
+        emit = (self.scores.view(-1, 1) + logp.gather(1, tokens)) + fused
+        total = torch.cat([emit, stay], dim=1)  # [B*K, M]
+        tokens = torch.cat([tokens, torch.full_like(tokens[:, :1], blank)], dim=1)
+        nxt = torch.cat([nxt, states[:, None]], dim=1)
+        return total.view(batch, -1), tokens.view(batch, -1), nxt.view(batch, -1)
+
+    def merge(self, top_scores: Tensor, top_index: Tensor, tokens: Tensor | None, states: Tensor | None,
+              active: list[bool]) -> None:
+        """The chosen extensions ``top_index [B, K]`` (into :meth:`extensions`' ``K * M``)
+        become the hypotheses of the ``active`` utterances, merged by token sequence."""
+        batch, beam = self.scores.shape
+        width = tokens.size(1) // beam if tokens is not None else self.head.vocab_size
+        parents = (top_index // width).tolist()
+        chosen = (top_index % width if tokens is None else tokens.gather(1, top_index)).tolist()
+        lm_states = None if states is None else states.gather(1, top_index).tolist()
+        top, scores = top_scores.tolist(), self.scores.tolist()
+        old_states = None if self.lm_states is None else self.lm_states.tolist()
+        for b in (b for b in range(batch) if active[b]):
+            merged: dict[tuple[int, ...], float] = {}
+            state_of: dict[tuple[int, ...], int] = {}
+            for k, (score, parent, token) in enumerate(zip(top[b], parents[b], chosen[b], strict=True)):
+                if score == float("-inf"):
+                    continue
+                hyp = self.hyps[b][parent]
+                key = hyp if token == self.head.blank_id else hyp + (token,)
+                if key in merged:
+                    high, low = max(merged[key], score), min(merged[key], score)
+                    score = high + math.log1p(math.exp(low - high))
+                else:
+                    state_of[key] = 0 if lm_states is None else lm_states[b][k]
+                merged[key] = score
+            self.hyps[b] = list(merged)
+            pad = beam - len(merged)
+            scores[b] = [merged[h] for h in self.hyps[b]] + [float("-inf")] * pad
+            if old_states is not None:
+                old_states[b] = [state_of[h] for h in self.hyps[b]] + [0] * pad
+        self.scores = torch.tensor(scores, device=self.scores.device)
+        if old_states is not None:
+            self.lm_states = torch.tensor(old_states, dtype=torch.long, device=self.scores.device)
+
+    def best(self) -> list[list[int]]:
+        """The best hypothesis of each utterance, ``</s>`` scored by the LM."""
+        scores = self.scores
+        if self.lm is not None:
+            scores = scores + self.lm.end_scores(self.lm_states.flatten()).view_as(scores)
+        return [list(hyps[k]) for hyps, k in zip(self.hyps, scores.argmax(dim=1).tolist(), strict=True)]
