@@ -1,4 +1,4 @@
-"""Aligner-Encoder decoder (seed 000): LSTM prediction network + joint network.
+"""Aligner-Encoder decoder (Aligner-Encoders, arXiv:2502.05232): LSTM prediction network + joint network.
 
 Legend: B batch, T' encoder frames, L decoded positions, U tokens, D model dim,
 P prediction-network width, J joint width, V vocabulary.

@@ -675,7 +675,7 @@ class AstraModel(nn.Module):
     def transcribe_long_chunks(
         self, features: Tensor, chunk_seconds: float = 14.0, prime_tokens: int = 10,
     ) -> list[list[int]]:
-        """Long-form Aligner decoding of one recording ``features [T, F]`` (seed 000): token
+        """Long-form Aligner decoding of one recording ``features [T, F]`` (Aligner-Encoders, arXiv:2502.05232): token
         ids per chunk (``astra.model.long_form.join_chunks`` makes the text).
 
         The features are cut into chunks of ``chunk_seconds`` (a last piece shorter than a

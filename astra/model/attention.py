@@ -9,7 +9,7 @@ both plain attributes set by :class:`astra.model.AstraModel`:
   (diagnostics, :meth:`AstraModel.attention_maps`); off by default, so no cost otherwise.
 * ``keep_weights_for_loss``: the same, but ``loss_weights`` keeps the gradient (used by the
   lattice-guided self-transduction loss on one layer).
-* ``identity``: seed 003's warm-up — the attention matrix is fixed to the identity, i.e. the
+* ``identity``: the identity warm-up of "The Conformer Encoder May Reverse the Time Dimension, arXiv:2410.00680" — the attention matrix is fixed to the identity, i.e. the
   output at frame t is ``out_proj(value(x_t))``.
 """
 

@@ -51,7 +51,7 @@ class ModelConfig:
     text_layers: int = 2  # M blocks after the token embedding
     shared_layers: int = 8  # K blocks shared by speech and text
 
-    # --- Aligner decoder (seed 000) ---------------------------------------------------
+    # --- Aligner decoder (Aligner-Encoders, arXiv:2502.05232) ---------------------------------------------------
     pred_dim: int = 320  # LSTM prediction network width
     pred_layers: int = 1
     joint_dim: int = 320
@@ -71,7 +71,7 @@ class ModelConfig:
     # in training an utterance whose compressed frames are fewer than its U + 1 targets keeps
     # its uncompressed frames (counted as compress_fallback)
     ctc_compress: str = "none"
-    inter_aligner_layer: int = 0  # shared layer of InterAligner (seed 002); 0 = off
+    inter_aligner_layer: int = 0  # shared layer of InterAligner (Progressive Alignment Objectives, arXiv:2606.24147); 0 = off
 
     # --- RNN-T alignment head (pruned RNN-T through astra.lattice) ----------------------
     rnnt_head: bool = True
@@ -83,7 +83,7 @@ class ModelConfig:
     rnnt_lm_only_scale: float = 0.25  # smoothing of the simple loss (k2 / icefall)
     rnnt_am_only_scale: float = 0.0
 
-    # --- ASTRA consistency (seed 004) --------------------------------------------------
+    # --- ASTRA consistency (ASTRA, arXiv:2406.06664) --------------------------------------------------
     astra: bool = True  # needs rnnt_head
     astra_layer: int = 0  # 0 = S vs E (encoder outputs); k = after shared layer k
     astra_mode: str = "expected"  # "expected" or "weighted_rnnt"
@@ -109,7 +109,7 @@ class ModelConfig:
     text_mask_span: int = 1
     text_unmasked_weight: float = 0.0
 
-    # --- lattice-guided self-transduction (design.md idea beyond the seeds; off) -------
+    # --- lattice-guided self-transduction (an astra extension; off) -------
     transduction_kl_layer: int = 0  # shared layer whose attention rows u follow the lattice; 0 = off
 
     def validate(self) -> None:

@@ -1,4 +1,4 @@
-"""Long-form helpers (seed 000): chunk boundaries for inference and utterance concatenation
+"""Long-form helpers (Aligner-Encoders, arXiv:2502.05232): chunk boundaries for inference and utterance concatenation
 for training.
 
 Legend: B batch, T input frames (10 ms), F features, U tokens.
@@ -37,7 +37,7 @@ def join_chunks(tokenizer, chunks: list[list[int]]) -> str:
 
 
 def concatenate_utterances(batch: dict, fraction: float, generator: torch.Generator | None = None) -> dict:
-    """Training-time concatenation (seed 000's long-form recipe) on a speech batch.
+    """Training-time concatenation (the long-form recipe of Aligner-Encoders, arXiv:2502.05232) on a speech batch.
 
     A random ``fraction`` of the utterances (rounded down to an even number) is paired up;
     each pair (a, b) becomes one utterance: features ``a[:Ta] ++ b[:Tb]``, tokens ``ya ++ yb``,

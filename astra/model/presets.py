@@ -19,20 +19,20 @@ PRESETS: dict[str, dict] = {
     ),
     # the ModelConfig defaults (about 10M parameters at V=1024): CPU smoke runs, small FLEURS subsets
     "small": dict(),
-    # Aligner-Encoder, LibriSpeech setting of seed 000: 17 Conformer layers x 512 (~100M);
-    # InterCTC at layer 12 of 17 as in seed 002 (4 speech + 8 shared)
+    # Aligner-Encoder, LibriSpeech setting of Aligner-Encoders, arXiv:2502.05232: 17 Conformer layers x 512 (~100M);
+    # InterCTC at layer 12 of 17 as in Progressive Alignment Objectives, arXiv:2606.24147 (4 speech + 8 shared)
     "aligner_librispeech": dict(
         d_model=512, num_heads=8, ff_mult=4, conv_kernel=31, speech_layers=4, text_layers=2, shared_layers=13,
         subsampling_channels=256, pred_dim=640, joint_dim=640, inter_ctc_layer=8,
         rnnt_pred_dim=512, rnnt_joint_dim=512,
     ),
-    # the same with InterAligner (seed 002) at layer 15 of 17 (shared layer 11)
+    # the same with InterAligner (Progressive Alignment Objectives, arXiv:2606.24147) at layer 15 of 17 (shared layer 11)
     "inter_aligner_librispeech": dict(
         d_model=512, num_heads=8, ff_mult=4, conv_kernel=31, speech_layers=4, text_layers=2, shared_layers=13,
         subsampling_channels=256, pred_dim=640, joint_dim=640, inter_ctc_layer=8, inter_aligner_layer=11,
         rnnt_pred_dim=512, rnnt_joint_dim=512,
     ),
-    # ASTRA / Maestro-style (seed 004): 6-layer speech encoder, 4-layer text encoder, 18 shared,
+    # ASTRA / Maestro-style (ASTRA, arXiv:2406.06664): 6-layer speech encoder, 4-layer text encoder, 18 shared,
     # 2-layer LSTM decoder
     "astra_maestro": dict(
         d_model=512, num_heads=8, ff_mult=4, conv_kernel=31, speech_layers=6, text_layers=4, shared_layers=18,
