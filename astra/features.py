@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-SAMPLE_RATE = 16_000
+from astra.constants import FRAME_SHIFT_MS, SAMPLE_RATE
+
 NUM_MEL_BINS = 80
-FRAME_SHIFT_MS = 10.0
 FRAME_LENGTH_MS = 25.0
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from astra.constants import EOS_ID
 from astra.losses.aligner import aligner_loss
 from astra.model.aligner_decoder import AlignerDecoder
-from astra.model.astra_model import EOS_ID, append_eos
+from astra.model.astra_model import append_eos
 
 
 def test_hand_computed_two_token_example():

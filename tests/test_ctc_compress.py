@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from astra.constants import BLANK_ID, DECODE_METHODS
 from astra.model import AstraModel, preset
-from astra.model.astra_model import BLANK_ID
 from astra.model.ctc_compress import ctc_compress
 
 VOCAB = 40
@@ -124,7 +124,7 @@ def test_compressed_model_trains_and_decodes_every_method():
     batch = _batch()
     frame_lens = model.frame_lengths(batch["feature_lens"])
     _, compressed_lens, _ = model.forward_encoder(batch["features"], batch["feature_lens"])
-    for method in ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "ctc_greedy", "rnnt_greedy", "rnnt_beam"):
+    for method in DECODE_METHODS:
         hyps = model.decode(batch, method=method, beam=2)
         assert len(hyps) == 3
         limit = compressed_lens if method.startswith("aligner") else frame_lens * (3 if "rnnt" in method else 1)

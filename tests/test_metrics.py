@@ -207,12 +207,3 @@ def test_decode_loop_scores_rtf_and_short_audio():
     assert summary.languages[1].counts.deletions == 1 and summary.pooled.errors == 1
     with pytest.raises(ValueError, match="unknown decoding method"):
         decode_batches(model, _FakeTokenizer(), batches, method="nope", progress=False)
-
-
-def test_decode_method_lists_agree():
-    # the CLI keeps its own copy so that building the parser does not import torch
-    from astra.cli._common import DECODE_METHODS as CLI
-    from astra.eval.evaluate import DECODE_METHODS as EVAL
-    from astra.model import DECODE_METHODS as MODEL
-
-    assert CLI == EVAL == MODEL

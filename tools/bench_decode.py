@@ -52,13 +52,13 @@ from pathlib import Path
 
 import torch
 
+from astra.constants import BLANK_ID, EOS_ID, SOS_ID, UNK_ID
 from astra.lm.arpa import read_arpa, write_arpa
 from astra.lm.fusion import LmFusion
 from astra.lm.kneser_ney import estimate
 from astra.lm.ngram_scorer import NgramScorer
 from astra.model import AstraModel, decoding, preset
 from astra.model.aligner_decoder import AlignerDecoder
-from astra.model.astra_model import BLANK_ID, EOS_ID, SOS_ID, UNK_ID
 
 FRAMES_OUT, TOKENS = 300, 100
 STATELESS = "RNN-T greedy (stateless head)"

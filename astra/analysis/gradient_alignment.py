@@ -80,7 +80,7 @@ def model_gradient_alignment(model, features: torch.Tensor, tokens: list[int], w
         raise ValueError(f"gradient input must be one of {GRADIENT_INPUTS}, got {wrt!r}")
     if not tokens:
         raise ValueError("the transcript is empty: no labels to differentiate")
-    from astra.data.tokenizer import EOS_ID
+    from astra.constants import EOS_ID
 
     device = features.device
     targets = torch.tensor([list(tokens) + [EOS_ID]], dtype=torch.long, device=device)

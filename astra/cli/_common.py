@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 
 from astra.cli import UserError
-
-# = astra.model.DECODE_METHODS (kept here so that building the parser does not import torch)
-DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
+from astra.constants import BEAM_METHODS, DECODE_METHODS
 
 
 def add_checkpoint_arguments(parser, device_group=None) -> None:
@@ -133,9 +131,8 @@ def load_lm_fusion(cfg, tokenizer, method: str, languages=None):
     folder that does not load, a language it has no LM for, or a method without a beam."""
     if cfg.lm_dir is None:
         return None
-    if method not in ("aligner_beam", "aligner_ctc_beam", "rnnt_beam"):
-        raise UserError(f"--lm needs a beam search (--method aligner_beam, aligner_ctc_beam or rnnt_beam), "
-                        f"not --method {method}")
+    if method not in BEAM_METHODS:
+        raise UserError(f"--lm needs a beam search (--method {', '.join(BEAM_METHODS)}), not --method {method}")
     if cfg.ilm_weight > 0 and not method.startswith("aligner"):
         raise UserError(f"--ilm-weight is for the Aligner methods, not --method {method}")
     from astra.lm import build_fusion

@@ -74,8 +74,9 @@ def _target_tokens(model, tokenizer, cfg, features, args) -> tuple[list[int], st
 def _load_features(args: argparse.Namespace):
     """``(audio path, fbank [T, F] on args.device)``; :class:`UserError` for a missing or
     unreadable file."""
+    from astra.constants import SAMPLE_RATE
     from astra.data.audio import load_audio
-    from astra.features import SAMPLE_RATE, fbank
+    from astra.features import fbank
 
     audio = Path(args.audio)
     if not audio.is_file():

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astra.constants import SAMPLE_RATE
 from astra.data import skips
-
-SAMPLE_RATE = 16_000
 
 AudioSource = str | os.PathLike | bytes
 

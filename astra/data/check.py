@@ -13,8 +13,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from astra.constants import SAMPLE_RATE
 from astra.data import skips
-from astra.data.audio import SAMPLE_RATE, AudioError, read_audio
+from astra.data.audio import AudioError, read_audio
 from astra.data.config import DataConfig
 from astra.data.dataset import encode_target, encoder_frames, target_text, tokens_fit
 from astra.data.fleurs import SPLITS, iter_fleurs, local_splits, parse_configs

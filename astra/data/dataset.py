@@ -23,8 +23,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from astra.constants import SAMPLE_RATE
 from astra.data import skips
-from astra.data.audio import SAMPLE_RATE, AudioError, speed_perturb
+from astra.data.audio import AudioError, speed_perturb
 from astra.data.config import DataConfig
 from astra.data.manifest import Utterance
 from astra.data.skips import SkipCounter

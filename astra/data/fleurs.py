@@ -32,6 +32,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from astra.constants import SAMPLE_RATE
 from astra.data import skips
 from astra.data.manifest import Utterance
 from astra.data.skips import SkipCounter
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 FLEURS_REPO = "google/fleurs"
 PARQUET_REVISION = "refs/convert/parquet"
 SPLITS = ("train", "validation", "test")
-FLEURS_SAMPLE_RATE = 16_000
 TARGET_COLUMNS = ("transcription", "raw_transcription")
 _META_COLUMNS = ("num_samples", "path", "transcription", "raw_transcription", "language", "gender")
 # the repository's own layout: split file names and tsv columns (no header)
@@ -273,7 +273,7 @@ def _utterance(config: str, split: str, meta: dict, target: str, **audio_ref) ->
         language=config,
         split=split,
         transcription=(meta.get(target) or "").strip(),
-        duration=num_samples / FLEURS_SAMPLE_RATE if num_samples else None,
+        duration=num_samples / SAMPLE_RATE if num_samples else None,
         speaker=None,
         raw_transcription=meta.get("raw_transcription"),
         language_name=meta.get("language"),
@@ -369,7 +369,7 @@ def fleurs_features(audio_as_struct: bool = False):
     """
     import datasets
 
-    audio = datasets.Audio(sampling_rate=FLEURS_SAMPLE_RATE, decode=False)
+    audio = datasets.Audio(sampling_rate=SAMPLE_RATE, decode=False)
     if audio_as_struct:
         audio = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
 
@@ -418,7 +418,7 @@ def write_fleurs_split(rows: list[dict], root: str | Path, config: str, split: s
     out = Path(root) / config / split
     out.mkdir(parents=True, exist_ok=True)
     ds = datasets.Dataset.from_list(filled, features=fleurs_features(audio_as_struct=True))
-    ds = ds.cast_column("audio", datasets.Audio(sampling_rate=FLEURS_SAMPLE_RATE, decode=False))
+    ds = ds.cast_column("audio", datasets.Audio(sampling_rate=SAMPLE_RATE, decode=False))
     target = out / "0000.parquet"
     ds.select_columns(names).to_parquet(str(target))
     return target

@@ -22,9 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from astra.constants import BLANK_ID, EOS_ID, SOS_ID, UNK_ID
+
 log = logging.getLogger(__name__)
 
-BLANK_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_PIECES = ("<blank>", "<unk>", "<sos>", "<eos>")
 NUM_SPECIAL = 4
 

@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from astra.constants import DECODE_METHODS, FRAMES_PER_SECOND
 from astra.eval.metrics import DEFAULT_CER_LANGUAGES, ScoreSummary, UtteranceScore, score_corpus
 
 log = logging.getLogger(__name__)
 
-DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
-FRAME_SECONDS = 0.01  # fbank frame shift, used when a batch has no "durations"
+FRAME_SECONDS = 1.0 / FRAMES_PER_SECOND  # used when a batch has no "durations"
 
 
 @dataclass

@@ -73,8 +73,9 @@ def transcribe_file(
     """
     import torch
 
+    from astra.constants import SAMPLE_RATE
     from astra.data.audio import load_audio
-    from astra.features import SAMPLE_RATE, fbank
+    from astra.features import fbank
     from astra.model.long_form import join_chunks
 
     waveform = load_audio(str(path))

@@ -38,21 +38,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from astra.constants import (
+    BEAM_METHODS,
+    BLANK_ID,
+    DECODE_METHODS,
+    EOS_ID,
+    FRAMES_PER_SECOND,
+    SOS_ID,
+)
 from astra.losses.aligner import aligner_loss
 from astra.model import decoding
 from astra.model.aligner_decoder import AlignerDecoder
 from astra.model.attention import MultiHeadSelfAttention
 from astra.model.config import ModelConfig
+from astra.model.ctc_beam_search import ctc_beam_search
 from astra.model.ctc_head import CtcHead
 from astra.model.encoders import SharedEncoder, SpeechEncoder, TextEncoder
 from astra.model.frontend import FrequencyWarp, GlobalCMVN, SpecAugment
 from astra.model.rnnt_head import LATTICES, RnntHead, RnntLosses, emit_occupancy
 
 logger = logging.getLogger(__name__)
-
-BLANK_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
-DECODE_METHODS = ("aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy")
-FRAMES_PER_SECOND = 100  # astra.features: 10 ms shift
 
 
 @dataclass
@@ -593,9 +598,8 @@ class AstraModel(nn.Module):
                 )
         if lm is not None and lm.weight == 0 and lm.length_bonus == 0 and lm.ilm_weight == 0:
             lm = None
-        if lm is not None and method not in ("aligner_beam", "aligner_ctc_beam", "rnnt_beam"):
-            raise ValueError(f"LM fusion needs a beam search (aligner_beam, aligner_ctc_beam, rnnt_beam), "
-                             f"not {method!r}")
+        if lm is not None and method not in BEAM_METHODS:
+            raise ValueError(f"LM fusion needs a beam search ({', '.join(BEAM_METHODS)}), not {method!r}")
         if lm is not None and lm.ilm_weight > 0 and not method.startswith("aligner"):
             raise ValueError(f"internal-LM subtraction (ilm_weight) is for the Aligner, not {method!r}")
         features, lens = self._inference_inputs(batch)
@@ -603,10 +607,11 @@ class AstraModel(nn.Module):
         cfg = self.cfg
         if method.startswith("rnnt") and self.rnnt is None:
             raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
-        if method in ("ctc_greedy", "aligner_ctc_beam") and self.ctc is None and self.inter_ctc is None:
+        uses_ctc = method in ("ctc_greedy", "ctc_beam", "aligner_ctc_beam")
+        if uses_ctc and self.ctc is None and self.inter_ctc is None:
             raise ValueError(f"decode method {method!r} needs model.top_ctc or model.inter_ctc_layer")
         layer = {"rnnt_greedy": cfg.rnnt_layer, "rnnt_beam": cfg.rnnt_layer}.get(method)
-        if method in ("ctc_greedy", "aligner_ctc_beam"):
+        if uses_ctc:
             layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
         wanted = () if layer is None else (layer,)
         top, enc_lens, layers = self.forward_encoder(features, lens, wanted)
@@ -628,6 +633,8 @@ class AstraModel(nn.Module):
             return decoding.rnnt_greedy(self.rnnt, layers[layer], frame_lens)
         if method == "rnnt_beam":
             return decoding.rnnt_beam(self.rnnt, layers[layer], frame_lens, beam, lm=batch_lm)
+        if method == "ctc_beam":
+            return ctc_beam_search(head(layers.get(layer, top)), frame_lens, BLANK_ID, beam, lm=batch_lm)[0]
         return head.greedy(layers.get(layer, top), frame_lens)
 
     @torch.no_grad()
