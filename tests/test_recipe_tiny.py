@@ -226,12 +226,15 @@ def test_quick_recipe_end_to_end(tmp_path):
     results_main = json.loads((work / "results_main.json").read_text(encoding="utf-8"))
     lm_manifest = json.loads((work / "lm" / "manifest.json").read_text(encoding="utf-8"))
     assert sorted(lm_manifest["languages"]) == LANGUAGES and lm_manifest["order"] == 3
-    decoders = (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam"), ("_ctc_beam_lm", "Aligner + CTC beam + LM"))
+    decoders = (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam"), ("_ctc_beam_lm", "Aligner + CTC beam + LM"),
+                ("_ctc", "CTC greedy"), ("_ctc_lm", "CTC beam + LM"))
+    methods = {}
     for suffix, decoder in decoders:
         main = _check_eval(work / "eval" / f"main{suffix}", corpus)
         paired = _check_eval(work / "eval" / f"paired_only{suffix}", corpus)
         assert main["utterances"] == paired["utterances"]
         assert main["meta"]["method"] == paired["meta"]["method"]
+        methods[suffix] = main["meta"]
         _check_text_only(results_main, decoder, corpus_summary)
         compare = json.loads((work / f"results_compare{suffix}.json").read_text(encoding="utf-8"))
         _check_text_only(compare, "text+ASTRA", corpus_summary)
@@ -240,15 +243,17 @@ def test_quick_recipe_end_to_end(tmp_path):
             by_lang = {x["language"]: x["error_rate"] for x in main["languages"]}
             assert compare["text+ASTRA"]["error_rate"][lang] == pytest.approx(by_lang[lang])
             assert results_main[decoder]["error_rate"][lang] == pytest.approx(by_lang[lang])
-    assert main["meta"]["method"] == "aligner_ctc_beam" and main["meta"]["ctc_weight"] == 0.3
+    assert methods["_ctc_beam"]["method"] == "aligner_ctc_beam" and methods["_ctc_beam"]["ctc_weight"] == 0.7
+    assert methods["_ctc"]["method"] == "ctc_greedy" and methods["_ctc_lm"]["method"] == "ctc_beam"
     for run in ("main", "paired_only"):  # each model's LM weight: the best of its validation sweep
-        best = json.loads((work / "eval" / f"{run}_lm_sweep_validation" / "best.json").read_text(encoding="utf-8"))
-        assert best["split"] == "validation"
-        used = json.loads((work / "eval" / f"{run}_ctc_beam_lm" / "results.json").read_text(encoding="utf-8"))
-        assert used["meta"]["lm_weight"] == best["best_lm_weight"]
-    for title in ("Paired-only vs text-injected, Aligner greedy", "Paired-only vs text-injected, Aligner + CTC beam",
-                  "Paired-only vs text-injected, Aligner + CTC beam + LM"):
-        assert title in proc.stdout
+        for suffix in ("_ctc_beam_lm", "_ctc_lm"):
+            sweep = work / "eval" / f"{run}{suffix}_sweep_validation" / "best.json"
+            best = json.loads(sweep.read_text(encoding="utf-8"))
+            assert best["split"] == "validation"
+            used = json.loads((work / "eval" / f"{run}{suffix}" / "results.json").read_text(encoding="utf-8"))
+            assert used["meta"]["lm_weight"] == best["best_lm_weight"]
+    for _, decoder in decoders:
+        assert f"Paired-only vs text-injected, {decoder}:" in proc.stdout
     assert "| **pooled** |" in proc.stdout
     token_scores = json.loads((work / "text_only_scores.json").read_text(encoding="utf-8"))
     assert sorted(token_scores) == ["paired-only", "text+ASTRA"]

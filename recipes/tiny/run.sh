@@ -11,10 +11,10 @@
 #              same unpaired text the text-injected model trains on (`astra lm train`)
 #   pretrain   paired speech (split `pretrain`) + unpaired text + ASTRA consistency
 #   finetune   low-resource target corpus (split `train`) + unpaired text
-#   evaluate   on `test` (unseen voices), Aligner greedy, Aligner + CTC beam search
-#              (aligner_ctc_beam) and the same with LM shallow fusion (LM weight chosen on the
-#              validation split, per model): WER, CER per language, pooled, macro, and the
-#              error rates on the text-only and unseen words
+#   evaluate   on `test` (unseen voices): Aligner greedy, Aligner + CTC beam search
+#              (aligner_ctc_beam), CTC greedy, and the two beams with LM shallow fusion (LM
+#              weight chosen on validation, per model): WER, CER per language, pooled,
+#              macro, and the error rates on the text-only and unseen words
 #   plot       attention maps + lattice occupancy PNG of one test utterance
 #   compare    (--compare) the same model paired-only (no unpaired text, no ASTRA),
 #              equal steps and paired data, evaluated on the same test sets with the same
@@ -167,40 +167,52 @@ stage_finetune() {
     train_run finetune "$work/finetune" $recipe/finetune.yaml "$work/pretrain" "${ft_set[@]}"
 }
 
-# the decoders: eval folder suffix and `astra evaluate` options (the CTC weight was chosen on
-# the validation split; docs/recipe_tiny.md). _ctc_beam_lm adds LM shallow fusion with the
-# weight that `lm_weight` picks on validation for the checkpoint being evaluated.
+# the decoders: eval folder suffix, label and `astra evaluate` options. The Aligner + CTC
+# joint search's CTC weight (0.7) was chosen on the validation split (docs/recipe_tiny.md);
+# the *_lm decoders add LM shallow fusion with the weight that `lm_weight` picks on
+# validation for the checkpoint being evaluated.
+decoder_names=("" _ctc_beam _ctc_beam_lm _ctc _ctc_lm)
+decoder_label() {  # decoder_label SUFFIX
+    case "$1" in
+        "") echo "Aligner greedy" ;;
+        _ctc_beam) echo "Aligner + CTC beam" ;;
+        _ctc_beam_lm) echo "Aligner + CTC beam + LM" ;;
+        _ctc) echo "CTC greedy" ;;
+        _ctc_lm) echo "CTC beam + LM" ;;
+    esac
+}
 decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT]
     case "$1" in
         "") echo "--method aligner_greedy" ;;
-        _ctc_beam) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.3" ;;
-        _ctc_beam_lm) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.3 --lm $lm_dir --lm-weight ${2:-0.3}" ;;
+        _ctc_beam) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.7" ;;
+        _ctc_beam_lm) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.7 --lm $lm_dir --lm-weight ${2:-0.3}" ;;
+        _ctc) echo "--method ctc_greedy" ;;
+        _ctc_lm) echo "--method ctc_beam --beam 8 --lm $lm_dir --lm-weight ${2:-0.3}" ;;
     esac
 }
-decoder_names=("" _ctc_beam _ctc_beam_lm)
-lm_weights=0.1,0.2,0.3,0.5,0.7
+lm_weights=0.1,0.2,0.3,0.5,0.7,1.0
 
-lm_weight() {  # lm_weight CHECKPOINT_RUN OUT_DIR: the LM weight with the lowest validation WER
-    local sweep="$2_lm_sweep_validation"
+lm_weight() {  # lm_weight SUFFIX CHECKPOINT_RUN OUT_DIR: the LM weight with the lowest validation WER
+    local sweep="$3$1_sweep_validation"
     if [ ! -f "$sweep/best.json" ]; then
-        say "LM weight sweep on validation ($lm_weights) for $1 -> $sweep"
+        say "LM weight sweep on validation ($lm_weights) for $2 ($(decoder_label "$1")) -> $sweep"
         # shellcheck disable=SC2046  # the options are words
-        "$ASTRA" evaluate --checkpoint "$1" --data "$corpus" --split validation \
-            $(decoder_options _ctc_beam_lm "$lm_weights") --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
+        "$ASTRA" evaluate --checkpoint "$2" --data "$corpus" --split validation \
+            $(decoder_options "$1" "$lm_weights") --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
         mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
     fi
     "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["best_lm_weight"])' "$sweep/best.json"
 }
 
 evaluate_run() {  # evaluate_run CHECKPOINT_RUN OUT_DIR: every decoder, into OUT_DIR{suffix}
-    local ckpt="$1" out suffix weight=""
+    local ckpt="$1" out suffix weight
     for suffix in "${decoder_names[@]}"; do
         out="$2$suffix"
         if [ -f "$out/results.json" ]; then say "evaluate: $out/results.json exists (skipped)"; continue; fi
-        if [ "$suffix" = _ctc_beam_lm ]; then
-            need "$lm_dir/manifest.json" lm
-            weight="$(lm_weight "$ckpt" "$2")"
-        fi
+        weight=""
+        case "$suffix" in
+            *_lm) need "$lm_dir/manifest.json" lm; weight="$(lm_weight "$suffix" "$ckpt" "$2")" ;;
+        esac
         say "evaluate $ckpt ($(decoder_options "$suffix" "$weight")) -> $out"
         # shellcheck disable=SC2046  # the options are words
         "$ASTRA" evaluate --checkpoint "$ckpt" --data "$corpus" --split test $(decoder_options "$suffix" "$weight") \
@@ -212,9 +224,9 @@ stage_evaluate() {
     need "$work/finetune/DONE" finetune
     evaluate_run "$work/finetune" "$work/eval/main"
     say "text-only words (occur in the unpaired text, never in paired training speech)"
-    "$PY" $recipe/report.py --corpus "$corpus" --eval "Aligner greedy=$work/eval/main" \
-        --eval "Aligner + CTC beam=$work/eval/main_ctc_beam" \
-        --eval "Aligner + CTC beam + LM=$work/eval/main_ctc_beam_lm" --out "$work/results_main"
+    local evals=() suffix
+    for suffix in "${decoder_names[@]}"; do evals+=(--eval "$(decoder_label "$suffix")=$work/eval/main$suffix"); done
+    "$PY" $recipe/report.py --corpus "$corpus" "${evals[@]}" --out "$work/results_main"
 }
 
 stage_plot() {
@@ -243,7 +255,7 @@ stage_compare() {
     local suffix
     for suffix in "${decoder_names[@]}"; do
         need "$work/eval/main$suffix/results.json" evaluate
-        say "paired-only vs unpaired text + ASTRA ($(decoder_options "$suffix"); same test sets; text-only words never in paired speech)"
+        say "paired-only vs unpaired text + ASTRA ($(decoder_label "$suffix"); same test sets; text-only words never in paired speech)"
         "$PY" $recipe/report.py --corpus "$corpus" --eval "paired-only=$work/eval/paired_only$suffix" \
             --eval "text+ASTRA=$work/eval/main$suffix" --out "$work/results_compare$suffix"
     done
@@ -268,10 +280,9 @@ if ran evaluate && [ -f "$work/results_main.md" ]; then
     echo; echo "Test set (unseen voices), the text-injected model:"; cat "$work/results_main.md"
 fi
 if ran compare && [ -f "$work/results_compare.md" ]; then
-    echo; echo "Paired-only vs text-injected, Aligner greedy:"; cat "$work/results_compare.md"
-    echo; echo "Paired-only vs text-injected, Aligner + CTC beam:"; cat "$work/results_compare_ctc_beam.md"
-    echo; echo "Paired-only vs text-injected, Aligner + CTC beam + LM (each its own weight):"
-    cat "$work/results_compare_ctc_beam_lm.md"
+    for suffix in "${decoder_names[@]}"; do
+        echo; echo "Paired-only vs text-injected, $(decoder_label "$suffix"):"; cat "$work/results_compare$suffix.md"
+    done
     echo; echo "Teacher-forced Aligner scores (test set):"; cat "$work/text_only_scores.md"
 fi
 exit 0
