@@ -62,6 +62,7 @@ def test_decode_benchmark_lm_rows_on_cpu(capsys):
                               "--lm-order", "3", "--lm-sentences", "20"]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
-    for search in ("Aligner beam 4", "Aligner + CTC beam 4 (ctc_weight 0.3)", "RNN-T beam 4 (modified, stateless head)"):
+    for search in ("Aligner beam 4", "Aligner + CTC beam 4 (ctc_weight 0.3)", "RNN-T beam 4 (modified, stateless head)",
+                   "CTC prefix beam 4 (ctc_beam)"):
         assert float(rows[f"{search} + LM"][6]) > 0, search
         assert rows[search][6].strip() == ""

@@ -59,6 +59,7 @@ from astra.lm.kneser_ney import estimate
 from astra.lm.ngram_scorer import NgramScorer
 from astra.model import AstraModel, decoding, preset
 from astra.model.aligner_decoder import AlignerDecoder
+from astra.model.ctc_beam_search import ctc_beam_search
 
 FRAMES_OUT, TOKENS = 300, 100
 STATELESS = "RNN-T greedy (stateless head)"
@@ -263,6 +264,8 @@ def _bench_batch(model, lstm_rnnt, batch: int, args, device, dtype, fusion: LmFu
             model.aligner, frames, enc_lens, EOS_ID, beam, ctc_log_probs=ctc_log_probs, ctc_weight=0.3, lm=lm),
         f"RNN-T beam {beam} (modified, stateless head)": lambda lm=None: decoding.rnnt_beam(
             model.rnnt, frames, enc_lens, beam, lm=lm),
+        f"CTC prefix beam {beam} (ctc_beam)": lambda lm=None: ctc_beam_search(
+            ctc_log_probs, enc_lens, BLANK_ID, beam, lm=lm)[0],
     }
     without_lm = {}  # "+ LM" row -> the row of the same search without it
     for name, search in searches.items():
