@@ -130,7 +130,8 @@ class AstraModel(nn.Module):
         self.cmvn.set_stats(mean, std)
 
     def set_identity_attention(self, enabled: bool) -> None:
-        """Seed 003 warm-up: fix every self-attention matrix to the identity (or release it)."""
+        """Warm-up against time reversal ("The Conformer Encoder May Reverse the Time Dimension",
+        arXiv:2410.00680): fix every self-attention matrix to the identity (or release it)."""
         for module in self.modules():
             if isinstance(module, MultiHeadSelfAttention):
                 module.identity = bool(enabled)
@@ -391,29 +392,13 @@ class AstraModel(nn.Module):
         ``needed``: the loss names the training objective uses (:meth:`loss_names` with a
         weight that is > 0 at some step); the others are not computed (``None``: all)."""
         cfg = self.cfg
-        features, feature_lens = self._check_features(batch)
-        tokens, token_lens = self._check_tokens(batch)
-        if tokens.size(0) != features.size(0):
-            raise ValueError(f"batch has {features.size(0)} feature rows but {tokens.size(0)} token rows")
         names = self._needed_losses("speech", needed)
         counts: dict[str, float] = {}
-        keep = feature_lens > 0
-        self._drop(keep, "empty_audio", "zero-length audio", counts)
-        long_enough = feature_lens >= self.speech_encoder.subsampling.min_input_frames()
-        self._drop(long_enough | ~keep, "too_short_audio",
-                   f"audio shorter than {self.speech_encoder.subsampling.min_input_frames()} frames", counts)
-        keep &= long_enough
-        has_text = token_lens > 0
-        self._drop(has_text | ~keep, "empty_transcript", "empty transcript", counts)
-        keep &= has_text
-        if not bool(keep.any()):
+        kept = self._trainable_speech(batch, counts)
+        if kept is None:
             counts.update(utterances=0.0, frames=0.0, tokens=0.0)
             return ModelOutput({name: self._zero_loss() for name in names}, counts)
-        index = torch.nonzero(keep).flatten()
-        features, feature_lens = features[index], feature_lens[index]
-        tokens, token_lens = tokens[index], token_lens[index]
-        width = int(feature_lens.max())
-        features, tokens = features[:, :width], tokens[:, : int(token_lens.max())]
+        features, feature_lens, tokens, token_lens = kept
 
         # ASTRA reads the simple lattice or the pruned loss's lattice (model.astra_alignment);
         # the transduction KL reads the simple lattice
@@ -443,7 +428,7 @@ class AstraModel(nn.Module):
         # T' frames up to the InterCTC layer; above it, with CTC compression, top_lens
         lens = self.frame_lengths(feature_lens) if cfg.ctc_compress != "none" else top_lens
         num_tokens = float(token_lens.sum())
-        counts.update(utterances=float(len(index)), frames=float(lens.sum()), tokens=num_tokens,
+        counts.update(utterances=float(feature_lens.numel()), frames=float(lens.sum()), tokens=num_tokens,
                       input_frames=float(feature_lens.sum()))
         losses: dict[str, Tensor] = {}
 
@@ -472,22 +457,55 @@ class AstraModel(nn.Module):
                 inter = self.inter_ctc.loss(layers[cfg.inter_ctc_layer], lens, tokens, token_lens)
             losses["inter_ctc"] = inter / num_tokens
         if any(rnnt_parts.values()):
-            with record_function("astra:rnnt_head"):
-                rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens, **rnnt_parts)
-            if "rnnt" in names:
-                losses["rnnt"] = rnnt.pruned / num_tokens
-            if rnnt.simple is not None:
-                losses["rnnt_simple"] = rnnt.simple / num_tokens
-            if "astra" in names:
-                with record_function("astra:astra_consistency"):
-                    px, py = (rnnt.px_pruned, rnnt.py_pruned) if pruned_alignment else (rnnt.px, rnnt.py)
-                    losses["astra"] = self._astra_loss(
-                        layers[cfg.astra_layer], lens, tokens, token_lens, px, py, counts
-                    )
-            if "transduction_kl" in names:
-                with record_function("astra:transduction_kl"):
-                    losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
+            losses.update(self._rnnt_head_losses(layers, lens, tokens, token_lens, names, rnnt_parts, attention, counts))
         return ModelOutput(losses, counts)
+
+    def _trainable_speech(self, batch: dict, counts: dict[str, float]):
+        """``(features [B', T, F], feature_lens, tokens [B', U], token_lens)`` of the utterances
+        of a speech batch that can be trained on (the others dropped and counted: empty or too
+        short audio, empty transcript), trimmed to their longest; ``None`` if none is left."""
+        features, feature_lens = self._check_features(batch)
+        tokens, token_lens = self._check_tokens(batch)
+        if tokens.size(0) != features.size(0):
+            raise ValueError(f"batch has {features.size(0)} feature rows but {tokens.size(0)} token rows")
+        keep = feature_lens > 0
+        self._drop(keep, "empty_audio", "zero-length audio", counts)
+        long_enough = feature_lens >= self.speech_encoder.subsampling.min_input_frames()
+        self._drop(long_enough | ~keep, "too_short_audio",
+                   f"audio shorter than {self.speech_encoder.subsampling.min_input_frames()} frames", counts)
+        keep &= long_enough
+        has_text = token_lens > 0
+        self._drop(has_text | ~keep, "empty_transcript", "empty transcript", counts)
+        keep &= has_text
+        if not bool(keep.any()):
+            return None
+        index = torch.nonzero(keep).flatten()
+        feature_lens, token_lens = feature_lens[index], token_lens[index]
+        features = features[index][:, : int(feature_lens.max())]
+        return features, feature_lens, tokens[index][:, : int(token_lens.max())], token_lens
+
+    def _rnnt_head_losses(self, layers: dict[int, Tensor], lens: Tensor, tokens: Tensor, token_lens: Tensor,
+                          names: Collection[str], rnnt_parts: dict[str, bool], attention: Tensor | None,
+                          counts: dict[str, float]) -> dict[str, Tensor]:
+        """The losses read from the RNN-T alignment head: ``rnnt``, ``rnnt_simple``, ``astra``
+        (weighted by the head's simple or pruned lattice) and ``transduction_kl``, those in
+        ``names``; ``rnnt_parts``: what :meth:`RnntHead.loss` computes."""
+        cfg, losses = self.cfg, {}
+        num_tokens = float(token_lens.sum())
+        with record_function("astra:rnnt_head"):
+            rnnt = self.rnnt.loss(layers[cfg.rnnt_layer], lens, tokens, token_lens, **rnnt_parts)
+        if "rnnt" in names:
+            losses["rnnt"] = rnnt.pruned / num_tokens
+        if rnnt.simple is not None:
+            losses["rnnt_simple"] = rnnt.simple / num_tokens
+        if "astra" in names:
+            with record_function("astra:astra_consistency"):
+                px, py = (rnnt.px_pruned, rnnt.py_pruned) if rnnt_parts["pruned_lattice"] else (rnnt.px, rnnt.py)
+                losses["astra"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, px, py, counts)
+        if "transduction_kl" in names:
+            with record_function("astra:transduction_kl"):
+                losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
+        return losses
 
     def _transduction_kl(self, attention: Tensor | None, rnnt: RnntLosses) -> Tensor:
         """KL from the head's emit occupancy to the attention rows ``[B, H, T', T']`` of the

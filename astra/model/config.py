@@ -114,6 +114,12 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
+        self._validate_sizes()
+        self._validate_layers()
+        self._validate_heads()
+
+    def _validate_sizes(self) -> None:
+        """Choices, dimensions, counts and probabilities of the encoders and augmentation."""
         if self.position_encoding not in POSITION_ENCODINGS:
             raise ValueError(f"model.position_encoding={self.position_encoding!r}: use one of {POSITION_ENCODINGS}")
         if self.subsampling not in SUBSAMPLING_FACTORS:
@@ -144,6 +150,11 @@ class ModelConfig:
             raise ValueError(f"model.freq_warp={self.freq_warp} must be in [0, 1)")
         if not 0.0 <= self.time_mask_ratio <= 1.0:
             raise ValueError(f"model.time_mask_ratio={self.time_mask_ratio} must be in [0, 1]")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout={self.dropout} must be in [0, 1)")
+
+    def _validate_layers(self) -> None:
+        """Layer indices of the heads and losses, and CTC compression's constraints on them."""
         for name in ("inter_ctc_layer", "inter_aligner_layer", "rnnt_layer", "astra_layer", "transduction_kl_layer"):
             value = getattr(self, name)
             if not 0 <= value <= self.shared_layers:
@@ -170,6 +181,9 @@ class ModelConfig:
                                  "is over uncompressed frames)")
         if self.inter_aligner_layer == self.shared_layers and self.shared_layers > 0:
             raise ValueError("model.inter_aligner_layer equals the last shared layer: use a lower layer")
+
+    def _validate_heads(self) -> None:
+        """The RNN-T alignment head, ASTRA and the Aligner decoder."""
         if self.rnnt_head and self.rnnt_context < 1:
             raise ValueError(f"model.rnnt_context={self.rnnt_context} must be >= 1")
         if self.rnnt_head and self.rnnt_prune_range < 2:
@@ -203,5 +217,3 @@ class ModelConfig:
                 f"model.aligner_prime_prob={self.aligner_prime_prob} must be in [0, 1] and "
                 f"model.aligner_prime_tokens={self.aligner_prime_tokens} >= 0"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout={self.dropout} must be in [0, 1)")
