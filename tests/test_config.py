@@ -102,6 +102,9 @@ def test_train_config_round_trip_and_validation(tmp_path):
     with pytest.raises(ConfigError, match="model.text_mask_prob=0"):
         load_config(TrainConfig, None, [*text, "model.text_mask_prob=0"])
     load_config(TrainConfig, None, [*text, "model.text_mask_prob=0", "losses.text_aligner=0"])  # no text CE
+    with pytest.raises(ConfigError, match="astra_alignment='pruned'.*losses.rnnt=0"):  # an untrained joiner
+        load_config(TrainConfig, None, ["model.astra_alignment=pruned", "losses.rnnt=0"])
+    load_config(TrainConfig, None, ["model.astra_alignment=pruned", "losses.rnnt=0.5"])
     for bad in ("run.num_threads=-1", "run.alignment_every=-2", "run.feature_stats_utterances=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
             load_config(TrainConfig, None, [bad])

@@ -43,9 +43,42 @@ def test_forward_speech_and_text_return_the_enabled_losses(overrides, names):
     assert out.counts["utterances"] == 3 and out.counts["tokens"] == 13
     assert out.counts["aligner_tokens"] == 16 and out.counts["dropped/too_long"] == 0
     text = model.forward_text(dict(kind="text", tokens=batch["tokens"], token_lens=batch["token_lens"]))
-    expected = {"text_aligner"} | ({"text_rnnt"} if model.rnnt is not None else set())
+    expected = {"text_aligner", "text_ctc"} | ({"text_rnnt"} if model.rnnt is not None else set())
     assert set(text.losses) == expected
     sum(text.losses.values()).backward()
+
+
+@pytest.mark.parametrize("top_ctc", [False, True])
+def test_text_ctc_is_the_ctc_heads_loss_on_repeated_text_frames(top_ctc):
+    """``text_ctc`` = F.ctc_loss of the CTC head that decoding reads (top CTC if on, else
+    InterCTC) on its layer's first U text frames, each repeated ``text_ctc_repeat`` times."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", top_ctc=top_ctc, inter_ctc_layer=1, text_ctc_repeat=3), VOCAB).eval()
+    tokens = torch.tensor([[5, 5, 7, 8], [9, 4, 0, 0]])  # a repeated token needs the blank between
+    token_lens = torch.tensor([4, 2])
+    out = model.forward_text(dict(kind="text", tokens=tokens, token_lens=token_lens), needed={"text_ctc"})
+    assert set(out.losses) == {"text_ctc"}
+    layer = model.cfg.shared_layers if top_ctc else 1
+    head = model.ctc if top_ctc else model.inter_ctc
+    _, _, layers = model.forward_text_encoder(tokens, token_lens, (layer,))
+    frames = layers[layer][:, :4].repeat_interleave(3, dim=1)  # [B, 3U, D]
+    expected = F.ctc_loss(head(frames).transpose(0, 1), tokens, token_lens * 3, token_lens,
+                          blank=0, reduction="sum") / 6
+    assert torch.isfinite(expected) and out.losses["text_ctc"].item() == pytest.approx(expected.item(), rel=1e-5)
+    out.losses["text_ctc"].backward()
+    assert head.proj.weight.grad.abs().sum() > 0
+    assert model.text_encoder.embedding.weight.grad.abs().sum() > 0
+
+
+def test_text_ctc_needs_a_ctc_head_and_room_for_blanks():
+    from astra.model.config import ModelConfig
+
+    model = AstraModel(preset("tiny", inter_ctc_layer=0, top_ctc=False), VOCAB)
+    assert "text_ctc" not in model.loss_names("text")
+    with pytest.raises(ValueError, match="text_ctc_repeat=1 must be >= 2"):
+        ModelConfig(text_ctc_repeat=1).validate()
 
 
 def test_pruned_rnnt_equals_the_full_loss_when_nothing_is_pruned():
@@ -273,18 +306,18 @@ def test_text_aligner_loss_sits_on_masked_tokens_so_a_copy_model_scores_badly(mo
     model.aligner = _LogitsAreFrames()
     tokens = torch.randint(4, VOCAB, (8, 30))
     batch = dict(kind="text", tokens=tokens, token_lens=torch.full((8,), 30))
-    out = model.forward_text(batch)
+    out = model.forward_text(batch, needed={"text_aligner"})
     log_v = float(torch.log(torch.tensor(float(VOCAB))))
     assert out.counts["masked_tokens"] > 0
     assert out.counts["aligner_tokens"] == out.counts["masked_tokens"]
     assert float(out.losses["text_aligner"]) == pytest.approx(log_v, rel=1e-3)
     # the unmasked positions, weighted in, make the copy model look good again
     model.cfg.text_unmasked_weight = 1.0
-    diluted = float(model.forward_text(batch).losses["text_aligner"])
+    diluted = float(model.forward_text(batch, needed={"text_aligner"}).losses["text_aligner"])
     assert diluted < 0.6 * log_v
     # no masking (evaluation): every position is scored
     model.eval()
-    assert float(model.forward_text(batch).losses["text_aligner"]) < 0.01
+    assert float(model.forward_text(batch, needed={"text_aligner"}).losses["text_aligner"]) < 0.01
 
 
 def test_text_position_weights():

@@ -110,7 +110,7 @@ def test_the_objective_needs_weights_above_zero_including_ramps_from_zero():
     model = AstraModel(preset("tiny"), VOCAB)
     needs = objective_needs(model, losses)
     assert needs == {"speech": {"aligner", "inter_ctc", "rnnt_simple", "astra"},
-                     "text": {"text_aligner", "text_rnnt"}}
+                     "text": {"text_aligner", "text_rnnt"}}  # text_ctc: weight 0 by default
     kl_model = AstraModel(preset("tiny", transduction_kl_layer=1), VOCAB)
     assert "transduction_kl" not in objective_needs(kl_model, losses)["speech"]  # weight 0 by default
     assert objective_needs(object(), losses) is None  # a model that cannot say computes everything

@@ -18,6 +18,8 @@ by name) and counts. Every loss is a mean per target token of the batch:
                masked input positions (``text_mask_prob``; the rest weighs
                ``text_unmasked_weight``), per weighted position
 ``text_rnnt``  pruned RNN-T of the head on unpaired text (T' = U+1 text frames)
+``text_ctc``   CTC of the CTC head (the one CTC decoding reads) on unpaired text: its layer's
+               first U text frames, each repeated ``text_ctc_repeat`` times, per token (U)
 ``transduction_kl`` optional (``transduction_kl_layer``): KL from the head's emit occupancy
                to the attention rows u of that shared layer, per token; not in
                CONTRIBUTING's list: weight it with ``losses.other.transduction_kl``
@@ -213,7 +215,8 @@ class AstraModel(nn.Module):
         if kind not in ("speech", "text"):
             raise ValueError(f"kind must be 'speech' or 'text', got {kind!r}")
         if kind == "text":
-            return ["text_aligner"] + (["text_rnnt"] if self.rnnt is not None else [])
+            names = ["text_aligner"] + (["text_rnnt"] if self.rnnt is not None else [])
+            return names + (["text_ctc"] if self.ctc is not None or self.inter_ctc is not None else [])
         names = ["aligner"]
         names += ["inter_aligner"] if self.inter_aligner is not None else []
         names += ["ctc"] if self.ctc is not None else []
@@ -563,7 +566,8 @@ class AstraModel(nn.Module):
         index = torch.nonzero(keep).flatten()
         tokens, token_lens = tokens[index][:, : int(token_lens[index].max())], token_lens[index]
         masked = self.draw_text_mask(token_lens, tokens.size(1))
-        top, lens, layers = self.forward_text_encoder(tokens, token_lens, (cfg.rnnt_layer,), masked=masked)
+        wanted = {cfg.rnnt_layer} | ({self._ctc_layer()} if "text_ctc" in names else set())
+        top, lens, layers = self.forward_text_encoder(tokens, token_lens, tuple(sorted(wanted)), masked=masked)
         losses: dict[str, Tensor] = {}
         if "text_aligner" in names:
             with record_function("astra:aligner"):
@@ -575,10 +579,28 @@ class AstraModel(nn.Module):
             with record_function("astra:rnnt_head"):
                 text_rnnt = self.rnnt.text_loss(layers[cfg.rnnt_layer], lens, tokens, token_lens)
             losses["text_rnnt"] = text_rnnt / float(token_lens.sum())
+        if "text_ctc" in names:
+            with record_function("astra:ctc"):
+                losses["text_ctc"] = self._text_ctc_loss(layers[self._ctc_layer()], tokens, token_lens)
         counts.update(utterances=float(len(index)), tokens=float(token_lens.sum()))
         if masked is not None:
             counts["masked_tokens"] = float(masked.sum())
         return ModelOutput(losses, counts)
+
+    def _ctc_layer(self) -> int:
+        """The shared layer CTC decoding reads: the top (``top_ctc``) or ``inter_ctc_layer``."""
+        return self.cfg.shared_layers if self.ctc is not None else self.cfg.inter_ctc_layer
+
+    def _text_ctc_loss(self, frames: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
+        """CTC of the decoding CTC head on the text path, per token: ``frames [B, U+1, D]``
+        (its layer; the ``<eos>`` frame is dropped), each of the first U frames repeated
+        ``model.text_ctc_repeat`` (R) times, so that ``[B, R·U, D]`` has room for the blanks
+        between repeated tokens (as JOIST, arXiv:2210.07353, repeats text frames for its
+        transducer loss on text). With masking the masked tokens must come from context."""
+        repeat = self.cfg.text_ctc_repeat
+        head = self.ctc if self.ctc is not None else self.inter_ctc
+        text = frames[:, : tokens.size(1)].repeat_interleave(repeat, dim=1)
+        return head.loss(text, token_lens * repeat, tokens, token_lens) / float(token_lens.sum())
 
     # --- inference -----------------------------------------------------------------------
     def _inference_inputs(self, batch: dict) -> tuple[Tensor, Tensor]:

@@ -108,6 +108,9 @@ class ModelConfig:
     text_mask_prob: float = 0.3
     text_mask_span: int = 1
     text_unmasked_weight: float = 0.0
+    # the text_ctc loss (losses.text_ctc): each text frame repeated this many times (>= 2, so
+    # that CTC can put a blank between two equal tokens)
+    text_ctc_repeat: int = 2
 
     # --- lattice-guided self-transduction (an astra extension; off) -------
     transduction_kl_layer: int = 0  # shared layer whose attention rows u follow the lattice; 0 = off
@@ -144,6 +147,8 @@ class ModelConfig:
             raise ValueError(f"model.text_mask_prob={self.text_mask_prob} must be in [0, 1)")
         if not 0.0 <= self.text_unmasked_weight <= 1.0:
             raise ValueError(f"model.text_unmasked_weight={self.text_unmasked_weight} must be in [0, 1]")
+        if self.text_ctc_repeat < 2:
+            raise ValueError(f"model.text_ctc_repeat={self.text_ctc_repeat} must be >= 2 (room for CTC blanks)")
         if self.text_mask_span < 1:
             raise ValueError(f"model.text_mask_span={self.text_mask_span} must be >= 1")
         if not 0.0 <= self.freq_warp < 1.0:

@@ -19,6 +19,7 @@ LOSS_NAMES = (
     "astra",
     "text_aligner",
     "text_rnnt",
+    "text_ctc",
     "transduction_kl",
 )
 LR_DECAYS = ("cosine", "linear", "inverse_sqrt", "constant")
@@ -68,6 +69,7 @@ class LossConfig:
     astra: float = 0.1
     text_aligner: float = 1.0
     text_rnnt: float = 0.5
+    text_ctc: float = 0.0  # CTC head on unpaired text (model.text_ctc_repeat)
     transduction_kl: float = 0.0  # lattice-guided attention KL (model.transduction_kl_layer)
     other: dict[str, float] = field(default_factory=dict)  # weights of further model losses
     ramps: dict[str, RampConfig] = field(
