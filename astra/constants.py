@@ -19,3 +19,6 @@ DECODE_METHODS = (
     "aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy", "ctc_beam",
 )
 BEAM_METHODS = ("aligner_beam", "aligner_ctc_beam", "rnnt_beam", "ctc_beam")  # the ones LM fusion applies to
+# the searches whose LM scores the model's C most likely pieces (LmFusion.candidates); the
+# other two take the CTC head's candidates
+LM_PRE_BEAM_METHODS = ("aligner_beam", "rnnt_beam")

@@ -53,6 +53,7 @@ def test_lm_train_end_to_end(tokenizer_and_text, capsys):
         assert info["pieces"] == sum(len(tokenizer.encode(s)) for s in TEXT[lang])
     # the LM prefers its own language's sentences (per-language models)
     fusion = build_fusion(out, tokenizer, weight=1.0)
+    assert fusion.pre_beam(4) == 8 and build_fusion(out, tokenizer, weight=1.0, candidates=5).pre_beam(4) == 5
     scorer = fusion.scorer
 
     def logp(lang: str, text: str) -> float:
@@ -140,7 +141,7 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
     with one_thread():
         assert _evaluate(tiny, tmp_path / "plain", "--method", "aligner_beam", "--split", "train") == 0
         assert _evaluate(tiny, tmp_path / "zero", "--method", "aligner_beam", "--split", "train",
-                         "--lm", lm, "--lm-weight", "0") == 0
+                         "--lm", lm, "--lm-weight", "0", "--lm-candidates", "3") == 0
         capsys.readouterr()
         assert _evaluate(tiny, tmp_path / "sweep", "--method", "aligner_ctc_beam", "--split", "train",
                          "--lm", lm, "--lm-weight", "0.1,0.5,2", "--length-bonus", "0.2", "--ilm-weight", "0.1") == 0
@@ -148,7 +149,7 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
     zero = {h["key"]: h["hypothesis"] for h in read_hyps_tsv(tmp_path / "zero" / "hyps.tsv")}
     assert zero == plain
     meta = json.loads((tmp_path / "zero" / "results.json").read_text())["meta"]
-    assert meta["lm"] == lm and meta["lm_weight"] == 0.0 and meta["lm_sweep"] is None
+    assert meta["lm"] == lm and meta["lm_weight"] == 0.0 and meta["lm_sweep"] is None and meta["lm_candidates"] == 3
     last = capsys.readouterr().out.strip().splitlines()[-1]
     best = json.loads(last)
     data = json.loads((tmp_path / "sweep" / "results.json").read_text())
@@ -158,6 +159,7 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
     assert best["pooled_error_rate"] == min(row["pooled_error_rate"] for row in sweep)
     assert data["pooled"]["error_rate"] == pytest.approx(best["pooled_error_rate"])
     assert data["meta"]["length_bonus"] == 0.2 and data["meta"]["ilm_weight"] == 0.1
+    assert data["meta"]["lm_candidates"] is None  # the joint search takes CTC's candidates
 
 
 @pytest.mark.slow
@@ -169,6 +171,9 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
     (["--method", "rnnt_beam", "--lm", "{lm}", "--ilm-weight", "0.2"], "--ilm-weight is for the Aligner"),
     (["--method", "aligner_beam", "--lm", "{lm}", "--lm-weight", "0.1,0.2"], "run it on a validation split"),
     (["--method", "aligner_beam", "--lm", "{missing}"], "LM folder not found"),
+    (["--method", "aligner_beam", "--lm", "{lm}", "--lm-candidates", "0"], "--lm-candidates must be >= 1"),
+    (["--method", "ctc_beam", "--lm", "{lm}", "--lm-candidates", "4"], "takes the CTC head's candidates"),
+    (["--method", "aligner_beam", "--lm-candidates", "4"], "need --lm DIR"),
 ])
 def test_evaluate_lm_bad_input(tiny_lm, tmp_path, capsys, extra, message):
     tiny, root = tiny_lm

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from astra.cli import UserError
-from astra.constants import BEAM_METHODS, DECODE_METHODS
+from astra.constants import BEAM_METHODS, DECODE_METHODS, LM_PRE_BEAM_METHODS
 
 
 def add_checkpoint_arguments(parser, device_group=None) -> None:
@@ -91,7 +91,8 @@ def split_csv(value: str | None) -> list[str]:
 
 
 def add_lm_arguments(parser, with_language: bool = False) -> None:
-    """``--lm``, ``--lm-weight``, ``--length-bonus``, ``--ilm-weight`` (and ``--lm-language``):
+    """``--lm``, ``--lm-weight``, ``--length-bonus``, ``--ilm-weight``, ``--lm-candidates`` (and
+    ``--lm-language``):
     the fields of :class:`astra.lm.LmFusionConfig`; read them with :func:`lm_fusion_config`."""
     parser.add_argument("--lm", default=None, metavar="DIR",
                         help="n-gram LM folder from 'astra lm train', fused into the *_beam methods")
@@ -103,6 +104,9 @@ def add_lm_arguments(parser, with_language: bool = False) -> None:
     parser.add_argument("--ilm-weight", type=float, default=0.0,
                         help="Aligner methods with --lm: weight of the subtracted internal LM (the decoder "
                              "on zeroed encoder frames; default: 0)")
+    parser.add_argument("--lm-candidates", type=int, default=None, metavar="C",
+                        help="with --lm: pieces per hypothesis and step the LM scores, the model's C most "
+                             "likely (the pre-beam of aligner_beam and rnnt_beam; default: twice --beam)")
     if with_language:
         parser.add_argument("--lm-language", default=None,
                             help="language whose LM scores the audio (default: the LM's only language)")
@@ -117,7 +121,8 @@ def lm_fusion_config(args: argparse.Namespace):
     except ValueError as e:
         raise UserError(f"--lm-weight must be numbers separated by commas, got {args.lm_weight!r}") from e
     cfg = LmFusionConfig(lm_dir=args.lm, lm_weights=weights, length_bonus=args.length_bonus,
-                         ilm_weight=args.ilm_weight, lm_language=getattr(args, "lm_language", None))
+                         ilm_weight=args.ilm_weight, lm_candidates=args.lm_candidates,
+                         lm_language=getattr(args, "lm_language", None))
     try:
         cfg.check()
     except ValueError as e:
@@ -135,9 +140,13 @@ def load_lm_fusion(cfg, tokenizer, method: str, languages=None):
         raise UserError(f"--lm needs a beam search (--method {', '.join(BEAM_METHODS)}), not --method {method}")
     if cfg.ilm_weight > 0 and not method.startswith("aligner"):
         raise UserError(f"--ilm-weight is for the Aligner methods, not --method {method}")
+    if cfg.lm_candidates is not None and method not in LM_PRE_BEAM_METHODS:
+        raise UserError(f"--lm-candidates is the LM pre-beam of {' and '.join(LM_PRE_BEAM_METHODS)}; "
+                        f"--method {method} takes the CTC head's candidates")
     from astra.lm import build_fusion
 
     try:
-        return build_fusion(cfg.lm_dir, tokenizer, cfg.lm_weights[0], cfg.length_bonus, cfg.ilm_weight, languages)
+        return build_fusion(cfg.lm_dir, tokenizer, cfg.lm_weights[0], cfg.length_bonus, cfg.ilm_weight, languages,
+                            candidates=cfg.lm_candidates)
     except ValueError as e:
         raise UserError(f"--lm {cfg.lm_dir}: {e}") from e

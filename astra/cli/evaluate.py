@@ -19,6 +19,7 @@ from astra.cli._common import (
     load_checkpoint,
     load_lm_fusion,
 )
+from astra.constants import LM_PRE_BEAM_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,9 @@ def _check_arguments(args: argparse.Namespace):
     check_decode_arguments(args)
     lm_cfg = lm_fusion_config(args)
     sweep = len(lm_cfg.lm_weights) > 1
-    if lm_cfg.lm_dir is None and (sweep or args.length_bonus or args.ilm_weight):
-        raise UserError("--lm-weight with several weights, --length-bonus and --ilm-weight need --lm DIR")
+    if lm_cfg.lm_dir is None and (sweep or args.length_bonus or args.ilm_weight or args.lm_candidates):
+        raise UserError("--lm-weight with several weights, --length-bonus, --ilm-weight and --lm-candidates "
+                        "need --lm DIR")
     if sweep and args.split == "test":
         raise UserError("an --lm-weight sweep picks a weight: run it on a validation split (--split validation), "
                         "then evaluate the test split with the chosen weight")
@@ -172,6 +174,8 @@ def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result,
         "lm_weight": best_weight,
         "length_bonus": lm_cfg.length_bonus if fusion is not None else None,
         "ilm_weight": lm_cfg.ilm_weight if fusion is not None else None,
+        "lm_candidates": fusion.pre_beam(args.beam) if fusion is not None and args.method in LM_PRE_BEAM_METHODS
+        else None,
         "lm_sweep": [
             {"lm_weight": w, "pooled_error_rate": r.summary.pooled_error_rate,
              "macro_error_rate": r.summary.macro_error_rate, "rtf": r.decoded.rtf}

@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     lm_cfg = lm_fusion_config(args)
     if len(lm_cfg.lm_weights) > 1:
         raise UserError("transcribe takes one --lm-weight (sweep weights with 'astra evaluate --split validation')")
-    if lm_cfg.lm_dir is None and (args.length_bonus or args.ilm_weight or args.lm_language):
-        raise UserError("--length-bonus, --ilm-weight and --lm-language need --lm DIR")
+    if lm_cfg.lm_dir is None and (args.length_bonus or args.ilm_weight or args.lm_candidates or args.lm_language):
+        raise UserError("--length-bonus, --ilm-weight, --lm-candidates and --lm-language need --lm DIR")
     _, model, tokenizer, _ = load_checkpoint(args)
     fusion, language = None, ""
     if lm_cfg.lm_dir is not None:

@@ -7,7 +7,7 @@ from astra.lm.config import LmFusionConfig
 
 
 def build_fusion(lm_dir, tokenizer, weight: float, length_bonus: float = 0.0, ilm_weight: float = 0.0,
-                 languages=None):
+                 languages=None, candidates: int | None = None):
     """:class:`~astra.lm.fusion.LmFusion` of the LM folder ``lm_dir`` for ``tokenizer``
     (``ValueError`` naming the problem: see :func:`astra.lm.lm_dir.load_lm`)."""
     from astra.lm.fusion import LmFusion
@@ -17,6 +17,7 @@ def build_fusion(lm_dir, tokenizer, weight: float, length_bonus: float = 0.0, il
     return LmFusion(
         scorer=scorer, weight=weight, eos_id=tokenizer.eos_id, length_bonus=length_bonus, ilm_weight=ilm_weight,
         neutral_ids=(tokenizer.blank_id, tokenizer.sos_id), tag_ids=tuple(tokenizer.language_ids.values()),
+        candidates=candidates,
     )
 
 

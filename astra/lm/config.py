@@ -7,15 +7,19 @@ from dataclasses import dataclass, field
 
 @dataclass
 class LmFusionConfig:
-    """``--lm DIR --lm-weight W[,W...] --length-bonus B --ilm-weight W2 [--lm-language L]``.
+    """``--lm DIR --lm-weight W[,W...] --length-bonus B --ilm-weight W2 [--lm-candidates C]
+    [--lm-language L]``.
 
     ``lm_weights``: one weight, or several for a sweep (evaluate on a validation split picks
-    the best). ``lm_language``: the LM used when the utterances have no language (transcribe)."""
+    the best). ``lm_candidates``: the pre-beam, tokens per hypothesis the LM scores
+    (:attr:`astra.lm.fusion.LmFusion.candidates`; ``None``: twice the beam).
+    ``lm_language``: the LM used when the utterances have no language (transcribe)."""
 
     lm_dir: str | None = None
     lm_weights: list[float] = field(default_factory=lambda: [0.3])
     length_bonus: float = 0.0
     ilm_weight: float = 0.0
+    lm_candidates: int | None = None
     lm_language: str | None = None
 
     def check(self) -> None:
@@ -27,3 +31,5 @@ class LmFusionConfig:
             raise ValueError(f"--lm-weight must be >= 0, got {bad[0]}")
         if not self.ilm_weight >= 0:
             raise ValueError(f"--ilm-weight must be >= 0, got {self.ilm_weight}")
+        if self.lm_candidates is not None and self.lm_candidates < 1:
+            raise ValueError(f"--lm-candidates must be >= 1, got {self.lm_candidates}")
