@@ -1,6 +1,7 @@
 """LM shallow fusion in the three beam searches: weight 0 is the plain beam exactly, a peaked
 LM decides between acoustically tied hypotheses, each utterance uses its language's LM, the
-internal-LM term and the length bonus do what they say."""
+internal-LM term and the length bonus do what they say, and a wide fused Aligner beam is the
+exhaustive argmax of the fused score."""
 
 from __future__ import annotations
 
@@ -217,3 +218,64 @@ def test_pre_beam_bounds_what_the_lm_can_choose_and_every_token_is_full_scoring(
     assert wide[1].ge(full[1] - 1e-6).all()
     with pytest.raises(ValueError, match="LM candidates must be >= 1"):
         LmFusion(fusion.scorer, 1.0, EOS, candidates=0)
+
+
+def _fused_exhaustive(decoder: AlignerDecoder, frames: torch.Tensor, fusion: LmFusion) -> tuple[list[int], float]:
+    """The best sequence of the Aligner topology on ``frames [T', D]`` by enumeration, scored
+    as the module doc of :mod:`astra.lm.fusion` says: per token ``log P_aligner + w log P_LM +
+    bonus - ilm log P_ILM``; an ``<eos>`` ending adds ``log P_aligner(<eos>) + w log P(</s>)
+    - ilm log P_ILM(<eos>)``; a sequence cut by the last frame has no ending term."""
+    length = frames.size(0)
+    scorer, zero = fusion.scorer, torch.zeros(frames.size(1))
+
+    def log_softmax(logits):
+        logits = logits.clone()
+        logits[..., [BLANK, SOS]] = float("-inf")
+        return logits.log_softmax(dim=-1)
+
+    def step_score(seq, prev, state, lm_state, token):
+        g, state = decoder.predict(torch.tensor([[prev]]), state)
+        aligner = float(log_softmax(decoder.joint(frames[len(seq)], g[0, 0]))[token])
+        ilm = float(log_softmax(decoder.joint(zero, g[0, 0]))[token])
+        lnp, next_lm = scorer.score_tokens(lm_state, torch.tensor([[token]]))
+        bonus = 0.0 if token == EOS else fusion.length_bonus
+        return aligner + fusion.weight * float(lnp[0, 0]) + bonus - fusion.ilm_weight * ilm, state, next_lm[:, 0]
+
+    best, best_score = None, float("-inf")
+
+    def visit(seq, score, prev, state, lm_state):
+        nonlocal best, best_score
+        end, _, _ = step_score(seq, prev, state, lm_state, EOS)
+        candidates = [(seq, score + end)]
+        for token in (UNK, A, B, C):
+            gain, next_state, next_lm = step_score(seq, prev, state, lm_state, token)
+            if len(seq) + 1 == length:
+                candidates.append((seq + [token], score + gain))  # cut by the last frame
+            else:
+                visit(seq + [token], score + gain, token, next_state, next_lm)
+        for hyp, total in candidates:
+            if total > best_score:
+                best, best_score = hyp, total
+
+    visit([], 0.0, SOS, None, scorer.start(["a"]))
+    return best, best_score
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("length_bonus, ilm_weight", [(0.0, 0.0), (1.5, 0.0), (0.0, 0.6), (0.8, 0.4)])
+def test_fused_aligner_beam_is_the_exhaustive_argmax(length_bonus, ilm_weight):
+    """A beam wide enough to keep every hypothesis (4**2 live at 3 frames) with every token a
+    candidate returns the enumerated argmax of the fused score, with its score."""
+    decoder, enc, _ = _random_aligner(7)
+    with torch.no_grad():
+        decoder.output.weight.mul_(3.0)
+    enc, lens = enc[:, :3], torch.tensor([3, 2, 1])
+    fusion = _fusion(weight=0.8, length_bonus=length_bonus, ilm_weight=ilm_weight, a=["a b c", "c b", "a a b"])
+    fusion.candidates = V
+    hyps, scores = aligner_beam_search(decoder, enc, lens, EOS, beam=64, lm=fusion.for_batch(["a"] * 3, "cpu"))
+    plain, _ = aligner_beam_search(decoder, enc, lens, EOS, beam=64)
+    for b in range(3):
+        want, want_score = _fused_exhaustive(decoder, enc[b, : int(lens[b])], fusion)
+        assert hyps[b] == want, b
+        assert float(scores[b]) == pytest.approx(want_score, abs=1e-4), b
+    assert hyps != plain, "the LM changes nothing here: the case tests nothing"
