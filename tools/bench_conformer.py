@@ -8,7 +8,8 @@ backward, measured side by side; prints a markdown table.
 Both stacks get the preset's D, heads, FF multiplier, depthwise kernel and layer count (the
 preset's speech + shared layers), dropout 0, the same input ``x [B, T', D]`` with lengths
 U(0.6, 1) x T' (padded), and a sum of the outputs on valid frames back-propagated. One
-repeat times astra then torchaudio (alternating, so a busy machine slows both alike);
+repeat times every stack once (alternating, so a busy machine slows all alike), starting
+with a different stack each repeat (the first of a round runs slower);
 the table gives the median ms per forward + backward and astra / torchaudio. What differs
 by design: astra adds rotary position encoding to q/k and zeroes padded frames before each
 frame-mixing op; torchaudio's block has no position encoding and uses BatchNorm in the
@@ -114,8 +115,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cfg, layers, stacks, x, lens = build(args)
     times: dict[str, list[float]] = {name: [] for name in stacks}
+    names = list(stacks)
     for r in range(args.warmup + args.repeats):
-        for name, (fn, module) in stacks.items():
+        # the order rotates each repeat: the stack timed first in a round runs measurably slower
+        # (cold caches), so a fixed order would favour the last stack
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn, module = stacks[name]
             s = time_once(fn, module, x, lens, args)
             if r >= args.warmup:
                 times[name].append(s)
