@@ -150,3 +150,14 @@ def test_config_and_errors_do_not_import_the_cli():
     from astra.errors import ConfigError as CoreConfigError
 
     assert ConfigError is CoreConfigError and issubclass(ConfigError, UserError)
+
+
+def test_data_subsampling_factor_is_derived_from_the_model(tmp_path):
+    from astra.train.config import load_train_config
+
+    assert load_config(TrainConfig, None, ["model.subsampling=6"]).data.subsampling_factor == 6
+    path = write(tmp_path, "model:\n  subsampling: 8\n")
+    assert load_train_config(path, []).data.subsampling_factor == 8
+    assert load_train_config(path, ["data.subsampling_factor=8"]).data.subsampling_factor == 8
+    with pytest.raises(ConfigError, match="data.subsampling_factor=4 differs from model.subsampling=8"):
+        load_train_config(path, ["data.subsampling_factor=4"])

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from astra.model import AstraModel, concatenate_utterances, preset
+from astra.data.batch_ops import concatenate_utterances
+from astra.model import AstraModel, preset
 
 VOCAB = 24
 NUM_UTTS = 8

@@ -49,21 +49,20 @@ def register(subparsers) -> None:
 
 def _target_tokens(model, tokenizer, cfg, features, args) -> tuple[list[int], str, str]:
     """``(ids y_1..y_U, text, source)`` from --text or from the model's own hypothesis."""
+    from astra.data.targets import normalize_target, prepare_target
     from astra.eval.transcribe import single_batch
-    from astra.text_norm import normalize_text
 
     if args.text is not None:
-        text = normalize_text(args.text) if cfg.data.normalize_transcripts else args.text.strip()
-        ids = tokenizer.encode(text)
         source = "reference"
-        if cfg.data.language_tags:
-            if args.language is None:
-                log.warning("the model was trained with language tags; give --language to prepend one")
-            else:
-                try:
-                    ids = [tokenizer.language_id(args.language)] + ids
-                except ValueError as e:
-                    raise UserError(f"--language {args.language}: {e}") from e
+        if cfg.data.language_tags and args.language is None:
+            log.warning("the model was trained with language tags; give --language to prepend one")
+            text = normalize_target(args.text, cfg.data)
+            ids = tokenizer.encode(text)
+        else:
+            try:
+                text, ids = prepare_target(args.text, args.language, tokenizer, cfg.data)
+            except ValueError as e:
+                raise UserError(f"--language {args.language}: {e}") from e
     else:
         ids = model.decode(single_batch(features), method="aligner_greedy")[0]
         text = tokenizer.decode(ids)

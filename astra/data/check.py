@@ -17,7 +17,7 @@ from astra.constants import SAMPLE_RATE
 from astra.data import skips
 from astra.data.audio import AudioError, read_audio
 from astra.data.config import DataConfig
-from astra.data.dataset import encode_target, encoder_frames, target_text, tokens_fit
+from astra.data.dataset import encoder_frames, tokens_fit
 from astra.data.fleurs import SPLITS, iter_fleurs, local_splits, parse_configs
 from astra.data.local_corpus import (
     canonical_split,
@@ -27,6 +27,7 @@ from astra.data.local_corpus import (
 )
 from astra.data.manifest import Utterance
 from astra.data.skips import SkipCounter
+from astra.data.targets import encode_target, normalize_target
 from astra.features import num_frames
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def check_utterances(
     cfg = cfg or DataConfig()
     for utt in utterances:
         st = report.split(utt.language, utt.split)
-        text = target_text(utt, cfg)
+        text = normalize_target(utt.transcription, cfg)
         if not text:
             _skip(report, utt, skips.EMPTY_TRANSCRIPT)
             continue

@@ -29,8 +29,8 @@ from astra.data.audio import AudioError, speed_perturb
 from astra.data.config import DataConfig
 from astra.data.manifest import Utterance
 from astra.data.skips import SkipCounter
+from astra.data.targets import encode_target, normalize_target
 from astra.features import NUM_MEL_BINS, fbank, num_frames
-from astra.text_norm import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,6 @@ def encoder_frames(num_samples: int, subsampling_factor: int) -> int:
     return subsampled_frames(num_frames(num_samples, SAMPLE_RATE), subsampling_factor)
 
 
-def target_text(utt: Utterance, cfg: DataConfig) -> str:
-    return normalize_text(utt.transcription) if cfg.normalize_transcripts else utt.transcription.strip()
-
-
-def encode_target(text: str, language: str, tokenizer, cfg: DataConfig) -> list[int]:
-    """Token ids (U) of a target, with the ``<lang:xx>`` id first if ``cfg.language_tags``."""
-    ids = tokenizer.encode(text)
-    if cfg.language_tags:
-        ids = [tokenizer.language_id(language)] + ids
-    return ids
-
-
 def tokens_fit(num_tokens: int, num_samples: int, cfg: DataConfig) -> bool:
     """True if U tokens + the Aligner's ``<eos>`` fit in the encoder frames T'."""
     return num_tokens + 1 <= encoder_frames(num_samples, cfg.subsampling_factor)
@@ -105,7 +93,7 @@ def prepare_speech_items(
     """
     out = []
     for utt in utterances:
-        text = target_text(utt, cfg)
+        text = normalize_target(utt.transcription, cfg)
         if not text:
             skip_counter.add(skips.EMPTY_TRANSCRIPT, utt.key, utt.language)
             continue

@@ -110,7 +110,7 @@ FIXES = {
     "finetune.tokenizer=NEW.model, or train one on its transcripts (astra tokenizer train)",
     TRANSCRIPT_TOO_LONG: "use a bigger tokenizer vocabulary (longer pieces: astra tokenizer train "
     "--vocab-size N, or add the language's own pieces with astra tokenizer extend), or a lower "
-    "model.subsampling (data.subsampling_factor with it)",
+    "model.subsampling",
     TOO_LONG_AUDIO: "raise data.max_utterance_seconds",
     TOO_MANY_TOKENS_PER_SECOND: "raise data.max_tokens_per_second (0: no limit)",
     MISSING_AUDIO: "check the audio paths of the manifests (`astra data check`)",

@@ -24,11 +24,11 @@ from astra.data.dataset import (
     identity_collate,
     prepare_speech_items,
     prepare_text_items,
-    target_text,
     worker_init,
 )
 from astra.data.samplers import BatchMixer, BucketBatchSampler
 from astra.data.skips import SkipCounter, check_skip_fraction
+from astra.data.targets import normalize_target
 from astra.data.unpaired_text import load_unpaired_text
 from astra.text_norm import normalize_text
 
@@ -298,7 +298,7 @@ def compute_feature_stats(cfg: DataConfig, max_utterances: int = 500, seed: int 
 
     counter = SkipCounter("feature stats")
     utts = load_utterances(cfg, split or cfg.train_splits, skip_counter=counter)
-    utts = [u for u in utts if target_text(u, cfg)]
+    utts = [u for u in utts if normalize_target(u.transcription, cfg)]
     rng = random.Random(seed)
     if len(utts) > max_utterances:
         utts = rng.sample(utts, max_utterances)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from astra.data.config import DataConfig
 from astra.data.corpus import load_utterances
-from astra.data.dataset import target_text
+from astra.data.targets import normalize_target
 from astra.data.unpaired_text import load_unpaired_text
 from astra.text_norm import normalize_text
 
@@ -18,7 +18,7 @@ def collect_training_text(cfg: DataConfig) -> tuple[dict[str, list[str]], str]:
     has_speech = bool(cfg.corpora or cfg.fleurs)
     if has_speech:
         for utt in load_utterances(cfg, cfg.train_splits):
-            text = target_text(utt, cfg)
+            text = normalize_target(utt.transcription, cfg)
             if text:
                 sentences.setdefault(utt.language, []).append(text)
         for lang in sorted(sentences):

@@ -71,11 +71,6 @@ def _select(batch: dict, index: list[int]) -> dict:
     return out
 
 
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) if hasattr(v, "to") and hasattr(v, "device") else v
-            for k, v in batch.items()}
-
-
 def language_tag_ids(tokenizer, languages: Sequence[str]):
     """``[B]`` ids of the ``<lang:xx>`` tags of ``languages`` (for a forced-language decode).
 
@@ -180,6 +175,7 @@ def decode_batches(
     """
     import torch
 
+    from astra.data.batch_ops import to_device
     from astra.progress import progress_bar
 
     if method not in DECODE_METHODS:
@@ -194,7 +190,7 @@ def decode_batches(
             if batch.get("kind", "speech") != "speech":
                 raise ValueError(f"evaluation needs speech batches, got kind={batch.get('kind')!r}")
             if device is not None:
-                batch = _to_device(batch, device)
+                batch = to_device(batch, device)
             start = time.perf_counter()
             ids, short = decode_batch(
                 model, batch, method, beam, min_frames=min_frames, tokenizer=tokenizer,

@@ -40,10 +40,8 @@ import torch
 from torch import Tensor
 
 from astra.lattice.rnnt import check_boundary, mutual_information_recursion, rnnt_boundary
+from astra.losses.consistency_choices import CONSISTENCY_DISTANCES, CONSISTENCY_MODES
 from astra.losses.reduction import check_reduction, reduce_per_utterance
-
-MODES = ("expected", "weighted_rnnt")
-DISTANCES = ("mae", "mse")
 
 
 def pairwise_cost(speech: Tensor, text: Tensor, distance: str = "mae") -> Tensor:
@@ -56,8 +54,8 @@ def pairwise_cost(speech: Tensor, text: Tensor, distance: str = "mae") -> Tensor
     Returns:
       ``[B, U, T]`` costs, differentiable in both inputs.
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if distance not in CONSISTENCY_DISTANCES:
+        raise ValueError(f"distance must be one of {CONSISTENCY_DISTANCES}, got {distance!r}")
     dim = speech.shape[-1]
     if distance == "mae":
         return torch.cdist(text, speech, p=1.0) / dim
@@ -156,11 +154,11 @@ def astra_consistency(
     Returns:
       The loss (scalar, or ``[B]`` for ``reduction="none"``).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in CONSISTENCY_MODES:
+        raise ValueError(f"mode must be one of {CONSISTENCY_MODES}, got {mode!r}")
     check_reduction("astra_consistency", reduction)
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if distance not in CONSISTENCY_DISTANCES:
+        raise ValueError(f"distance must be one of {CONSISTENCY_DISTANCES}, got {distance!r}")
     if mode == "weighted_rnnt" and not lam > 0:
         raise ValueError(f"lam must be > 0 for mode='weighted_rnnt', got {lam}")
     px, py, boundary, regular = _alignment_lattice(speech, speech_lens, text, text_lens, px, py)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from astra.losses.consistency_choices import CONSISTENCY_DISTANCES, CONSISTENCY_MODES
+
 POSITION_ENCODINGS = ("rope", "rel_pos")
 SUBSAMPLING_FACTORS = (4, 6, 8)
-ASTRA_MODES = ("expected", "weighted_rnnt")
-ASTRA_DISTANCES = ("mae", "mse")
 ASTRA_ALIGNMENTS = ("simple", "pruned")
 ASTRA_STOP_GRADIENTS = ("none", "speech", "text")
 CONV_NORMS = ("utterance", "layer")
@@ -205,16 +205,16 @@ class ModelConfig:
             raise ValueError("model.transduction_kl_layer needs model.rnnt_head=true (the lattice comes from it)")
         if self.astra and not self.rnnt_head:
             raise ValueError("model.astra=true needs model.rnnt_head=true (the lattice comes from it)")
-        if self.astra_mode not in ASTRA_MODES:
-            raise ValueError(f"model.astra_mode={self.astra_mode!r}: use one of {ASTRA_MODES}")
+        if self.astra_mode not in CONSISTENCY_MODES:
+            raise ValueError(f"model.astra_mode={self.astra_mode!r}: use one of {CONSISTENCY_MODES}")
         if self.astra_alignment not in ASTRA_ALIGNMENTS:
             raise ValueError(f"model.astra_alignment={self.astra_alignment!r}: use one of {ASTRA_ALIGNMENTS}")
         if self.astra_stop_gradient not in ASTRA_STOP_GRADIENTS:
             raise ValueError(
                 f"model.astra_stop_gradient={self.astra_stop_gradient!r}: use one of {ASTRA_STOP_GRADIENTS}"
             )
-        if self.astra_distance not in ASTRA_DISTANCES:
-            raise ValueError(f"model.astra_distance={self.astra_distance!r}: use one of {ASTRA_DISTANCES}")
+        if self.astra_distance not in CONSISTENCY_DISTANCES:
+            raise ValueError(f"model.astra_distance={self.astra_distance!r}: use one of {CONSISTENCY_DISTANCES}")
         if not 0.0 <= self.aligner_label_smoothing < 1.0:
             raise ValueError(f"model.aligner_label_smoothing={self.aligner_label_smoothing} must be in [0, 1)")
         if not 0.0 <= self.aligner_prime_prob <= 1.0 or self.aligner_prime_tokens < 0:

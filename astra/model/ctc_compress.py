@@ -22,8 +22,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-COMPRESS_MODES = ("none", "runs", "labels")
-
 
 def ctc_compress(
     frames: Tensor, lengths: Tensor, labels: Tensor, blank_id: int, mode: str,

@@ -1,13 +1,8 @@
-"""Long-form helpers (Aligner-Encoders, arXiv:2502.05232): chunk boundaries for inference and utterance concatenation
-for training.
-
-Legend: B batch, T input frames (10 ms), F features, U tokens.
+"""Long-form inference helpers (Aligner-Encoders, arXiv:2502.05232): chunk boundaries and the join of
+chunk transcripts. (The training-time concatenation is :func:`astra.data.batch_ops.concatenate_utterances`.)
 """
 
 from __future__ import annotations
-
-import torch
-from torch import Tensor
 
 
 def chunk_bounds(total_frames: int, chunk_frames: int, min_frames: int = 1) -> list[tuple[int, int]]:
@@ -34,61 +29,3 @@ def join_chunks(tokenizer, chunks: list[list[int]]) -> str:
     previous chunk's last word). Empty chunks add nothing."""
     texts = (tokenizer.decode(ids).strip() for ids in chunks)
     return " ".join(text for text in texts if text)
-
-
-def concatenate_utterances(batch: dict, fraction: float, generator: torch.Generator | None = None) -> dict:
-    """Training-time concatenation (the long-form recipe of Aligner-Encoders, arXiv:2502.05232) on a speech batch.
-
-    A random ``fraction`` of the utterances (rounded down to an even number) is paired up;
-    each pair (a, b) becomes one utterance: features ``a[:Ta] ++ b[:Tb]``, tokens ``ya ++ yb``,
-    text ``"ta tb"``, key ``"ka+kb"``, duration summed, language of ``a``. The other
-    utterances are kept as they are, so the batch shrinks by the number of pairs.
-
-    Args:
-        batch: speech batch (``CONTRIBUTING.md``): ``features [B, T, F]``, ``feature_lens``,
-            ``tokens [B, U]``, ``token_lens``, ``keys``, ``languages``, ``texts``,
-            ``durations``; other keys are copied unchanged.
-        fraction: in [0, 1]; 0 returns the batch unchanged.
-        generator: RNG for the choice (reproducible under the trainer's seed).
-    Returns:
-        A new speech batch with the same schema (padded to the new longest utterance).
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"concatenate_utterances: fraction={fraction} must be in [0, 1]")
-    size = batch["features"].size(0)
-    num_pairs = int(size * fraction) // 2
-    if num_pairs == 0:
-        return batch
-    order = torch.randperm(size, generator=generator).tolist()
-    pairs = [(order[2 * i], order[2 * i + 1]) for i in range(num_pairs)]
-    used = {i for pair in pairs for i in pair}
-    groups = [[i] for i in range(size) if i not in used] + [list(p) for p in pairs]
-
-    feats, toks = batch["features"], batch["tokens"]
-    flens, tlens = batch["feature_lens"].tolist(), batch["token_lens"].tolist()
-    new_feats = [torch.cat([feats[i, : flens[i]] for i in g]) for g in groups]
-    new_toks = [torch.cat([toks[i, : tlens[i]] for i in g]) for g in groups]
-    out = dict(batch)
-    out["features"] = _pad([f for f in new_feats], feats)
-    out["feature_lens"] = torch.tensor([f.size(0) for f in new_feats], dtype=batch["feature_lens"].dtype)
-    out["tokens"] = _pad(new_toks, toks)
-    out["token_lens"] = torch.tensor([t.size(0) for t in new_toks], dtype=batch["token_lens"].dtype)
-    if "keys" in batch:
-        out["keys"] = ["+".join(batch["keys"][i] for i in g) for g in groups]
-    if "texts" in batch:
-        out["texts"] = [" ".join(batch["texts"][i] for i in g) for g in groups]
-    if "languages" in batch:
-        out["languages"] = [batch["languages"][g[0]] for g in groups]
-    if "durations" in batch:
-        durations = batch["durations"]
-        out["durations"] = torch.stack([sum(durations[i] for i in g) for g in groups]).to(durations.dtype)
-    return out
-
-
-def _pad(rows: list[Tensor], like: Tensor) -> Tensor:
-    """Zero-pad ``rows`` (each ``[L_i, ...]``) to ``[N, max L_i, ...]`` with ``like``'s dtype."""
-    width = max(r.size(0) for r in rows)
-    out = torch.zeros((len(rows), width) + tuple(like.shape[2:]), dtype=like.dtype, device=like.device)
-    for i, row in enumerate(rows):
-        out[i, : row.size(0)] = row
-    return out

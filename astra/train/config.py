@@ -29,13 +29,12 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
+    def __post_init__(self) -> None:
+        # the data guards (U + 1 tokens fit in T' encoder frames) read the model's front end
+        self.data.subsampling_factor = self.model.subsampling
+
     def validate(self) -> None:
         """Cross-section checks (each section checks itself when loaded)."""
-        if self.data.subsampling_factor != self.model.subsampling:
-            raise ValueError(
-                f"data.subsampling_factor={self.data.subsampling_factor} differs from "
-                f"model.subsampling={self.model.subsampling}"
-            )
         uses_text = bool(self.data.unpaired_text) and self.data.text_ratio > 0 and self.losses.text_aligner > 0
         if uses_text and self.model.text_mask_prob <= 0:
             raise ValueError(
@@ -57,7 +56,8 @@ def load_train_config(path: str | Path, overrides: list[str], init: Path | None 
     without a ``model`` section takes the checkpoint's, and ``data.tokenizer`` defaults to
     the checkpoint's tokenizer, or is ``finetune.tokenizer`` when that is set (setting both
     to different files is a :class:`astra.errors.ConfigError`). ``data.subsampling_factor``
-    follows ``model.subsampling`` unless set explicitly.
+    is derived from ``model.subsampling`` (:class:`TrainConfig`); a file that sets it to another
+    value is a :class:`astra.errors.ConfigError`.
     """
     from astra.config import ConfigError, apply_overrides, from_dict, load_yaml
 
@@ -70,14 +70,17 @@ def load_train_config(path: str | Path, overrides: list[str], init: Path | None 
     raw = apply_overrides(TrainConfig, raw, overrides)
     if init is not None:
         raw["data"] = _finetuning_tokenizer(raw, path, init)
-    model, data = raw.get("model") or {}, raw.get("data") or {}
-    if "subsampling" in model and "subsampling_factor" not in data:
-        # the data guards (tokens vs encoder frames) follow the model unless set explicitly
-        raw["data"] = {**data, "subsampling_factor": model["subsampling"]}
     try:
-        return from_dict(TrainConfig, raw)
+        cfg = from_dict(TrainConfig, raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    asked = (raw.get("data") or {}).get("subsampling_factor")
+    if asked is not None and asked != cfg.model.subsampling:
+        raise ConfigError(
+            f"{path}: data.subsampling_factor={asked} differs from model.subsampling={cfg.model.subsampling}; "
+            "it is derived from model.subsampling: drop it"
+        )
+    return cfg
 
 
 def _finetuning_tokenizer(raw: dict, path: str | Path, init: Path) -> dict:

@@ -93,9 +93,9 @@ def score_model(name: str, checkpoint: Path, corpus: Path, split: str, text_only
     import torch
 
     from astra.data import build_eval_batches
+    from astra.data.targets import normalize_target
     from astra.inference import load_model
     from astra.model.astra_model import append_eos
-    from astra.text_norm import normalize_text
 
     loaded = load_model(checkpoint)
     model, tokenizer, cfg = loaded.model, loaded.tokenizer, loaded.config
@@ -113,7 +113,7 @@ def score_model(name: str, checkpoint: Path, corpus: Path, split: str, text_only
         for b, (language, text) in enumerate(zip(batch["languages"], batch["texts"], strict=True)):
             n = int(batch["token_lens"][b])
             reference = batch["tokens"][b, :n].tolist()
-            normalized = normalize_text(text) if data_cfg.normalize_transcripts else text.strip()
+            normalized = normalize_target(text, data_cfg)
             pieces, mask = text_only_mask(normalized.split(), set(text_only_words.get(language, [])), tokenizer)
             if n + 1 > int(lens[b]):
                 scores.skipped_too_long += 1
