@@ -3,7 +3,7 @@
 Three sources give the same :class:`LoadedModel` (model in eval mode, tokenizer, config):
 
 * an astra **checkpoint** folder (``config.yaml``, ``model.safetensors``, ``tokenizer.model``;
-  see ``astra.train.checkpoint``), or a run / ``checkpoints`` folder (its latest checkpoint);
+  see ``astra.checkpoint_paths``), or a run / ``checkpoints`` folder (its latest checkpoint);
 * an **exported** folder written by ``astra export`` (``config.json``, ``model.safetensors``,
   ``tokenizer.model``, ``README.md``), the layout of a Hugging Face model repository;
 * a **Hub repo id** (``owner/name``, optionally ``owner/name@revision``), fetched with
@@ -23,18 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from astra.checkpoint_paths import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, resolve_checkpoint
 from astra.data.config import DataConfig
 from astra.model.config import ModelConfig
 
-MODEL_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.model"
-CHECKPOINT_CONFIG = "config.yaml"  # astra checkpoint: the full run config
 EXPORT_CONFIG = "config.json"  # exported folder / Hub repo
 MODEL_CARD = "README.md"
 EXPORT_FORMAT = "astra"
 EXPORT_FORMAT_VERSION = 1
 # what a Hub download fetches: never a pickle
-HUB_FILES = [MODEL_FILE, TOKENIZER_FILE, EXPORT_CONFIG, CHECKPOINT_CONFIG, MODEL_CARD]
+HUB_FILES = [MODEL_FILE, TOKENIZER_FILE, EXPORT_CONFIG, CONFIG_FILE, MODEL_CARD]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
@@ -74,7 +72,7 @@ class ModelFiles:
             return {"model": config["model"], "data": config.get("data", {})}
         from astra.config import load_yaml
 
-        return load_yaml(self.folder / CHECKPOINT_CONFIG)
+        return load_yaml(self.folder / CONFIG_FILE)
 
     def config(self) -> InferenceConfig:
         from astra.config import ConfigError, from_dict
@@ -143,7 +141,7 @@ def _describe_folder(folder: Path) -> ModelFiles | None:
             )
         return None
     kind = "export" if (folder / EXPORT_CONFIG).is_file() else "checkpoint"
-    config = folder / (EXPORT_CONFIG if kind == "export" else CHECKPOINT_CONFIG)
+    config = folder / (EXPORT_CONFIG if kind == "export" else CONFIG_FILE)
     for needed in (config, folder / TOKENIZER_FILE):
         if not needed.is_file():
             raise ValueError(f"{folder}: {needed.name} is missing")
@@ -183,8 +181,7 @@ def locate_model(path_or_repo: str | Path, cache_dir: str | None = None) -> Mode
         found = _describe_folder(path)
         if found is not None:
             return found
-        from astra.train.checkpoint import resolve_checkpoint  # a run / checkpoints folder
-
+        # a run / checkpoints folder
         found = _describe_folder(resolve_checkpoint(path))
         if found is None:
             raise ValueError(f"no model found at {path}")

@@ -185,3 +185,21 @@ def test_weights_that_do_not_fit_the_config_are_one_error(tiny, tmp_path):
     (out / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="not an astra model config"):
         load_model(out)
+
+
+def test_inference_and_evaluation_do_not_import_the_training_package(tmp_path):
+    """Layers point one way: loading a model and evaluating it need nothing of ``astra.train``
+    (checkpoint paths live in ``astra.checkpoint_paths``), even when a run folder is resolved
+    to its latest checkpoint."""
+    import subprocess
+    import sys
+
+    step = tmp_path / "run" / "checkpoints" / "step-00000003"
+    step.mkdir(parents=True)
+    for name in ("model.safetensors", "config.yaml", "tokenizer.model", "trainer_state.json"):
+        (step / name).write_text("{}")
+    modules = "astra.inference, astra.eval, astra.eval.evaluate, astra.eval.transcribe, astra.eval.report"
+    code = (f"import sys, {modules}; found = astra.inference.locate_model({str(tmp_path / 'run')!r}); "
+            "print(found.folder.name, sorted(m for m in sys.modules if m.startswith('astra.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "step-00000003 []"

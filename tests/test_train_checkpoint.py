@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from astra.checkpoint_paths import latest_checkpoint
 from astra.train import checkpoint as ckpt
 
 
@@ -24,7 +25,7 @@ def test_keep_last_and_best(tmp_path):
         fake_checkpoint(tmp_path, step, metric, float(step))
     (tmp_path / ".tmp-step-00000007").mkdir()  # a crashed save: ignored
     (tmp_path / "step-00000008").mkdir()  # no trainer_state.json: incomplete, ignored
-    assert ckpt.latest_checkpoint(tmp_path).name == "step-00000006"
+    assert latest_checkpoint(tmp_path).name == "step-00000006"
     removed = ckpt.prune_checkpoints(tmp_path, keep_last=2, keep_best=2)
     assert sorted(p.name for p in removed) == ["step-00000001", "step-00000003"]
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [

@@ -8,6 +8,7 @@ import pytest
 import torch
 from train_fakes import FakeTrainConfig, build_fake_parts
 
+from astra.checkpoint_paths import latest_checkpoint
 from astra.config import load_config
 from astra.train import checkpoint as ckpt
 from astra.train.trainer import Trainer, TrainingError
@@ -87,7 +88,7 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     root = tmp_path / "crashy" / "checkpoints"
     assert [p.name for p in ckpt.list_checkpoints(root)] == ["step-00000002"]
-    assert ckpt.latest_checkpoint(root).name == "step-00000002"
+    assert latest_checkpoint(root).name == "step-00000002"
     state = ckpt.read_model_state(root / "step-00000002")
     assert "head.weight" in state
 

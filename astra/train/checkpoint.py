@@ -1,4 +1,5 @@
-"""Checkpoint folders: atomic save, retention, resume, averaging (inference: ``astra.inference``).
+"""Checkpoint folders: atomic save, retention, resume, averaging (the layout and finding a run's
+checkpoint: ``astra.checkpoint_paths``; inference: ``astra.inference``).
 
 A checkpoint is a folder ``<out_dir>/checkpoints/step-00001000/`` holding
 
@@ -27,49 +28,23 @@ from typing import Any
 
 import torch
 
+from astra.checkpoint_paths import (  # the folder layout, shared with astra.inference
+    CONFIG_FILE,
+    MODEL_FILE,
+    STEP_PREFIX,
+    TOKENIZER_FILE,
+    TRAINER_STATE,
+    checkpoint_name,
+    list_checkpoints,
+    read_trainer_state,
+    resolve_checkpoint,
+)
+
 log = logging.getLogger(__name__)
 
-STEP_PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
-TRAINER_STATE = "trainer_state.json"
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.yaml"
-TOKENIZER_FILE = "tokenizer.model"
 ACCELERATE_DIR = "accelerate"
 BEST_LINK = "best"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"{STEP_PREFIX}{step:08d}"
-
-
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoint folders under ``root``, oldest step first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        if path.is_symlink() or not path.is_dir() or not path.name.startswith(STEP_PREFIX):
-            continue
-        if not (path / TRAINER_STATE).is_file():
-            continue
-        try:
-            step = int(path.name[len(STEP_PREFIX) :])
-        except ValueError:
-            continue
-        found.append((step, path))
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(root: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step, or None."""
-    ckpts = list_checkpoints(root)
-    return ckpts[-1] if ckpts else None
-
-
-def read_trainer_state(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
 def _fsync_tree(path: Path) -> None:
@@ -189,18 +164,6 @@ def prune_checkpoints(root: str | Path, keep_last: int, keep_best: int) -> list[
     elif link.is_symlink():
         link.unlink()
     return removed
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a checkpoint, a ``checkpoints/`` folder or a run folder."""
-    path = Path(path)
-    if (path / MODEL_FILE).is_file():
-        return path.resolve()
-    for root in (path, path / "checkpoints"):
-        latest = latest_checkpoint(root)
-        if latest is not None:
-            return latest
-    raise ValueError(f"no checkpoint found at {path} (expected a folder with {MODEL_FILE})")
 
 
 @dataclass

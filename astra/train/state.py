@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astra.checkpoint_paths import latest_checkpoint
 from astra.config import save_config
 from astra.errors import TrainingError
 from astra.train import checkpoint as ckpt
@@ -107,7 +108,7 @@ class RunCheckpoints:
 def resume_point(root: Path, resume: bool) -> Path | None:
     """The checkpoint under ``root`` to resume from (``--resume``), None to start fresh; an
     error when the run folder already has checkpoints and ``resume`` is not set."""
-    latest = ckpt.latest_checkpoint(root)
+    latest = latest_checkpoint(root)
     if latest is not None and not resume:
         raise TrainingError(
             f"{root.parent} already has checkpoints (latest {latest.name}): pass --resume "
