@@ -43,6 +43,6 @@ def test_transduction_kl_is_returned_and_trains_the_attention():
     assert "transduction_kl" in out.losses and out.losses["transduction_kl"].item() > 0
     out.losses["transduction_kl"].backward()
     assert model.shared_encoder.blocks[1].attn.qkv.weight.grad.abs().sum() > 0
-    assert not model.shared_encoder.blocks[1].attn.keep_weights_for_loss
+    assert not model.shared_encoder.blocks[1].attn.keep_attention_with_grad
     model.set_identity_attention(True)
     assert model.forward_speech(batch).losses["transduction_kl"].item() == 0.0

@@ -419,7 +419,7 @@ class AstraModel(nn.Module):
         kl_attn = None
         if "transduction_kl" in names:
             kl_attn = self.shared_encoder.blocks[cfg.transduction_kl_layer - 1].attn
-            kl_attn.keep_weights_for_loss, kl_attn.loss_weights = True, None
+            kl_attn.keep_attention_with_grad, kl_attn.attention_with_grad = True, None
         try:
             top, top_lens, layers = self.forward_encoder(
                 features, feature_lens, tuple(sorted(wanted)), min_compressed=token_lens + 1, counts=counts
@@ -427,7 +427,8 @@ class AstraModel(nn.Module):
         finally:
             attention = None
             if kl_attn is not None:
-                attention, kl_attn.keep_weights_for_loss, kl_attn.loss_weights = kl_attn.loss_weights, False, None
+                attention = kl_attn.attention_with_grad
+                kl_attn.keep_attention_with_grad, kl_attn.attention_with_grad = False, None
         # T' frames up to the InterCTC layer; above it, with CTC compression, top_lens
         lens = self.frame_lengths(feature_lens) if cfg.ctc_compress != "none" else top_lens
         num_tokens = float(token_lens.sum())

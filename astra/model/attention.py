@@ -7,8 +7,8 @@ both plain attributes set by :class:`astra.model.AstraModel`:
 
 * ``store_weights``: compute the softmax explicitly and keep ``last_weights [B, H, T', T']``
   (diagnostics, :meth:`AstraModel.attention_maps`); off by default, so no cost otherwise.
-* ``keep_weights_for_loss``: the same, but ``loss_weights`` keeps the gradient (used by the
-  lattice-guided self-transduction loss on one layer).
+* ``keep_attention_with_grad``: the same, but ``attention_with_grad`` keeps the weights with
+  their gradient (used by the lattice-guided self-transduction loss on one layer).
 * ``identity``: the identity warm-up of "The Conformer Encoder May Reverse the Time Dimension, arXiv:2410.00680" — the attention matrix is fixed to the identity, i.e. the
   output at frame t is ``out_proj(value(x_t))``.
 """
@@ -80,8 +80,8 @@ class MultiHeadSelfAttention(nn.Module):
         self.store_weights = False
         self.identity = False
         self.last_weights: Tensor | None = None
-        self.keep_weights_for_loss = False  # keep the weights *with* gradient (transduction KL)
-        self.loss_weights: Tensor | None = None
+        self.keep_attention_with_grad = False  # keep the weights *with* gradient (transduction KL)
+        self.attention_with_grad: Tensor | None = None
 
     def _split(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -109,15 +109,15 @@ class MultiHeadSelfAttention(nn.Module):
 
         keep = ~padding_mask[:, None, None, :]  # [B, 1, 1, T'] True = attend
         dropout = self.dropout if self.training else 0.0
-        if self.store_weights or self.keep_weights_for_loss:
+        if self.store_weights or self.keep_attention_with_grad:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if bias is not None:
                 scores = scores + bias
             weights = scores.masked_fill(~keep, float("-inf")).softmax(dim=-1)
             if self.store_weights:
                 self.last_weights = weights.detach()
-            if self.keep_weights_for_loss:
-                self.loss_weights = weights
+            if self.keep_attention_with_grad:
+                self.attention_with_grad = weights
             context = torch.matmul(F.dropout(weights, dropout, self.training), v)
         else:
             mask = keep if bias is None else bias.masked_fill(~keep, float("-inf"))
