@@ -25,7 +25,7 @@ from typing import Any
 
 from astra.checkpoint_paths import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, resolve_checkpoint
 from astra.data.config import DataConfig
-from astra.model.config import ModelConfig
+from astra.model.config import ModelConfig, upgrade_model_config
 
 EXPORT_CONFIG = "config.json"  # exported folder / Hub repo
 MODEL_CARD = "README.md"
@@ -66,13 +66,18 @@ class ModelFiles:
         return self.folder / TOKENIZER_FILE
 
     def raw_config(self) -> dict[str, Any]:
-        """The run config as plain data (``model``, ``data``, ... sections)."""
+        """The run config as plain data (``model``, ``data``, ... sections), its ``model``
+        section upgraded from older versions (:func:`astra.model.config.upgrade_model_config`)."""
         if self.kind == "export":
             config = read_export_config(self.folder / EXPORT_CONFIG)
-            return {"model": config["model"], "data": config.get("data", {})}
-        from astra.config import load_yaml
+            raw = {"model": config["model"], "data": config.get("data", {})}
+        else:
+            from astra.config import load_yaml
 
-        return load_yaml(self.folder / CONFIG_FILE)
+            raw = load_yaml(self.folder / CONFIG_FILE)
+        if isinstance(raw.get("model"), dict):
+            raw["model"] = upgrade_model_config(raw["model"], self.name)
+        return raw
 
     def config(self) -> InferenceConfig:
         from astra.config import ConfigError, from_dict

@@ -62,7 +62,7 @@ def test_bad_modes_are_errors():
     with pytest.raises(ValueError, match="ctc_compress"):
         preset("tiny", ctc_compress="drop").validate()
     with pytest.raises(ValueError, match="inter_ctc_layer"):
-        preset("tiny", ctc_compress="labels", inter_ctc_layer=0).validate()
+        preset("tiny", ctc_compress="labels", inter_ctc_layer=None).validate()
     with pytest.raises(ValueError, match="rnnt_layer"):
         preset("tiny", ctc_compress="labels", inter_ctc_layer=1, rnnt_layer=2).validate()
 

@@ -203,3 +203,26 @@ def test_inference_and_evaluation_do_not_import_the_training_package(tmp_path):
             "print(found.folder.name, sorted(m for m in sys.modules if m.startswith('astra.train')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "step-00000003 []"
+
+
+def test_old_checkpoints_with_zero_for_off_still_load(tiny, tmp_path):
+    """Older versions saved "off" layer indices as 0; they now mean null (off), and a config
+    written today with 0 for an off-switch is refused with the fix in the message."""
+    import shutil
+
+    from astra.config import ConfigError, load_config
+    from astra.train.config import TrainConfig
+
+    ckpt, _ = tiny
+    old = tmp_path / "old"
+    shutil.copytree(ckpt, old)
+    raw = yaml.safe_load((old / "config.yaml").read_text(encoding="utf-8"))
+    raw["model"].update(inter_aligner_layer=0, transduction_kl_layer=0)
+    (old / "config.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    loaded = load_model(old)
+    assert loaded.config.model.inter_aligner_layer is None and loaded.config.model.transduction_kl_layer is None
+    assert loaded.config.model.inter_ctc_layer == loaded.model.cfg.inter_ctc_layer >= 1
+    assert _same_weights(loaded.model, load_model(ckpt).model)
+    with pytest.raises(ConfigError, match="model.inter_aligner_layer=0: use null for off"):
+        load_config(TrainConfig, None, ["model.inter_aligner_layer=0"])
+    assert load_config(TrainConfig, None, ["model.inter_ctc_layer=null"]).model.inter_ctc_layer is None

@@ -28,7 +28,7 @@ def _speech_batch(b=3, frames=(120, 100, 60), token_lens=(6, 4, 3), seed=0) -> d
         (dict(top_ctc=True, inter_aligner_layer=2, position_encoding="rel_pos", astra_layer=1, rnnt_layer=1,
               astra_mode="weighted_rnnt", astra_distance="mse", subsampling=6),
          {"aligner", "inter_aligner", "ctc", "inter_ctc", "rnnt", "rnnt_simple", "astra"}),
-        (dict(rnnt_head=False, astra=False, inter_ctc_layer=0, top_ctc=True, subsampling=8), {"aligner", "ctc"}),
+        (dict(rnnt_head=False, astra=False, inter_ctc_layer=None, top_ctc=True, subsampling=8), {"aligner", "ctc"}),
     ],
 )
 def test_forward_speech_and_text_return_the_enabled_losses(overrides, names):
@@ -75,7 +75,7 @@ def test_text_ctc_is_the_ctc_heads_loss_on_repeated_text_frames(top_ctc):
 def test_text_ctc_needs_a_ctc_head_and_room_for_blanks():
     from astra.model.config import ModelConfig
 
-    model = AstraModel(preset("tiny", inter_ctc_layer=0, top_ctc=False), VOCAB)
+    model = AstraModel(preset("tiny", inter_ctc_layer=None, top_ctc=False), VOCAB)
     assert "text_ctc" not in model.loss_names("text")
     with pytest.raises(ValueError, match="text_ctc_repeat=1 must be >= 2"):
         ModelConfig(text_ctc_repeat=1).validate()

@@ -448,7 +448,7 @@ class AstraModel(nn.Module):
             with record_function("astra:inter_aligner"):
                 loss, n, _ = self.forward_aligner(
                     self.inter_aligner, layers[cfg.inter_aligner_layer],
-                    top_lens if cfg.inter_aligner_layer > cfg.inter_ctc_layer else lens, tokens, token_lens,
+                    top_lens if cfg.inter_ctc_layer is None or cfg.inter_aligner_layer > cfg.inter_ctc_layer else lens, tokens, token_lens,
                 )
             losses["inter_aligner"] = loss / max(n, 1)
         if "ctc" in names or "inter_ctc" in names:

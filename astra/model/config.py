@@ -1,13 +1,17 @@
 """Model configuration: one typed dataclass, loaded from YAML by ``astra.config``.
 
-Layer indices of the shared encoder are 1-based (``k`` = after shared block k); ``0`` means
-"the encoder output before the shared encoder" (speech encoder output S for speech, text
-encoder output E for text) where a place is asked for, and "off" where a head is asked for.
+Layer indices of the shared encoder are 1-based (``k`` = after shared block k). Where a place
+is asked for (``rnnt_layer``, ``astra_layer``), ``0`` means "the encoder output before the shared
+encoder" (speech encoder output S for speech, text encoder output E for text); a head that can be
+switched off (``OPTIONAL_LAYERS``) is off with ``None`` (YAML ``null``), and ``0`` there is refused.
+Saved configs of older versions used ``0`` for off: :func:`upgrade_model_config` reads them.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from astra.losses.consistency_choices import CONSISTENCY_DISTANCES, CONSISTENCY_MODES
 
@@ -17,6 +21,20 @@ ASTRA_ALIGNMENTS = ("simple", "pruned")
 ASTRA_STOP_GRADIENTS = ("none", "speech", "text")
 CONV_NORMS = ("utterance", "layer")
 CTC_COMPRESS_MODES = ("none", "runs", "labels")
+# layers of heads that are off with None (older saved configs: 0)
+OPTIONAL_LAYERS = ("inter_ctc_layer", "inter_aligner_layer", "transduction_kl_layer")
+
+log = logging.getLogger(__name__)
+
+
+def upgrade_model_config(raw: dict[str, Any], source: str = "a saved config") -> dict[str, Any]:
+    """The ``model`` section of a saved config in today's form: an ``OPTIONAL_LAYERS`` value
+    ``0`` (older versions' "off") becomes ``None``. Returns a new dict; logs what it changed."""
+    old = sorted(name for name in OPTIONAL_LAYERS if raw.get(name) == 0)
+    if not old:
+        return raw
+    log.info("%s: model.%s = 0 read as null (off)", source, ", model.".join(old))
+    return {**raw, **{name: None for name in old}}
 
 
 @dataclass
@@ -63,7 +81,7 @@ class ModelConfig:
 
     # --- auxiliary heads ---------------------------------------------------------------
     top_ctc: bool = False  # CTC on the last shared layer (competes with the Aligner)
-    inter_ctc_layer: int = 4  # shared layer of InterCTC; 0 = off
+    inter_ctc_layer: int | None = 4  # shared layer of InterCTC; None = off
     # CTC compression after the InterCTC layer (astra/model/ctc_compress.py): "none", "runs"
     # (one frame per greedy label run, blank runs kept) or "labels" (blank runs dropped, a
     # learned end frame appended: U + 1 frames for a perfect CTC, the text path's shape). The
@@ -71,7 +89,9 @@ class ModelConfig:
     # in training an utterance whose compressed frames are fewer than its U + 1 targets keeps
     # its uncompressed frames (counted as compress_fallback)
     ctc_compress: str = "none"
-    inter_aligner_layer: int = 0  # shared layer of InterAligner (Progressive Alignment Objectives, arXiv:2606.24147); 0 = off
+    # shared layer of InterAligner ("Progressive Alignment Objectives for Aligner-Encoder based ASR",
+    # arXiv:2606.24147); None = off
+    inter_aligner_layer: int | None = None
 
     # --- RNN-T alignment head (pruned RNN-T through astra.lattice) ----------------------
     rnnt_head: bool = True
@@ -113,7 +133,7 @@ class ModelConfig:
     text_ctc_repeat: int = 2
 
     # --- lattice-guided self-transduction (an astra extension; off) -------
-    transduction_kl_layer: int = 0  # shared layer whose attention rows u follow the lattice; 0 = off
+    transduction_kl_layer: int | None = None  # shared layer whose attention rows u follow the lattice; None = off
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
@@ -160,14 +180,20 @@ class ModelConfig:
 
     def _validate_layers(self) -> None:
         """Layer indices of the heads and losses, and CTC compression's constraints on them."""
-        for name in ("inter_ctc_layer", "inter_aligner_layer", "rnnt_layer", "astra_layer", "transduction_kl_layer"):
+        for name in ("rnnt_layer", "astra_layer"):
             value = getattr(self, name)
             if not 0 <= value <= self.shared_layers:
                 raise ValueError(f"model.{name}={value} must be in [0, shared_layers={self.shared_layers}]")
+        for name in OPTIONAL_LAYERS:
+            value = getattr(self, name)
+            if value == 0:
+                raise ValueError(f"model.{name}=0: use null for off (shared layers are numbered from 1)")
+            if value is not None and not 1 <= value <= self.shared_layers:
+                raise ValueError(f"model.{name}={value} must be null (off) or in [1, shared_layers={self.shared_layers}]")
         if self.ctc_compress not in CTC_COMPRESS_MODES:
             raise ValueError(f"model.ctc_compress={self.ctc_compress!r}: use one of {CTC_COMPRESS_MODES}")
         if self.ctc_compress != "none":
-            if not 0 < self.inter_ctc_layer < self.shared_layers:
+            if self.inter_ctc_layer is None or not self.inter_ctc_layer < self.shared_layers:
                 raise ValueError(
                     f"model.ctc_compress={self.ctc_compress!r} needs an InterCTC layer below the last shared "
                     f"layer: 0 < model.inter_ctc_layer={self.inter_ctc_layer} < shared_layers={self.shared_layers}"
@@ -184,7 +210,7 @@ class ModelConfig:
             if self.transduction_kl_layer:
                 raise ValueError("model.transduction_kl_layer does not work with model.ctc_compress (its lattice "
                                  "is over uncompressed frames)")
-        if self.inter_aligner_layer == self.shared_layers and self.shared_layers > 0:
+        if self.inter_aligner_layer is not None and self.inter_aligner_layer == self.shared_layers:
             raise ValueError("model.inter_aligner_layer equals the last shared layer: use a lower layer")
 
     def _validate_heads(self) -> None:
