@@ -30,12 +30,31 @@ T = TypeVar("T")
 __all__ = [
     "ConfigError",
     "apply_overrides",
+    "check_choices",
     "from_dict",
     "load_config",
     "load_yaml",
     "save_config",
     "to_dict",
 ]
+
+
+def check_choices(obj: Any, prefix: str) -> None:
+    """Raise ``ValueError`` naming the first field of dataclass ``obj`` typed ``Literal[...]``
+    (or ``Literal[...] | None``) whose value is not one of its choices, so a config built in code
+    is checked like one loaded from YAML. ``prefix`` names the section (``"model."``)."""
+    for name, tp in _field_types(type(obj)).items():
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) in (Union, types.UnionType):
+            literals = [a for a in args if typing.get_origin(a) is Literal]
+            if not literals or (getattr(obj, name) is None and type(None) in args):
+                continue
+            args = typing.get_args(literals[0])
+        elif typing.get_origin(tp) is not Literal:
+            continue
+        value = getattr(obj, name)
+        if value not in args:
+            raise ValueError(f"{prefix}{name}={value!r}: use one of {args}")
 
 
 def _type_name(tp: Any) -> str:

@@ -9,15 +9,18 @@ its parsers without loading torch).
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 BLANK_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 
 SAMPLE_RATE = 16_000  # Hz
 FRAME_SHIFT_MS = 10.0
 FRAMES_PER_SECOND = 100  # = 1000 / FRAME_SHIFT_MS
 
-DECODE_METHODS = (
+DecodeMethod = Literal[
     "aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy", "ctc_beam",
-)
+]
+DECODE_METHODS: tuple[str, ...] = get_args(DecodeMethod)
 BEAM_METHODS = ("aligner_beam", "aligner_ctc_beam", "rnnt_beam", "ctc_beam")  # the ones LM fusion applies to
 # the searches whose LM scores the model's C most likely pieces (LmFusion.candidates); the
 # other two take the CTC head's candidates

@@ -161,3 +161,21 @@ def test_data_subsampling_factor_is_derived_from_the_model(tmp_path):
     assert load_train_config(path, ["data.subsampling_factor=8"]).data.subsampling_factor == 8
     with pytest.raises(ConfigError, match="data.subsampling_factor=4 differs from model.subsampling=8"):
         load_train_config(path, ["data.subsampling_factor=4"])
+
+
+def test_literal_fields_are_checked_when_loaded_and_when_built_in_code():
+    from astra.config import check_choices
+    from astra.model.config import ModelConfig
+    from astra.train.sections import RunConfig
+
+    with pytest.raises(ConfigError, match="model.astra_distance: 'l1' is not one of 'mae', 'mse'"):
+        load_config(TrainConfig, None, ["model.astra_distance=l1"])
+    with pytest.raises(ConfigError, match="run.decode_method: 'greedy' is not one of 'aligner_greedy'"):
+        load_config(TrainConfig, None, ["run.decode_method=greedy"])
+    with pytest.raises(ValueError, match=r"model.astra_distance='l1': use one of \('mae', 'mse'\)"):
+        ModelConfig(astra_distance="l1").validate()
+    with pytest.raises(ValueError, match="run.best_metric='cer'"):
+        RunConfig(best_metric="cer").validate()
+    check_choices(Inner(limit=None), "inner.")  # defaults pass
+    with pytest.raises(ValueError, match="inner.mode='c'"):
+        check_choices(Inner(mode="c"), "inner.")

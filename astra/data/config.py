@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from astra.config import check_choices
 
 
 @dataclass
@@ -28,7 +31,7 @@ class DataConfig:
     corpora: list[str] = field(default_factory=list)
     fleurs: list[str] = field(default_factory=list)
     fleurs_dir: str | None = None
-    fleurs_target: str = "transcription"  # or raw_transcription
+    fleurs_target: Literal["transcription", "raw_transcription"] = "transcription"
     fleurs_streaming: bool = False  # streamed rows are held in memory (small subsets only)
     hf_cache_dir: str | None = None  # datasets cache folder (None: datasets' default)
     languages: list[str] = field(default_factory=list)  # keep only these (empty: all found)
@@ -55,3 +58,6 @@ class DataConfig:
     max_tokens_per_second: float = 0.0  # 0: no limit
     check_audio_headers: bool = False  # read every audio header up front (else only when needed)
     max_skip_fraction: float = 0.2  # stop before training if more of a language's training split is skipped
+
+    def validate(self) -> None:
+        check_choices(self, "data.")

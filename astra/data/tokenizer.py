@@ -21,7 +21,9 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from astra.config import check_choices
 from astra.constants import BLANK_ID, EOS_ID, SOS_ID, UNK_ID
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class TokenizerTrainConfig:
     """Options of :func:`train_tokenizer` (and ``astra tokenizer train``)."""
 
     vocab_size: int = 500
-    model_type: str = "unigram"  # unigram | bpe
+    model_type: Literal["unigram", "bpe"] = "unigram"
     character_coverage: float = 0.9995
     language_tags: bool = False  # add <lang:xx> pieces (ids 4..) for every language
     alpha: float = 0.5  # language sampling exponent: share ~ n_lang ** alpha
@@ -168,8 +170,7 @@ def train_tokenizer(
     import sentencepiece as spm
 
     cfg = cfg or TokenizerTrainConfig()
-    if cfg.model_type not in ("unigram", "bpe"):
-        raise ValueError(f"tokenizer model_type must be 'unigram' or 'bpe', got {cfg.model_type!r}")
+    check_choices(cfg, "tokenizer ")
     tags = [language_tag(lang) for lang in sorted(sentences)] if cfg.language_tags else []
     if cfg.vocab_size <= NUM_SPECIAL + len(tags):
         raise ValueError(

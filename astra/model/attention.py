@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from astra.model.config import POSITION_ENCODINGS
+
 
 def rotary_tables(length: int, head_dim: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """cos/sin tables ``[T', d/2]`` of rotary position embedding (base 10000)."""
@@ -63,8 +65,8 @@ class MultiHeadSelfAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, dropout: float, position_encoding: str = "rope") -> None:
         super().__init__()
-        if position_encoding not in ("rope", "rel_pos"):
-            raise ValueError(f"position_encoding={position_encoding!r}: use 'rope' or 'rel_pos'")
+        if position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(f"position_encoding={position_encoding!r}: use one of {POSITION_ENCODINGS}")
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.position_encoding = position_encoding

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-from astra.losses.consistency_choices import CONSISTENCY_DISTANCES, CONSISTENCY_MODES
+from astra.config import check_choices
+from astra.losses.consistency_choices import ConsistencyDistance, ConsistencyMode
 
-POSITION_ENCODINGS = ("rope", "rel_pos")
-SUBSAMPLING_FACTORS = (4, 6, 8)
-ASTRA_ALIGNMENTS = ("simple", "pruned")
-ASTRA_STOP_GRADIENTS = ("none", "speech", "text")
-CONV_NORMS = ("utterance", "layer")
-CTC_COMPRESS_MODES = ("none", "runs", "labels")
+# the choices of the string (and subsampling) fields, checked by the loader and by validate()
+PositionEncoding = Literal["rope", "rel_pos"]
+SubsamplingFactor = Literal[4, 6, 8]
+ConvNorm = Literal["utterance", "layer"]
+CtcCompressMode = Literal["none", "runs", "labels"]
+ConsistencyAlignment = Literal["simple", "pruned"]
+ConsistencyStopGradient = Literal["none", "speech", "text"]
+POSITION_ENCODINGS: tuple[str, ...] = get_args(PositionEncoding)
+CONV_NORMS: tuple[str, ...] = get_args(ConvNorm)
 # layers of heads that are off with None (older saved configs: 0)
 OPTIONAL_LAYERS = ("inter_ctc_layer", "inter_aligner_layer", "transduction_kl_layer")
 
@@ -47,7 +51,7 @@ class ModelConfig:
 
     # --- front end -------------------------------------------------------------------
     num_features: int = 80  # F, log-mel bins from astra.features.fbank
-    subsampling: int = 4  # 4 (40 ms frames), 6 or 8
+    subsampling: SubsamplingFactor = 4  # 4 (40 ms frames), 6 or 8
     subsampling_channels: int = 0  # Conv2d channels; 0 = d_model
     freq_warp: float = 0.0  # training only: mel axis stretched by U(1-w, 1+w) per utterance (VTLP-like)
     spec_augment: bool = True  # training only
@@ -62,9 +66,9 @@ class ModelConfig:
     num_heads: int = 4  # H
     ff_mult: int = 4
     conv_kernel: int = 31
-    conv_norm: str = "layer"  # after the depthwise conv: "layer" (per-frame LayerNorm) or "utterance" (per-utterance channel norm)
+    conv_norm: ConvNorm = "layer"  # after the depthwise conv: "layer" (per-frame LayerNorm) or "utterance" (per-utterance channel norm)
     dropout: float = 0.1
-    position_encoding: str = "rope"  # "rope" (rotary) or "rel_pos" (Transformer-XL style)
+    position_encoding: PositionEncoding = "rope"  # "rope" (rotary) or "rel_pos" (Transformer-XL style)
     speech_layers: int = 4  # N blocks after subsampling
     text_layers: int = 2  # M blocks after the token embedding
     shared_layers: int = 8  # K blocks shared by speech and text
@@ -88,7 +92,7 @@ class ModelConfig:
     # upper shared layers, the Aligner and any InterAligner above it read the compressed frames;
     # in training an utterance whose compressed frames are fewer than its U + 1 targets keeps
     # its uncompressed frames (counted as compress_fallback)
-    ctc_compress: str = "none"
+    ctc_compress: CtcCompressMode = "none"
     # shared layer of InterAligner ("Progressive Alignment Objectives for Aligner-Encoder based ASR",
     # arXiv:2606.24147); None = off
     inter_aligner_layer: int | None = None
@@ -106,16 +110,16 @@ class ModelConfig:
     # --- ASTRA consistency (ASTRA, arXiv:2406.06664) --------------------------------------------------
     astra: bool = True  # needs rnnt_head
     astra_layer: int = 0  # 0 = S vs E (encoder outputs); k = after shared layer k
-    astra_mode: str = "expected"  # "expected" or "weighted_rnnt"
-    astra_distance: str = "mae"  # "mae" or "mse"
+    astra_mode: ConsistencyMode = "expected"
+    astra_distance: ConsistencyDistance = "mae"
     astra_lam: float = 1.0  # lambda of the weighted-RNN-T form
     # the lattice whose alignment weights the consistency: "simple" (the head's lm + am
     # lattice, which icefall uses for the pruning bounds) or "pruned" (the head's full joiner
     # on the pruned ranges, computed whenever ASTRA is, even with a zero rnnt weight)
-    astra_alignment: str = "simple"
+    astra_alignment: ConsistencyAlignment = "simple"
     # which side the consistency trains: "none" (both), "speech" (gradient stopped on the
     # speech side S: only the text encoder moves) or "text" (stopped on E: only speech moves)
-    astra_stop_gradient: str = "none"
+    astra_stop_gradient: ConsistencyStopGradient = "none"
 
     # --- unpaired text ---------------------------------------------------------------
     # training only: spans of text_mask_span input tokens of unpaired-text batches are
@@ -137,22 +141,17 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
+        check_choices(self, "model.")
         self._validate_sizes()
         self._validate_layers()
         self._validate_heads()
 
     def _validate_sizes(self) -> None:
-        """Choices, dimensions, counts and probabilities of the encoders and augmentation."""
-        if self.position_encoding not in POSITION_ENCODINGS:
-            raise ValueError(f"model.position_encoding={self.position_encoding!r}: use one of {POSITION_ENCODINGS}")
-        if self.subsampling not in SUBSAMPLING_FACTORS:
-            raise ValueError(f"model.subsampling={self.subsampling}: use one of {SUBSAMPLING_FACTORS}")
+        """Dimensions, counts and probabilities of the encoders and augmentation."""
         if self.d_model % self.num_heads != 0:
             raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
         if self.position_encoding == "rope" and (self.d_model // self.num_heads) % 2 != 0:
             raise ValueError("model.position_encoding='rope' needs an even head dimension d_model/num_heads")
-        if self.conv_norm not in CONV_NORMS:
-            raise ValueError(f"model.conv_norm={self.conv_norm!r}: use one of {CONV_NORMS}")
         if self.conv_kernel % 2 != 1:
             raise ValueError(f"model.conv_kernel={self.conv_kernel} must be odd")
         for name in ("num_features", "d_model", "num_heads", "ff_mult", "conv_kernel", "pred_dim", "joint_dim",
@@ -190,8 +189,6 @@ class ModelConfig:
                 raise ValueError(f"model.{name}=0: use null for off (shared layers are numbered from 1)")
             if value is not None and not 1 <= value <= self.shared_layers:
                 raise ValueError(f"model.{name}={value} must be null (off) or in [1, shared_layers={self.shared_layers}]")
-        if self.ctc_compress not in CTC_COMPRESS_MODES:
-            raise ValueError(f"model.ctc_compress={self.ctc_compress!r}: use one of {CTC_COMPRESS_MODES}")
         if self.ctc_compress != "none":
             if self.inter_ctc_layer is None or not self.inter_ctc_layer < self.shared_layers:
                 raise ValueError(
@@ -231,16 +228,6 @@ class ModelConfig:
             raise ValueError("model.transduction_kl_layer needs model.rnnt_head=true (the lattice comes from it)")
         if self.astra and not self.rnnt_head:
             raise ValueError("model.astra=true needs model.rnnt_head=true (the lattice comes from it)")
-        if self.astra_mode not in CONSISTENCY_MODES:
-            raise ValueError(f"model.astra_mode={self.astra_mode!r}: use one of {CONSISTENCY_MODES}")
-        if self.astra_alignment not in ASTRA_ALIGNMENTS:
-            raise ValueError(f"model.astra_alignment={self.astra_alignment!r}: use one of {ASTRA_ALIGNMENTS}")
-        if self.astra_stop_gradient not in ASTRA_STOP_GRADIENTS:
-            raise ValueError(
-                f"model.astra_stop_gradient={self.astra_stop_gradient!r}: use one of {ASTRA_STOP_GRADIENTS}"
-            )
-        if self.astra_distance not in CONSISTENCY_DISTANCES:
-            raise ValueError(f"model.astra_distance={self.astra_distance!r}: use one of {CONSISTENCY_DISTANCES}")
         if not 0.0 <= self.aligner_label_smoothing < 1.0:
             raise ValueError(f"model.aligner_label_smoothing={self.aligner_label_smoothing} must be in [0, 1)")
         if not 0.0 <= self.aligner_prime_prob <= 1.0 or self.aligner_prime_tokens < 0:

@@ -8,6 +8,10 @@ are the ``losses``, ``optim``, ``run`` and ``finetune`` sections of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from astra.config import check_choices
+from astra.constants import DecodeMethod
 
 LOSS_NAMES = (
     "aligner",
@@ -23,9 +27,10 @@ LOSS_NAMES = (
     "transduction_kl",
 )
 LR_DECAYS = ("cosine", "linear", "inverse_sqrt", "constant")
-MIXED_PRECISIONS = ("no", "bf16", "fp16")
-TEXT_BATCHES = ("share", "add")
-BEST_METRICS = ("valid_loss", "wer")
+# (optim.decay keeps a hand-written check: its error names the value as "optim.decay='cos'")
+MixedPrecision = Literal["no", "bf16", "fp16"]
+TextBatches = Literal["share", "add"]
+BestMetric = Literal["valid_loss", "wer"]
 
 
 @dataclass
@@ -119,7 +124,7 @@ class OptimConfig:
     # batch's place); "add": a step always has grad_accum_steps speech batches and the text
     # batches the stream puts between them come on top (equal speech per step with and without
     # unpaired text: a fair paired-only comparison at equal steps)
-    text_batches: str = "share"
+    text_batches: TextBatches = "share"
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -136,8 +141,7 @@ class OptimConfig:
             raise ValueError("optim.max_grad_norm must be >= 0")
         if self.grad_accum_steps < 1:
             raise ValueError("optim.grad_accum_steps must be >= 1")
-        if self.text_batches not in TEXT_BATCHES:
-            raise ValueError(f"optim.text_batches={self.text_batches!r}: use one of {TEXT_BATCHES}")
+        check_choices(self, "optim.")
 
 
 @dataclass
@@ -147,18 +151,18 @@ class RunConfig:
     out_dir: str = "exp/run"
     max_steps: int = 10000  # optimizer steps
     seed: int = 1234
-    mixed_precision: str = "no"  # no | bf16 | fp16 (lattices and losses stay in fp32)
+    mixed_precision: MixedPrecision = "no"  # lattices and losses stay in fp32
     cpu: bool = False  # force CPU even when a GPU is visible
     log_every: int = 10  # TensorBoard scalars every N steps
     save_every: int = 1000  # checkpoint every N steps (and at the end)
     keep_last: int = 3  # checkpoints kept besides the best ones
     keep_best: int = 1  # checkpoints kept by best validation metric
-    best_metric: str = "valid_loss"  # valid_loss | wer (macro-average over languages)
+    best_metric: BestMetric = "valid_loss"  # wer: macro-average over languages
     validate_every: int = 1000  # 0 = never
     valid_split: str = "validation"  # "dev" is an alias
     valid_languages: list[str] = field(default_factory=list)  # [] = the data config's languages
     valid_max_batches: int = 0  # 0 = all
-    decode_method: str = "aligner_greedy"  # for validation WER
+    decode_method: DecodeMethod = "aligner_greedy"  # for validation WER
     plot_every: int = 0  # PNG of per-layer attention every N steps; 0 = never
     alignment_every: int = 0  # alignment statistics (astra.analysis) to TensorBoard every N steps; 0 = never
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
@@ -167,10 +171,7 @@ class RunConfig:
     num_threads: int = 0  # torch intra-op CPU threads per process (torch.set_num_threads); 0 = torch default
 
     def validate(self) -> None:
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ValueError(f"run.mixed_precision={self.mixed_precision!r}: use one of {MIXED_PRECISIONS}")
-        if self.best_metric not in BEST_METRICS:
-            raise ValueError(f"run.best_metric={self.best_metric!r}: use one of {BEST_METRICS}")
+        check_choices(self, "run.")
         for name in ("max_steps", "log_every", "save_every", "max_nonfinite", "feature_stats_utterances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"run.{name}={getattr(self, name)} must be >= 1")
