@@ -10,7 +10,7 @@ import torch
 import astra.lattice as lattice
 from astra.errors import TrainingError
 from astra.model import AstraModel, preset
-from astra.train.objective import LossModule, needed_losses, objective_needs
+from astra.train.objective import Objective, needed_losses, objective_needs
 from astra.train.sections import LossConfig, RampConfig
 
 VOCAB = 20
@@ -116,23 +116,23 @@ def test_the_objective_needs_weights_above_zero_including_ramps_from_zero():
     assert objective_needs(object(), losses) is None  # a model that cannot say computes everything
 
 
-def test_loss_module_skips_the_pruned_loss_of_the_tiny_recipe(calls):
+def test_objective_skips_the_pruned_loss_of_the_tiny_recipe(calls):
     """recipes/tiny/pretrain.yaml: ``rnnt: 0.0`` with the head on; ``text_rnnt: 0.5``."""
     losses = LossConfig(aligner=1.0, inter_ctc=1.0, rnnt_simple=0.5, rnnt=0.0, astra=0.1,
                         text_aligner=1.0, text_rnnt=0.5, ramps={"astra": RampConfig(start=300, steps=300)})
     model = _model().train()
-    module = LossModule(model, losses, objective_needs(model, losses))
-    total, logged, _ = module(_speech_batch())
+    objective = Objective(losses, objective_needs(model, losses))
+    total, logged, _ = objective(model, _speech_batch(), 0)
     assert set(logged) == {"aligner", "inter_ctc", "rnnt_simple", "astra"}
     assert calls["rnnt_loss_pruned"] == 0 and calls["get_rnnt_logprobs"] == 1
     total.backward()
-    module(_text_batch())
+    objective(model, _text_batch(), 0)
     assert calls["rnnt_loss_pruned"] == 1  # the text batch's text_rnnt
 
     no_text = LossConfig(text_aligner=0.0, text_rnnt=0.0)
-    module = LossModule(model, no_text, objective_needs(model, no_text))
+    objective = Objective(no_text, objective_needs(model, no_text))
     calls.clear()
-    total, logged, _ = module(_text_batch())  # nothing to compute, but every process joins the all-reduce
+    total, logged, _ = objective(model, _text_batch(), 0)  # nothing to compute, but every process joins the all-reduce
     assert logged == {} and not calls and total.item() == 0.0 and total.requires_grad
 
 
@@ -147,3 +147,21 @@ def test_a_model_loss_without_a_weight_stops_before_training():
 
     with pytest.raises(TrainingError, match="losses.other.transduction_kl"):
         objective_needs(model, NoKlWeight())
+
+
+def test_model_call_is_forward_speech_or_forward_text_by_batch_kind():
+    model = _model()
+    speech, text = _speech_batch(), _text_batch()
+    for batch, direct in ((speech, model.forward_speech), (text, model.forward_text)):
+        called, expected = model(batch), direct(batch)
+        assert called.losses.keys() == expected.losses.keys() and called.counts == expected.counts
+        assert all(torch.equal(called.losses[k], expected.losses[k]) for k in expected.losses)
+    assert set(model(speech, needed={"aligner"}).losses) == {"aligner"}
+    empty = {**speech, "tokens": speech["tokens"][:0], "token_lens": speech["token_lens"][:0]}
+    for idle in (model(empty), model(text, needed=set())):
+        assert idle.losses == {} and idle.idle_loss.item() == 0.0
+        idle.idle_loss.backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        model.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match="neither 'speech' nor 'text'"):
+        model({**speech, "kind": "image"})

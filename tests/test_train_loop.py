@@ -66,6 +66,26 @@ def test_exact_resume_after_interrupt(tmp_path, signal_name):
     assert second.model.identity_calls == [False]
 
 
+def test_resume_of_a_checkpoint_saved_with_the_old_loss_wrapper_is_exact(tmp_path):
+    """Checkpoints written when Accelerate prepared a loss wrapper (``LossModule``) hold the
+    model's state under ``model.``; resuming them gives the same run as a straight one."""
+    from safetensors.torch import load_file, save_file
+
+    straight = Trainer(make_cfg(tmp_path, "straight"), build_fake_parts)
+    straight.run()
+    cfg = make_cfg(tmp_path, "old", "data.interrupt_at_batch=7")
+    last = Trainer(cfg, build_fake_parts).run()
+    weights = last / ckpt.ACCELERATE_DIR / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({f"model.{k}": v for k, v in state.items()}, str(weights))  # the old layout
+
+    resumed = Trainer(cfg, build_fake_parts, resume=True)
+    resumed.run()
+    assert resumed.state.step == 8
+    assert_same_params(params(resumed.model), params(straight.model))
+    assert set(load_file(str(weights))) == {f"model.{k}" for k in state}  # the old file is left as it was
+
+
 def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     straight = Trainer(make_cfg(tmp_path, "straight", "run.max_steps=6"), build_fake_parts)
     straight.run()
@@ -159,7 +179,7 @@ def test_bf16_mixed_precision_trains(tmp_path):
     assert trainer.accelerator.mixed_precision == "bf16"
     batch = next(iter(trainer.stream))
     with trainer.accelerator.autocast():
-        total, losses, _ = trainer.loss_module(batch)
+        total, losses, _ = trainer.objective(trainer.wrapped, batch, trainer.state.step)
     assert total.dtype == torch.float32 and torch.isfinite(total)
     assert all(torch.isfinite(v).all() for v in params(trainer.model).values())
 

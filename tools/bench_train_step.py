@@ -296,7 +296,7 @@ def time_steps(args, overrides: list[str], out_dir: Path, all_losses: bool = Fal
     """Seconds per training step of a fresh trainer (``--warmup`` steps untimed)."""
     trainer = make_trainer(args, overrides, out_dir)
     if all_losses:
-        trainer.loss_module.needed = None
+        trainer.objective.needed = None
     if args.warmup:
         run_steps(trainer, args, args.warmup)
     seconds = run_steps(trainer, args, args.steps)
@@ -440,7 +440,7 @@ def breakdown(args) -> int:
     with tempfile.TemporaryDirectory(prefix="astra_bench_train_") as tmp:
         trainer = make_trainer(args, overrides, Path(tmp) / "run")
         counts = trainer.model.num_parameters() if hasattr(trainer.model, "num_parameters") else {}
-        needed = trainer.loss_module.needed
+        needed = trainer.objective.needed
         if args.warmup:
             run_steps(trainer, args, args.warmup)
         seconds = run_steps(trainer, args, args.steps)

@@ -3,8 +3,8 @@
 Legend: B batch, T input frames (10 ms), T' encoder frames, U tokens (without ``<sos>`` /
 ``<eos>``), D model dim, F features, V vocabulary, H heads.
 
-``forward_speech`` / ``forward_text`` return *unweighted* losses (the trainer weights them
-by name) and counts. Every loss is a mean per target token of the batch:
+``model(batch)`` (``forward``: a speech or a text batch), ``forward_speech`` / ``forward_text``
+return *unweighted* losses (the trainer weights them by name) and counts. Every loss is a mean per target token of the batch:
 
 ============== ============================================================================
 ``aligner``    Aligner CE on the final shared output; per token incl. ``<eos>`` (U+1 each)
@@ -68,6 +68,16 @@ class ModelOutput:
 
     losses: dict[str, Tensor] = field(default_factory=dict)
     counts: dict[str, float] = field(default_factory=dict)
+    # a batch with nothing to compute: a 0 that touches every trainable parameter, so that
+    # back-propagating it joins the other processes' gradient all-reduce (DDP)
+    idle_loss: Tensor | None = None
+
+
+def idle_output(model: nn.Module) -> ModelOutput:
+    """The :class:`ModelOutput` of a batch with nothing to compute: no losses, and an
+    ``idle_loss`` of 0 in the graph of every trainable parameter of ``model``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return ModelOutput(idle_loss=0.0 * torch.stack([p.float().sum() for p in params]).sum())
 
 
 def text_position_weights(masked: Tensor | None, unmasked_weight: float) -> Tensor | None:
@@ -388,6 +398,20 @@ class AstraModel(nn.Module):
         return masked & valid
 
     # --- training forward ----------------------------------------------------------------
+    def forward(self, batch: dict, needed: Collection[str] | None = None) -> ModelOutput:
+        """``model(batch)``: the losses of a speech or a text batch (``batch["kind"]``; speech
+        when absent), from :meth:`forward_speech` or :meth:`forward_text`. ``needed`` as
+        there; a batch with nothing to compute (no utterance or sentence, or ``needed``
+        empty) gives :func:`idle_output`."""
+        kind = batch.get("kind", "speech")
+        if kind not in ("speech", "text"):
+            raise ValueError(f"batch kind {kind!r} is neither 'speech' nor 'text'")
+        if batch["tokens"].shape[0] == 0 or (needed is not None and not needed):
+            return idle_output(self)
+        if kind == "speech":
+            return self.forward_speech(batch, needed)
+        return self.forward_text(batch, needed)
+
     def forward_speech(self, batch: dict, needed: Collection[str] | None = None) -> ModelOutput:
         """Paired speech batch -> losses ``aligner``, ``inter_aligner``, ``ctc``, ``inter_ctc``,
         ``rnnt``, ``rnnt_simple``, ``astra`` (those enabled) and counts.

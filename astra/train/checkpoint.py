@@ -17,11 +17,13 @@ folders are ignored and removed by the next save.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,37 @@ def write_averaged_checkpoint(paths: Sequence[str | Path], out: str | Path) -> P
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+# older checkpoints prepared a loss wrapper around the model, whose state-dict keys had this prefix
+_OLD_WRAPPER_PREFIX = "model."
+_ACCELERATE_MODEL_FILE = "model.safetensors"  # Accelerator.save_state's file of the (first) model
+
+
+@contextlib.contextmanager
+def accelerate_state_for(model: torch.nn.Module, acc_dir: Path) -> Iterator[Path]:
+    """The ``accelerate/`` folder to pass to ``Accelerator.load_state`` for ``model``.
+
+    Checkpoints written before ``AstraModel.forward`` existed hold the model's state under the
+    loss wrapper's ``model.`` prefix; for those a temporary folder is given whose
+    ``model.safetensors`` has the prefix removed (the other files are links to the originals:
+    the optimizer state is keyed by parameter order, which is the same). Other folders are
+    given as they are.
+    """
+    from safetensors.torch import load_file, save_file
+
+    weights = acc_dir / _ACCELERATE_MODEL_FILE
+    own = set(model.state_dict())
+    saved = load_file(str(weights)) if weights.is_file() else {}
+    if not saved or set(saved) == own or {k.removeprefix(_OLD_WRAPPER_PREFIX) for k in saved} != own:
+        yield acc_dir
+        return
+    log.info("%s: model state saved under the old loss wrapper, read without its %r prefix",
+             acc_dir, _OLD_WRAPPER_PREFIX)
+    with tempfile.TemporaryDirectory(prefix="astra-resume-") as tmp:
+        for entry in acc_dir.iterdir():
+            if entry.name != _ACCELERATE_MODEL_FILE:
+                (Path(tmp) / entry.name).symlink_to(entry.resolve())
+        save_file({k.removeprefix(_OLD_WRAPPER_PREFIX): v.contiguous() for k, v in saved.items()},
+                  str(Path(tmp) / _ACCELERATE_MODEL_FILE))
+        yield Path(tmp)

@@ -5,7 +5,8 @@
   validation); a loss the config has no weight for is an error in both.
 - :func:`needed_losses` / :func:`objective_needs`: the losses with a configured weight > 0,
   the only ones the model computes (a loss whose weight is 0 is not computed).
-- :class:`LossModule`: batch -> weighted fp32 loss, the one ``forward`` that DDP wraps.
+- :class:`Objective`: ``objective(model, batch, step)`` -> weighted fp32 loss of ``model(batch)``
+  (``model``: the model as prepared by Accelerate, DDP-wrapped with several processes).
 - :class:`IdentityAttention`: the identity-attention warm-up of "The Conformer Encoder May
   Reverse the Time Dimension" (arXiv:2410.00680), switched on the model by step.
 
@@ -21,7 +22,6 @@ import logging
 import torch
 from torch.profiler import record_function
 
-from astra.data.batch_ops import is_empty_batch
 from astra.errors import TrainingError
 from astra.train.schedules import identity_attention, ramp_factor
 from astra.train.sections import LossConfig
@@ -93,53 +93,38 @@ def batch_kind(batch: dict) -> str:
     return kind
 
 
-class LossModule(torch.nn.Module):
-    """Wraps the model so DDP sees one ``forward``: batch -> weighted fp32 loss.
+class Objective:
+    """``objective(model, batch, step) -> (total, losses, counts)``: the weighted loss of
+    ``model(batch, needed=...)`` at optimizer step ``step`` (0-based; its ramped weights).
 
-    Returns ``(total, losses, counts)``: ``total`` the scalar to back-propagate (only losses
-    with a positive weight at ``self.step`` enter the graph), ``losses`` the unweighted
+    ``total`` is the fp32 scalar to back-propagate (only losses with a positive weight at
+    ``step`` enter the graph; a batch with nothing to compute gives the model's
+    ``idle_loss``, a 0 that still joins the gradient all-reduce), ``losses`` the unweighted
     values (detached, fp32), ``counts`` the model's counts. ``needed`` (see
-    :func:`objective_needs`) is passed to ``forward_speech`` / ``forward_text``, so losses
-    whose weight is 0 are not computed; ``None``: all are.
+    :func:`objective_needs`) is passed to the model, so losses whose weight is 0 are not
+    computed; ``None``: all are.
     """
 
-    def __init__(self, model: torch.nn.Module, losses_cfg: LossConfig,
-                 needed: dict[str, set[str]] | None = None):
-        super().__init__()
-        self.model = model
+    def __init__(self, losses_cfg: LossConfig, needed: dict[str, set[str]] | None = None):
         self.losses_cfg = losses_cfg
         self.needed = needed
-        self.step = 0  # the optimizer step whose ramped weights apply (set by the trainer)
 
-    def _touch_every_parameter(self):
-        """A zero that touches every trainable parameter, so this process still joins the
-        gradient all-reduce."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return 0.0 * torch.stack([p.float().sum() for p in params]).sum()
-
-    def forward(self, batch: dict):
+    def __call__(self, model: torch.nn.Module, batch: dict, step: int):
         kind = batch_kind(batch)
-        if is_empty_batch(batch):  # nothing to learn from (every utterance failed to decode)
-            return self._touch_every_parameter(), {}, {}
-        options = {}
-        if self.needed is not None:
-            if not self.needed[kind]:  # no loss of this kind has a weight: nothing to compute
-                return self._touch_every_parameter(), {}, {}
-            options["needed"] = self.needed[kind]
+        options = {} if self.needed is None else {"needed": self.needed[kind]}
         with record_function(f"astra:{kind}_batch"):
-            if kind == "speech":
-                out = self.model.forward_speech(batch, **options)
-            else:
-                out = self.model.forward_text(batch, **options)
-        total = self.weighted_sum(out.losses)
+            out = model(batch, **options)
+        if not out.losses and getattr(out, "idle_loss", None) is not None:
+            return out.idle_loss, {}, {}
+        total = self.weighted_sum(out.losses, step)
         detached = {k: v.detach().float() for k, v in out.losses.items()}
         return total, detached, dict(out.counts)
 
-    def weighted_sum(self, losses: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """fp32 sum of weight x loss over the losses with a positive weight at ``self.step``;
+    def weighted_sum(self, losses: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
+        """fp32 sum of weight x loss over the losses with a positive weight at ``step``;
         zeros (still in the graph) when every weight is 0 at this step; None for no loss."""
         try:
-            weights = loss_weights(self.losses_cfg, list(losses), self.step)
+            weights = loss_weights(self.losses_cfg, list(losses), step)
         except ValueError as e:
             raise TrainingError(str(e)) from None
         terms = [weights[name] * value.float() for name, value in losses.items() if weights[name] > 0]

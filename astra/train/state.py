@@ -98,7 +98,8 @@ class RunCheckpoints:
                 f"{path} was written by {saved.get('world_size')} processes, this run has "
                 f"{acc.num_processes}: resume with the same number of processes"
             )
-        acc.load_state(str(path / ckpt.ACCELERATE_DIR))
+        with ckpt.accelerate_state_for(self.model, path / ckpt.ACCELERATE_DIR) as acc_dir:
+            acc.load_state(str(acc_dir))
         self.batches.load_state_dict(ckpt.load_sampler_state(path, acc.process_index))
         self.state.update(saved)
         self.last_saved_step = self.state.step

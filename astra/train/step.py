@@ -2,7 +2,7 @@
 
 A step takes ``optim.grad_accum_steps`` micro-batches per process (``optim.text_batches``:
 a text batch takes a speech batch's place, or comes on top), back-propagates each weighted
-loss (:class:`astra.train.objective.LossModule`) with the gradient all-reduce only on the
+loss (:class:`astra.train.objective.Objective` of the prepared model) with the gradient all-reduce only on the
 last, clips the global norm and steps with the scheduled learning rate. A non-finite loss
 (on any process) or gradient norm skips the step; ``run.max_nonfinite`` in a row stop the
 run. To change the text/speech mixing inside a step, this is the file to open (the mix of
@@ -35,16 +35,18 @@ def any_process(accelerator, flag: bool) -> bool:
 
 class OptimizerStep:
     """``step_runner(step) -> {"lr": ..., "grad_norm": ...}`` runs optimizer step ``step``
-    (0-based) on ``wrapped`` (the prepared :class:`LossModule`), drawing micro-batches from
-    ``batches`` and adding them to ``window`` (:class:`astra.train.report.LogWindow`);
-    non-finite steps are counted in ``state`` (:class:`astra.train.state.TrainerState`)."""
+    (0-based): ``objective(wrapped, batch, step)`` (:class:`astra.train.objective.Objective`)
+    on ``wrapped`` (``model`` as prepared by Accelerate: DDP with several processes), drawing
+    micro-batches from ``batches`` and adding them to ``window``
+    (:class:`astra.train.report.LogWindow`); non-finite steps are counted in ``state``
+    (:class:`astra.train.state.TrainerState`)."""
 
-    def __init__(self, cfg, accelerator, wrapped, loss_module, optimizer, batches, window, state):
+    def __init__(self, cfg, accelerator, model, wrapped, objective, optimizer, batches, window, state):
         self.cfg = cfg
         self.accelerator = accelerator
+        self.model = model
         self.wrapped = wrapped
-        self.loss_module = loss_module
-        self.model = loss_module.model
+        self.objective = objective
         self.optimizer = optimizer
         self.batches = batches
         self.window = window
@@ -56,7 +58,6 @@ class OptimizerStep:
         lr = learning_rate(step, self.cfg.optim, self.cfg.run.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.loss_module.step = step
         self.optimizer.zero_grad(set_to_none=True)
         info: dict[str, float] = {"lr": lr}
         nonfinite_losses = self._accumulate_gradients(step)
@@ -95,7 +96,7 @@ class OptimizerStep:
             last = speech == accum if add_text else micro == accum
             with contextlib.nullcontext() if last else acc.no_sync(self.wrapped):
                 with acc.autocast():
-                    total, losses, counts = self.wrapped(batch)
+                    total, losses, counts = self.objective(self.wrapped, batch, step)
                 if total is None:
                     raise TrainingError(
                         f"step {step}: the model returned no loss for a {batch.get('kind')} batch; "

@@ -31,7 +31,7 @@ from astra.errors import TrainingError
 from astra.train import setup
 from astra.train.batches import TrainBatches
 from astra.train.hooks import AlignmentStatistics, AttentionPlots, Validation
-from astra.train.objective import LossModule, objective_needs, ramped_weight_scalars
+from astra.train.objective import Objective, objective_needs, ramped_weight_scalars
 from astra.train.report import LogWindow, Reporter, data_skip_scalars
 from astra.train.signals import StopRequest
 from astra.train.state import RunCheckpoints, TrainerState, resume_point
@@ -95,8 +95,8 @@ class Trainer:
         self.parts: TrainingParts | None = None
         self.model: torch.nn.Module | None = None
         self.stream = None  # parts.train_stream
-        self.loss_module: LossModule | None = None
-        self.wrapped = None  # loss_module as prepared by Accelerate (DDP with several processes)
+        self.objective: Objective | None = None
+        self.wrapped = None  # the model as prepared by Accelerate (DDP with several processes)
         self.optimizer = None
         self.batches: TrainBatches | None = None
         self.checkpoints: RunCheckpoints | None = None
@@ -121,9 +121,9 @@ class Trainer:
         self.state.world_size = acc.num_processes
         resume_from = resume_point(self.out_dir / "checkpoints", self.resume)
         self._initialise_model(fresh=resume_from is None)
-        self.loss_module = LossModule(self.model, cfg.losses, objective_needs(self.model, cfg.losses))
+        self.objective = Objective(cfg.losses, objective_needs(self.model, cfg.losses))
         optimizer = setup.make_optimizer(self.model, cfg.optim)
-        self.wrapped, self.optimizer = acc.prepare(self.loss_module, optimizer)
+        self.wrapped, self.optimizer = acc.prepare(self.model, optimizer)
         self.batches = TrainBatches(self.stream, acc.device, acc.process_index,
                                     keep_last_speech=cfg.run.alignment_every > 0)
         self.checkpoints = RunCheckpoints(cfg, acc, self.model, self.state, self.batches,
@@ -131,7 +131,7 @@ class Trainer:
         if resume_from is not None:
             self.checkpoints.resume(resume_from)
         self.reporter = Reporter(self.out_dir, acc.is_main_process)
-        self.step_runner = OptimizerStep(cfg, acc, self.wrapped, self.loss_module, self.optimizer,
+        self.step_runner = OptimizerStep(cfg, acc, self.model, self.wrapped, self.objective, self.optimizer,
                                          self.batches, self.window, self.state)
         self.jobs = self._make_jobs()
         if acc.is_main_process:
