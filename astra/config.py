@@ -57,6 +57,15 @@ def check_choices(obj: Any, prefix: str) -> None:
             raise ValueError(f"{prefix}{name}={value!r}: use one of {args}")
 
 
+def _renamed(cls: type, name: str, key: str) -> ConfigError | None:
+    """The error for ``key`` when ``name`` is a key that dataclass ``cls`` renamed (its class
+    attribute ``RENAMED_KEYS``, old name -> new name), else None."""
+    new = getattr(cls, "RENAMED_KEYS", {}).get(name)
+    if new is None:
+        return None
+    return ConfigError(f"'{key}' was renamed: use '{key[: len(key) - len(name)]}{new}'")
+
+
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
@@ -167,6 +176,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in fields:
+            renamed = _renamed(cls, name, key)
+            if renamed is not None:
+                raise renamed
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown key '{key}' (known keys here: {known})")
         kwargs[name] = _convert(value, hints[name], key)
@@ -248,6 +260,9 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str] | None
             if dataclasses.is_dataclass(tp):
                 hints = _field_types(tp)
                 if part not in hints:
+                    renamed = _renamed(tp, part, key)
+                    if renamed is not None:
+                        raise renamed
                     known = ", ".join(sorted(hints))
                     raise ConfigError(f"unknown key '{key}' in --set {text} (known keys here: {known})")
                 tp = hints[part]

@@ -87,11 +87,11 @@ def test_bad_overrides(tmp_path):
 
 
 def test_train_config_round_trip_and_validation(tmp_path):
-    cfg = load_config(TrainConfig, None, ["losses.astra=0.25", "optim.lr=3e-4", "data.languages=[hi_in]"])
+    cfg = load_config(TrainConfig, None, ["losses.consistency=0.25", "optim.lr=3e-4", "data.languages=[hi_in]"])
     save_config(cfg, tmp_path / "saved.yaml")
     again = load_config(TrainConfig, tmp_path / "saved.yaml")
     assert to_dict(again) == to_dict(cfg)
-    assert again.losses.astra == 0.25 and again.data.languages == ["hi_in"]
+    assert again.losses.consistency == 0.25 and again.data.languages == ["hi_in"]
     with pytest.raises(ConfigError, match="model.num_heads"):
         load_config(TrainConfig, None, ["model.d_model=100", "model.num_heads=3"])
     with pytest.raises(ConfigError, match="optim.decay='cos'"):
@@ -179,3 +179,15 @@ def test_literal_fields_are_checked_when_loaded_and_when_built_in_code():
     check_choices(Inner(limit=None), "inner.")  # defaults pass
     with pytest.raises(ValueError, match="inner.mode='c'"):
         check_choices(Inner(mode="c"), "inner.")
+
+
+def test_the_old_astra_loss_keys_name_the_consistency_keys(tmp_path):
+    path = write(tmp_path, "losses:\n  astra: 0.2\n")
+    with pytest.raises(ConfigError, match="'losses.astra' was renamed: use 'losses.consistency'"):
+        load_config(TrainConfig, path)
+    with pytest.raises(ConfigError, match="'losses.astra' was renamed: use 'losses.consistency'"):
+        load_config(TrainConfig, None, ["losses.astra=0.0"])
+    with pytest.raises(ConfigError, match="'losses.ramps.astra' was renamed: use 'losses.ramps.consistency'"):
+        load_config(TrainConfig, None, ["losses.ramps.astra.start=5"])
+    cfg = load_config(TrainConfig, None, ["losses.consistency=0.2", "losses.ramps.consistency.start=5"])
+    assert cfg.losses.consistency == 0.2 and cfg.losses.ramps["consistency"].start == 5

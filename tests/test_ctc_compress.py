@@ -116,7 +116,7 @@ def test_compressed_model_trains_and_decodes_every_method():
     torch.manual_seed(0)
     model = AstraModel(preset("tiny", ctc_compress="labels", inter_ctc_layer=1), VOCAB)
     out = model.forward_speech(_batch())
-    assert {"aligner", "inter_ctc", "rnnt_simple", "astra"} <= set(out.losses)
+    assert {"aligner", "inter_ctc", "rnnt_simple", "consistency"} <= set(out.losses)
     assert out.counts["compress_fallback"] >= 0 and "compressed_frames" in out.counts
     sum(out.losses.values()).backward()
     assert model.compress_end.grad is not None or out.counts["compress_fallback"] == 3

@@ -14,7 +14,7 @@ from astra.model import AstraModel, preset
 VOCAB = 24
 NUM_UTTS = 8
 FRAMES = 120  # 1.2 s of 10 ms frames -> 29 encoder frames
-WEIGHTS = dict(aligner=1.0, inter_ctc=0.3, rnnt=1.0, rnnt_simple=0.5, astra=0.1, text_aligner=1.0, text_rnnt=0.3)
+WEIGHTS = dict(aligner=1.0, inter_ctc=0.3, rnnt=1.0, rnnt_simple=0.5, consistency=0.1, text_aligner=1.0, text_rnnt=0.3)
 GREEDY = ("aligner_greedy", "rnnt_greedy", "ctc_greedy")
 
 pytestmark = pytest.mark.slow

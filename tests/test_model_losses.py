@@ -24,10 +24,10 @@ def _speech_batch(b=3, frames=(120, 100, 60), token_lens=(6, 4, 3), seed=0) -> d
 @pytest.mark.parametrize(
     "overrides, names",
     [
-        ({}, {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "astra"}),
+        ({}, {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "consistency"}),
         (dict(top_ctc=True, inter_aligner_layer=2, position_encoding="rel_pos", astra_layer=1, rnnt_layer=1,
               astra_mode="weighted_rnnt", astra_distance="mse", subsampling=6),
-         {"aligner", "inter_aligner", "ctc", "inter_ctc", "rnnt", "rnnt_simple", "astra"}),
+         {"aligner", "inter_aligner", "ctc", "inter_ctc", "rnnt", "rnnt_simple", "consistency"}),
         (dict(rnnt_head=False, astra=False, inter_ctc_layer=None, top_ctc=True, subsampling=8), {"aligner", "ctc"}),
     ],
 )
@@ -377,8 +377,8 @@ def test_astra_stop_gradient_trains_one_side_and_logs_the_norms(stop):
     torch.manual_seed(0)
     model = AstraModel(preset("tiny", astra_stop_gradient=stop), VOCAB)
     out = model.forward_speech(_speech_batch())
-    assert out.counts["mean/astra_speech_norm"] > 0 and out.counts["mean/astra_text_norm"] > 0
-    out.losses["astra"].backward()
+    assert out.counts["mean/consistency_speech_norm"] > 0 and out.counts["mean/consistency_text_norm"] > 0
+    out.losses["consistency"].backward()
     speech_grad = sum(float(p.grad.abs().sum()) for p in model.speech_encoder.parameters() if p.grad is not None)
     text_grad = sum(float(p.grad.abs().sum()) for p in model.text_encoder.parameters() if p.grad is not None)
     assert (speech_grad > 0) == (stop != "speech")

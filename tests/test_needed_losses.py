@@ -58,8 +58,8 @@ def test_speech_losses_not_needed_are_not_computed(calls):
     assert calls == Counter(rnnt_loss_simple=1, rnnt_loss_pruned=1, get_rnnt_logprobs=1)
 
     calls.clear()  # the tiny recipe: rnnt weight 0, ASTRA on (its lattice is needed)
-    out = model.forward_speech(_speech_batch(), needed={"aligner", "inter_ctc", "rnnt_simple", "astra"})
-    assert set(out.losses) == {"aligner", "inter_ctc", "rnnt_simple", "astra"}
+    out = model.forward_speech(_speech_batch(), needed={"aligner", "inter_ctc", "rnnt_simple", "consistency"})
+    assert set(out.losses) == {"aligner", "inter_ctc", "rnnt_simple", "consistency"}
     assert calls == Counter(rnnt_loss_simple=1, get_rnnt_logprobs=1)
     for name, value in out.losses.items():
         torch.testing.assert_close(value, everything.losses[name], msg=name)
@@ -69,7 +69,7 @@ def test_speech_losses_not_needed_are_not_computed(calls):
     assert set(out.losses) == {"aligner", "rnnt_simple"} and calls == Counter(rnnt_loss_simple=1)
 
     calls.clear()  # ASTRA alone: its lattice, no RNN-T loss and no gradient into the head
-    out = model.forward_speech(_speech_batch(), needed={"aligner", "astra"})
+    out = model.forward_speech(_speech_batch(), needed={"aligner", "consistency"})
     assert calls == Counter(get_rnnt_logprobs=1)
     sum(out.losses.values()).backward()
     assert all(p.grad is None for p in model.rnnt.parameters())
@@ -103,13 +103,13 @@ def test_a_needed_loss_the_model_cannot_compute_is_an_error():
 
 
 def test_the_objective_needs_weights_above_zero_including_ramps_from_zero():
-    losses = LossConfig(rnnt=0.0, inter_ctc=1.0, astra=0.1, ramps={"astra": RampConfig(start=300, steps=300)})
-    assert needed_losses(losses, ["aligner", "rnnt", "rnnt_simple", "astra"]) == {"aligner", "rnnt_simple", "astra"}
+    losses = LossConfig(rnnt=0.0, inter_ctc=1.0, consistency=0.1, ramps={"consistency": RampConfig(start=300, steps=300)})
+    assert needed_losses(losses, ["aligner", "rnnt", "rnnt_simple", "consistency"]) == {"aligner", "rnnt_simple", "consistency"}
     with pytest.raises(ValueError, match="losses.other.mystery"):
         needed_losses(losses, ["mystery"])
     model = AstraModel(preset("tiny"), VOCAB)
     needs = objective_needs(model, losses)
-    assert needs == {"speech": {"aligner", "inter_ctc", "rnnt_simple", "astra"},
+    assert needs == {"speech": {"aligner", "inter_ctc", "rnnt_simple", "consistency"},
                      "text": {"text_aligner", "text_rnnt"}}  # text_ctc: weight 0 by default
     kl_model = AstraModel(preset("tiny", transduction_kl_layer=1), VOCAB)
     assert "transduction_kl" not in objective_needs(kl_model, losses)["speech"]  # weight 0 by default
@@ -118,12 +118,12 @@ def test_the_objective_needs_weights_above_zero_including_ramps_from_zero():
 
 def test_objective_skips_the_pruned_loss_of_the_tiny_recipe(calls):
     """recipes/tiny/pretrain.yaml: ``rnnt: 0.0`` with the head on; ``text_rnnt: 0.5``."""
-    losses = LossConfig(aligner=1.0, inter_ctc=1.0, rnnt_simple=0.5, rnnt=0.0, astra=0.1,
-                        text_aligner=1.0, text_rnnt=0.5, ramps={"astra": RampConfig(start=300, steps=300)})
+    losses = LossConfig(aligner=1.0, inter_ctc=1.0, rnnt_simple=0.5, rnnt=0.0, consistency=0.1,
+                        text_aligner=1.0, text_rnnt=0.5, ramps={"consistency": RampConfig(start=300, steps=300)})
     model = _model().train()
     objective = Objective(losses, objective_needs(model, losses))
     total, logged, _ = objective(model, _speech_batch(), 0)
-    assert set(logged) == {"aligner", "inter_ctc", "rnnt_simple", "astra"}
+    assert set(logged) == {"aligner", "inter_ctc", "rnnt_simple", "consistency"}
     assert calls["rnnt_loss_pruned"] == 0 and calls["get_rnnt_logprobs"] == 1
     total.backward()
     objective(model, _text_batch(), 0)

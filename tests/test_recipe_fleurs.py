@@ -138,8 +138,8 @@ def test_fleurs_recipe_end_to_end(tmp_path):
             "--text-sentences", "50", "--vocab-size", "100", "--average-last", "2", "--work", str(work),
             *[x for kv in quick for x in ("--set", kv)],
             *[x for kv in tiny_model for x in ("--pretrain-set", kv)],
-            *[x for kv in ("run.max_steps=3", "run.save_every=3", "losses.ramps.astra.start=1",
-                           "losses.ramps.astra.steps=1", "losses.ramps.text_aligner.start=0",
+            *[x for kv in ("run.max_steps=3", "run.save_every=3", "losses.ramps.consistency.start=1",
+                           "losses.ramps.consistency.steps=1", "losses.ramps.text_aligner.start=0",
                            "losses.ramps.text_aligner.steps=1", "losses.identity_attention_steps=1")
               for x in ("--pretrain-set", kv)],
             *[x for kv in ("run.max_steps=2", "run.save_every=1", "run.best_metric=valid_loss")

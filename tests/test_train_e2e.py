@@ -62,7 +62,7 @@ def test_real_model_resume_is_exact(tmp_path, corpus_and_tokenizer):
         f"data.corpora=[{corpus}]", f"data.tokenizer={tok}", f"data.unpaired_text=[en_us={text}]",
         "data.text_ratio=0.5", "data.max_batch_seconds=4.0", "data.speed_perturb=true",
         "optim.decay=constant", "optim.warmup_steps=2", "optim.grad_accum_steps=2",
-        "losses.ramps.astra.start=1", "losses.identity_attention_steps=2",
+        "losses.ramps.consistency.start=1", "losses.identity_attention_steps=2",
         "run.validate_every=0", "run.save_every=100", "run.concat_fraction=0.5",
     ]
     straight = Trainer(load_config(TrainConfig, None, [*overrides, f"run.out_dir={tmp_path / 'a'}",
@@ -88,7 +88,7 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
         "model": dict(PRESETS["tiny"]),
         "data": {"corpora": [str(corpus)], "tokenizer": str(tok), "unpaired_text": [f"en_us={text}"],
                  "text_ratio": 0.5, "max_batch_seconds": 5.0},
-        "losses": {"ramps": {"astra": {"start": 1, "steps": 2}}, "identity_attention_steps": 1},
+        "losses": {"ramps": {"consistency": {"start": 1, "steps": 2}}, "identity_attention_steps": 1},
         "optim": {"warmup_steps": 2},
         "run": {"out_dir": str(tmp_path / "pre"), "max_steps": 3, "save_every": 2,
                 "validate_every": 3, "plot_every": 3, "concat_fraction": 0.5, "log_every": 1,
@@ -114,7 +114,7 @@ def test_pretrain_finetune_average(tmp_path, corpus_and_tokenizer):
     assert "alignment/reversal_alarm" in tags and "alignment/speech.0/locality" in tags
     assert [e.step for e in events.Scalars("alignment/max_front_alignment")] == [3]
     state = ckpt.read_trainer_state(last)
-    assert "wer/en_us" in state["valid"] and "loss/astra" in state["valid"]
+    assert "wer/en_us" in state["valid"] and "loss/consistency" in state["valid"]
     assert (root / "best").resolve() == last.resolve()
     assert state["counts"]["batches/text"] > 0 and state["counts"]["batches/speech"] > 0
 

@@ -22,7 +22,7 @@ BASE = [
     "run.keep_best=1",
     "optim.warmup_steps=2",
     "optim.grad_accum_steps=2",
-    "losses.ramps.astra.start=0",
+    "losses.ramps.consistency.start=0",
     "losses.identity_attention_steps=3",
 ]
 

@@ -25,17 +25,17 @@ def test_warmup_then_decay():
 
 
 def test_loss_weight_ramps_and_identity_attention():
-    losses = LossConfig(astra=0.4, ramps={"astra": RampConfig(start=10, steps=4)},
+    losses = LossConfig(consistency=0.4, ramps={"consistency": RampConfig(start=10, steps=4)},
                         identity_attention_steps=3, other={"lattice_kl": 0.2})
     assert ramp_factor(9, 10, 4) == 0.0 and ramp_factor(10, 10, 4) == 0.25 and ramp_factor(20, 10, 4) == 1.0
     assert ramp_factor(5, 5, 0) == 1.0
-    w = loss_weights(losses, ["aligner", "astra", "lattice_kl"], 11)
-    assert w == pytest.approx({"aligner": 1.0, "astra": 0.2, "lattice_kl": 0.2})
-    assert loss_weights(losses, ["astra"], 0)["astra"] == 0.0
+    w = loss_weights(losses, ["aligner", "consistency", "lattice_kl"], 11)
+    assert w == pytest.approx({"aligner": 1.0, "consistency": 0.2, "lattice_kl": 0.2})
+    assert loss_weights(losses, ["consistency"], 0)["consistency"] == 0.0
     with pytest.raises(ValueError, match="losses.other.mystery"):
         loss_weights(losses, ["mystery"], 0)
     # the same lookup without a step: the configured weights (what validation reports)
-    assert loss_weights(losses, ["astra", "lattice_kl"]) == pytest.approx({"astra": 0.4, "lattice_kl": 0.2})
+    assert loss_weights(losses, ["consistency", "lattice_kl"]) == pytest.approx({"consistency": 0.4, "lattice_kl": 0.2})
     with pytest.raises(ValueError, match="losses.other.mystery"):
         loss_weights(losses, ["mystery"])
     assert [identity_attention(s, losses) for s in range(5)] == [True, True, True, False, False]

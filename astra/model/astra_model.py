@@ -13,7 +13,7 @@ return *unweighted* losses (the trainer weights them by name) and counts. Every 
 ``inter_ctc``  CTC at shared layer ``inter_ctc_layer``, per token (U)
 ``rnnt``       pruned RNN-T of the alignment head, per token (U)
 ``rnnt_simple`` smoothed simple RNN-T (lm + am joiner) of the head, per token (U)
-``astra``      ASTRA consistency between S and E, per token (U)
+``consistency`` ASTRA consistency between S and E, per token (U)
 ``text_aligner`` Aligner CE on unpaired text (text encoder -> shared -> Aligner), on the
                masked input positions (``text_mask_prob``; the rest weighs
                ``text_unmasked_weight``), per weighted position
@@ -232,7 +232,7 @@ class AstraModel(nn.Module):
         names += ["ctc"] if self.ctc is not None else []
         names += ["inter_ctc"] if self.inter_ctc is not None else []
         names += ["rnnt", "rnnt_simple"] if self.rnnt is not None else []
-        names += ["astra"] if cfg.astra else []
+        names += ["consistency"] if cfg.astra else []
         names += ["transduction_kl"] if cfg.transduction_kl_layer else []
         return names
 
@@ -414,7 +414,7 @@ class AstraModel(nn.Module):
 
     def forward_speech(self, batch: dict, needed: Collection[str] | None = None) -> ModelOutput:
         """Paired speech batch -> losses ``aligner``, ``inter_aligner``, ``ctc``, ``inter_ctc``,
-        ``rnnt``, ``rnnt_simple``, ``astra`` (those enabled) and counts.
+        ``rnnt``, ``rnnt_simple``, ``consistency`` (those enabled) and counts.
 
         ``needed``: the loss names the training objective uses (:meth:`loss_names` with a
         weight that is > 0 at some step); the others are not computed (``None``: all)."""
@@ -429,17 +429,17 @@ class AstraModel(nn.Module):
 
         # ASTRA reads the simple lattice or the pruned loss's lattice (model.astra_alignment);
         # the transduction KL reads the simple lattice
-        pruned_alignment = "astra" in names and cfg.astra_alignment == "pruned"
+        pruned_alignment = "consistency" in names and cfg.astra_alignment == "pruned"
         rnnt_parts = dict(
             simple="rnnt_simple" in names, pruned="rnnt" in names or pruned_alignment,
-            with_lattice=("astra" in names and not pruned_alignment) or "transduction_kl" in names,
+            with_lattice=("consistency" in names and not pruned_alignment) or "transduction_kl" in names,
             pruned_lattice=pruned_alignment,
         )
         wanted = {0}
         wanted |= {cfg.inter_ctc_layer} if "inter_ctc" in names else set()
         wanted |= {cfg.inter_aligner_layer} if "inter_aligner" in names else set()
         wanted |= {cfg.rnnt_layer} if any(rnnt_parts.values()) else set()
-        wanted |= {cfg.astra_layer} if "astra" in names else set()
+        wanted |= {cfg.astra_layer} if "consistency" in names else set()
         kl_attn = None
         if "transduction_kl" in names:
             kl_attn = self.shared_encoder.blocks[cfg.transduction_kl_layer - 1].attn
@@ -515,7 +515,7 @@ class AstraModel(nn.Module):
     def _rnnt_head_losses(self, layers: dict[int, Tensor], lens: Tensor, tokens: Tensor, token_lens: Tensor,
                           names: Collection[str], rnnt_parts: dict[str, bool], attention: Tensor | None,
                           counts: dict[str, float]) -> dict[str, Tensor]:
-        """The losses read from the RNN-T alignment head: ``rnnt``, ``rnnt_simple``, ``astra``
+        """The losses read from the RNN-T alignment head: ``rnnt``, ``rnnt_simple``, ``consistency``
         (weighted by the head's simple or pruned lattice) and ``transduction_kl``, those in
         ``names``; ``rnnt_parts``: what :meth:`RnntHead.loss` computes."""
         cfg, losses = self.cfg, {}
@@ -526,10 +526,10 @@ class AstraModel(nn.Module):
             losses["rnnt"] = rnnt.pruned / num_tokens
         if rnnt.simple is not None:
             losses["rnnt_simple"] = rnnt.simple / num_tokens
-        if "astra" in names:
-            with record_function("astra:astra_consistency"):
+        if "consistency" in names:
+            with record_function("astra:consistency"):
                 px, py = (rnnt.px_pruned, rnnt.py_pruned) if rnnt_parts["pruned_lattice"] else (rnnt.px, rnnt.py)
-                losses["astra"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, px, py, counts)
+                losses["consistency"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, px, py, counts)
         if "transduction_kl" in names:
             with record_function("astra:transduction_kl"):
                 losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
@@ -551,7 +551,7 @@ class AstraModel(nn.Module):
         of ``tokens [B, U]`` at the same place, weighted by the head's lattice ``px [B, U,
         T'+1]``, ``py [B, U+1, T']``; mean per token. ``model.astra_stop_gradient`` detaches
         one side. Writes the mean L2 norms of the compared speech and text frames into
-        ``counts`` as ``mean/astra_speech_norm`` and ``mean/astra_text_norm`` (averaged, not
+        ``counts`` as ``mean/consistency_speech_norm`` and ``mean/consistency_text_norm`` (averaged, not
         summed, by the trainer): MAE between two LayerNorm outputs can also shrink both."""
         from astra.losses.astra_consistency import astra_consistency
 
@@ -567,8 +567,8 @@ class AstraModel(nn.Module):
             with torch.no_grad():
                 frame_valid = torch.arange(speech.size(1), device=speech.device)[None] < speech_lens[:, None]
                 token_valid = torch.arange(text.size(1), device=text.device)[None] < token_lens[:, None]
-                counts["mean/astra_speech_norm"] = float(speech.float().norm(dim=-1)[frame_valid].mean())
-                counts["mean/astra_text_norm"] = float(text.float().norm(dim=-1)[token_valid].mean())
+                counts["mean/consistency_speech_norm"] = float(speech.float().norm(dim=-1)[frame_valid].mean())
+                counts["mean/consistency_text_norm"] = float(text.float().norm(dim=-1)[token_valid].mean())
         with torch.autocast(device_type=speech.device.type, enabled=False):
             loss = astra_consistency(
                 speech.float(), speech_lens, text.float(), token_lens, px.float(), py.float(),

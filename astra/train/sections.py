@@ -20,7 +20,7 @@ LOSS_NAMES = (
     "inter_aligner",
     "rnnt",
     "rnnt_simple",
-    "astra",
+    "consistency",
     "text_aligner",
     "text_rnnt",
     "text_ctc",
@@ -59,7 +59,7 @@ class LossConfig:
 
     A loss whose weight is 0 is not computed (the trainer tells the model which losses it
     needs; a weight that ramps up from 0 is needed). ``ramps`` schedules a weight:
-    e.g. ``astra: {start: 2000, steps: 2000}`` keeps ASTRA off until the RNN-T alignment
+    e.g. ``consistency: {start: 2000, steps: 2000}`` keeps the ASTRA consistency off until the RNN-T alignment
     head has warmed up for 2000 steps, then ramps it in over the next 2000;
     ``transduction_kl: {decay_start: 2000, decay_steps: 1000}`` keeps the lattice-guided KL on
     for 2000 steps, then fades it out.
@@ -71,18 +71,20 @@ class LossConfig:
     inter_aligner: float = 0.0
     rnnt: float = 0.5
     rnnt_simple: float = 0.5
-    astra: float = 0.1
+    consistency: float = 0.1  # the ASTRA consistency loss (arXiv:2406.06664; model.astra)
     text_aligner: float = 1.0
     text_rnnt: float = 0.5
     text_ctc: float = 0.0  # CTC head on unpaired text (model.text_ctc_repeat)
     transduction_kl: float = 0.0  # lattice-guided attention KL (model.transduction_kl_layer)
     other: dict[str, float] = field(default_factory=dict)  # weights of further model losses
     ramps: dict[str, RampConfig] = field(
-        default_factory=lambda: {"astra": RampConfig(start=1000, steps=1000)}
+        default_factory=lambda: {"consistency": RampConfig(start=1000, steps=1000)}
     )
     # self-attention fixed to identity for N steps, against time reversal ("The Conformer
     # Encoder May Reverse the Time Dimension", arXiv:2410.00680)
     identity_attention_steps: int = 0
+
+    RENAMED_KEYS = {"astra": "consistency"}  # old key -> new key (a one-line error names the new one)
 
     def weight(self, name: str) -> float:
         """The configured (un-ramped) weight of loss ``name``; KeyError if it has none."""
@@ -101,6 +103,8 @@ class LossConfig:
                 raise ValueError(f"losses.other.{name}={value} must be >= 0")
         known = set(LOSS_NAMES) | set(self.other)
         for name in self.ramps:
+            if name in self.RENAMED_KEYS:
+                raise ValueError(f"'losses.ramps.{name}' was renamed: use 'losses.ramps.{self.RENAMED_KEYS[name]}'")
             if name not in known:
                 raise ValueError(f"losses.ramps.{name}: no loss of that name (known: {sorted(known)})")
         if self.identity_attention_steps < 0:

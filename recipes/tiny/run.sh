@@ -74,7 +74,7 @@ if [ "$quick" = 1 ]; then
     vocab_size=128
     lm_order=3
     pre_set=(run.max_steps=20 run.save_every=20 run.validate_every=20 run.valid_max_batches=1
-             run.log_every=5 optim.warmup_steps=5 losses.ramps.astra.start=5 losses.ramps.astra.steps=5
+             run.log_every=5 optim.warmup_steps=5 losses.ramps.consistency.start=5 losses.ramps.consistency.steps=5
              data.max_batch_seconds=20 data.max_text_tokens_per_batch=500 run.feature_stats_utterances=100
              data.max_skip_fraction=0.5)
     ft_set=(run.max_steps=10 run.save_every=10 run.validate_every=10 run.valid_max_batches=1
@@ -246,7 +246,7 @@ stage_plot() {
 stage_compare() {
     need "$tokenizer" tokenizer
     # (a) paired only: same model, steps and paired data; no unpaired text, no ASTRA
-    local off=(data.text_ratio=0.0 data.unpaired_text=[] losses.astra=0.0 losses.text_aligner=0.0 losses.text_rnnt=0.0
+    local off=(data.text_ratio=0.0 data.unpaired_text=[] losses.consistency=0.0 losses.text_aligner=0.0 losses.text_rnnt=0.0
          losses.text_ctc=0.0)
     train_run pretrain "$work/paired_only/pretrain" $recipe/pretrain.yaml "" \
         "${pre_set[@]}" "${off[@]}" model.astra=false
