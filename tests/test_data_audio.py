@@ -82,7 +82,8 @@ def test_a_container_without_samples_is_an_empty_audio_error(tmp_path, case):
 def test_audio_errors_have_reasons(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "junk.wav").write_bytes(b"this is not audio at all" * 10)
-    for name, reason in [("empty.wav", skips.EMPTY_AUDIO), ("junk.wav", skips.UNREADABLE_AUDIO), ("nope.wav", skips.MISSING_AUDIO)]:
+    for name, reason in [("empty.wav", skips.EMPTY_AUDIO), ("junk.wav", skips.UNREADABLE_AUDIO),
+                         ("nope.wav", skips.MISSING_AUDIO)]:
         with pytest.raises(AudioError) as e:
             load_audio(tmp_path / name)
         assert e.value.reason == reason
@@ -97,7 +98,8 @@ def test_speed_perturb_changes_length():
 def test_local_corpus_mixed_files_load_and_resample(tmp_path):
     lang = tmp_path / "xx_yy"
     (lang / "wavs").mkdir(parents=True)
-    specs = [("wav", 8000, 1), ("flac", 22050, 2), ("ogg", 44100, 1), ("wav", 44100, 2), ("flac", 8000, 1), ("ogg", 22050, 2)]
+    specs = [("wav", 8000, 1), ("flac", 22050, 2), ("ogg", 44100, 1), ("wav", 44100, 2), ("flac", 8000, 1),
+             ("ogg", 22050, 2)]
     rows = ["path\ttranscription\tspeaker"]
     for i, (fmt, sr, ch) in enumerate(specs):
         sf.write(str(lang / "wavs" / f"u{i}.{fmt}"), _sine(200.0 + 100 * i, 0.75, sr, ch), sr, format=fmt.upper())

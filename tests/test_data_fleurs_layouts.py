@@ -55,7 +55,8 @@ def test_tsv_layout_local_copy_keys_splits_and_audio(tmp_path):
     assert utts[0].transcription == "guten tag" and utts[0].raw_transcription == "Guten Tag."
     assert utts[1].duration == pytest.approx(0.4)
     assert utts[2].load_audio().numel() == int(0.3 * 16000)
-    raw = list(iter_fleurs(["de_de"], ["test"], data_dir=root, target="raw_transcription", cache_dir=str(tmp_path / "c")))
+    raw = list(iter_fleurs(["de_de"], ["test"], data_dir=root, target="raw_transcription",
+                           cache_dir=str(tmp_path / "c")))
     assert raw[0].transcription == "Drei Tage."
 
 
@@ -157,7 +158,8 @@ def test_data_check_local_copy_without_a_split(tmp_path, capsys, layout):
         write_tsv_split(root, "de_de", "train", [("1.wav", "Guten Tag.", 0.5)])
         write_tsv_split(root, "de_de", "test", [("4.wav", "Drei Tage.", 0.6)])
     else:
-        row = {"num_samples": 8000, "path": "a.wav", "audio": {"bytes": _wav(0.5), "path": "a.wav"}, "transcription": "x"}
+        row = {"num_samples": 8000, "path": "a.wav", "audio": {"bytes": _wav(0.5), "path": "a.wav"},
+               "transcription": "x"}
         write_fleurs_split([row], root, "de_de", "train")
         write_fleurs_split([row], root, "de_de", "test")
     common = ["data", "check", "--fleurs", "de_de", "--fleurs-dir", str(root), "--hf-cache-dir", str(tmp_path / "c")]

@@ -81,7 +81,8 @@ def test_check_cli_json_reports_problems(corpus, tmp_path, capsys):
     assert en["skipped"] == {"empty_audio": 1, "empty_transcript": 1, "missing_audio": 1, "transcript_too_long": 1,
                              "unencodable_text": 1, "unreadable_audio": 2}
     assert report["en_us"]["manifest"]["skipped"] == {"duplicate_key": 1}
-    assert report["ru_ru"]["test"] == {"utterances": 2, "hours": report["ru_ru"]["test"]["hours"], "speakers": 2, "skipped": {}}
+    assert report["ru_ru"]["test"] == {"utterances": 2, "hours": report["ru_ru"]["test"]["hours"], "speakers": 2,
+                                       "skipped": {}}
     assert main(["data", "check", str(root), "--strict"]) == 1
     out = capsys.readouterr().out
     # without a tokenizer the text checks (unencodable, too long) do not run
@@ -96,7 +97,8 @@ def test_batch_dicts_follow_the_contract(corpus):
     batch = next(iter(stream))
     B = len(batch["keys"])
     assert batch["kind"] == "speech" and B >= 1
-    assert batch["features"].dtype == torch.float32 and batch["features"].shape[0] == B and batch["features"].shape[2] == 80
+    features = batch["features"]
+    assert features.dtype == torch.float32 and features.shape[0] == B and features.shape[2] == 80
     assert batch["feature_lens"].dtype == torch.int64 and int(batch["feature_lens"].max()) == batch["features"].shape[1]
     assert batch["tokens"].dtype == torch.int64 and batch["tokens"].shape == (B, int(batch["token_lens"].max()))
     for b in range(B):

@@ -94,7 +94,8 @@ def test_scorer_matches_brute_force_arpa_reading(toy):
 
 
 def test_mixed_languages_use_their_own_model(toy, tmp_path):
-    other = read_arpa_text(tmp_path, TOY_ARPA.replace("-0.60206\ta\t", "-2.0\ta\t").replace("-0.30103\t<s> a\t", "-1.5\t<s> a\t"))
+    other = read_arpa_text(tmp_path,
+                           TOY_ARPA.replace("-0.60206\ta\t", "-2.0\ta\t").replace("-0.30103\t<s> a\t", "-1.5\t<s> a\t"))
     scorer = NgramScorer({"xx": toy, "yy": other}, WORDS, V, EOS_ID, UNK_ID)
     states = scorer.start(["xx", "yy", "xx"])
     table = scorer.score_all(states)
@@ -134,7 +135,8 @@ def test_kaldilm_reads_the_written_arpa(tmp_path):
     (tmp_path / "words.txt").write_text(
         "\n".join(f"{w} {i}" for i, w in enumerate(["<eps>", "<s>", "</s>", "<unk>", "a", "b", "c", "#0"])) + "\n"
     )
-    fst = kaldilm.arpa2fst(str(tmp_path / "kn.arpa"), disambig_symbol="#0", read_symbol_table=str(tmp_path / "words.txt"))
+    fst = kaldilm.arpa2fst(str(tmp_path / "kn.arpa"), disambig_symbol="#0",
+                           read_symbol_table=str(tmp_path / "words.txt"))
     assert fst.strip()
 
 

@@ -145,7 +145,8 @@ def test_weight_zero_is_the_plain_rnnt_beam():
     enc = torch.randn(3, 4, head.encoder_proj.in_features) * 2
     lens = torch.tensor([4, 3, 2])
     plain = rnnt_beam(head, enc, lens, beam=3)
-    assert rnnt_beam(head, enc, lens, beam=3, lm=_fusion(weight=0.0, **PEAKED).for_batch(["a", "b", "a"], "cpu")) == plain
+    assert rnnt_beam(head, enc, lens, beam=3,
+                     lm=_fusion(weight=0.0, **PEAKED).for_batch(["a", "b", "a"], "cpu")) == plain
 
 
 @torch.no_grad()

@@ -159,7 +159,8 @@ def test_feature_stats_are_buffers_and_normalise():
     state = model.state_dict()
     assert torch.equal(state["cmvn.mean"], mean) and torch.equal(state["cmvn.std"], std)
     x = torch.full((1, 3, 80), 6.0)
-    torch.testing.assert_close(model.cmvn(x, torch.tensor([2])), torch.tensor([1.0, 1.0, 0.0])[None, :, None].expand(1, 3, 80))
+    torch.testing.assert_close(model.cmvn(x, torch.tensor([2])),
+                               torch.tensor([1.0, 1.0, 0.0])[None, :, None].expand(1, 3, 80))
     with pytest.raises(ValueError, match="shape"):
         model.set_feature_stats(torch.zeros(40), torch.ones(40))
 

@@ -103,8 +103,10 @@ def test_a_needed_loss_the_model_cannot_compute_is_an_error():
 
 
 def test_the_objective_needs_weights_above_zero_including_ramps_from_zero():
-    losses = LossConfig(rnnt=0.0, inter_ctc=1.0, consistency=0.1, ramps={"consistency": RampConfig(start=300, steps=300)})
-    assert needed_losses(losses, ["aligner", "rnnt", "rnnt_simple", "consistency"]) == {"aligner", "rnnt_simple", "consistency"}
+    losses = LossConfig(rnnt=0.0, inter_ctc=1.0, consistency=0.1,
+                        ramps={"consistency": RampConfig(start=300, steps=300)})
+    needed = needed_losses(losses, ["aligner", "rnnt", "rnnt_simple", "consistency"])
+    assert needed == {"aligner", "rnnt_simple", "consistency"}
     with pytest.raises(ValueError, match="losses.other.mystery"):
         needed_losses(losses, ["mystery"])
     model = AstraModel(preset("tiny"), VOCAB)

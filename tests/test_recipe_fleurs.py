@@ -180,7 +180,8 @@ def test_run_sh_help_and_bad_arguments():
     for word in ("check", "text", "tokenizer", "lm", "pretrain", "finetune", "average", "evaluate", "plot",
                  "--langs", "--gpus", "--finetune-langs", "--fleurs-dir", "--text-files", "--stage"):
         assert word in help_text, word
-    for bad, message in ((["--stage", "train"], "unknown stage 'train'"), (["--gpus", "3"], "--gpus must be 0, 1, 8 or 16"),
+    for bad, message in ((["--stage", "train"], "unknown stage 'train'"),
+                         (["--gpus", "3"], "--gpus must be 0, 1, 8 or 16"),
                          (["--langs"], "--langs needs a value")):
         proc = subprocess.run(["bash", str(RUN_SH), *bad], capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr, (bad, proc.stderr)

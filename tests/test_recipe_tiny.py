@@ -49,7 +49,8 @@ def write_eval(folder: Path, rows: list[tuple[str, str, str]]) -> None:
             acc = per_lang.setdefault(lang, [0, 0])
             acc[0] += errors
             acc[1] += n
-    languages = [{"language": k, "error_rate": e / n, "errors": e, "ref_units": n} for k, (e, n) in sorted(per_lang.items())]
+    languages = [{"language": k, "error_rate": e / n, "errors": e, "ref_units": n}
+                 for k, (e, n) in sorted(per_lang.items())]
     total_e = sum(v[0] for v in per_lang.values())
     total_n = sum(v[1] for v in per_lang.values())
     results = {
@@ -140,7 +141,8 @@ def test_text_only_scores_tables_pool_languages(tmp_path):
                               other={"en_us": scores.TokenScores(10, 9, -1.0)})
     text = scores.ModelScores("text+ASTRA", text_only={"en_us": scores.TokenScores(4, 3, -2.0),
                                                         "ru_ru": scores.TokenScores(2, 0, -6.0)},
-                              word_start={"en_us": scores.TokenScores(2, 1, -1.5), "ru_ru": scores.TokenScores(1, 0, -4.0)},
+                              word_start={"en_us": scores.TokenScores(2, 1, -1.5),
+                                          "ru_ru": scores.TokenScores(1, 0, -4.0)},
                               other={"en_us": scores.TokenScores(10, 8, -2.0)})
     table = scores.markdown([base, text])
     assert "| en_us | 2 | 4 | 0.0 | 50.0 | 25.0 | 75.0 | -2.00 | -0.50 | 90.0 | 80.0 |" in table
@@ -226,7 +228,8 @@ def test_quick_recipe_end_to_end(tmp_path):
     results_main = json.loads((work / "results_main.json").read_text(encoding="utf-8"))
     lm_manifest = json.loads((work / "lm" / "manifest.json").read_text(encoding="utf-8"))
     assert sorted(lm_manifest["languages"]) == LANGUAGES and lm_manifest["order"] == 3
-    decoders = (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam"), ("_ctc_beam_lm", "Aligner + CTC beam + LM"),
+    decoders = (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam"),
+                ("_ctc_beam_lm", "Aligner + CTC beam + LM"),
                 ("_ctc", "CTC greedy"), ("_ctc_lm", "CTC beam + LM"))
     methods = {}
     for suffix, decoder in decoders:

@@ -85,12 +85,15 @@ def fake_package(tmp_path: Path, name: str, files: dict[str, bytes]) -> tuple[Pa
 
 
 def test_entries_attributions_and_sentences():
-    data = "Eins zwei drei vier.\r\n%\nErster Satz hier ist gut. Zweiter\nSatz kommt danach, ja!\n\t\t-- Autor\n  Buch\n%\n"
+    data = ("Eins zwei drei vier.\r\n%\nErster Satz hier ist gut. Zweiter\nSatz kommt danach, ja!\n"
+            "\t\t-- Autor\n  Buch\n%\n")
     entries = [e.decode() for e in split_entries(data.encode())]
-    assert entries == ["Eins zwei drei vier.", "Erster Satz hier ist gut. Zweiter\nSatz kommt danach, ja!\n\t\t-- Autor\n  Buch"]
+    assert entries == ["Eins zwei drei vier.",
+                       "Erster Satz hier ist gut. Zweiter\nSatz kommt danach, ja!\n\t\t-- Autor\n  Buch"]
     assert entry_sentences(entries[1]) == ["Erster Satz hier ist gut.", "Zweiter Satz kommt danach, ja!"]
     # a closing quote stays with its sentence
-    assert entry_sentences('Er sagte: "Das ist so." Dann ging er weg.') == ['Er sagte: "Das ist so."', "Dann ging er weg."]
+    sentences = entry_sentences('Er sagte: "Das ist so." Dann ging er weg.')
+    assert sentences == ['Er sagte: "Das ist so."', "Dann ging er weg."]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +130,8 @@ def test_read_sentences_skips_off_dat_links_undecodable_and_duplicates(tmp_path)
         (info / "fortunes-de.list").read_text() + str(root / "de" / "link") + "\n", encoding="utf-8")
     assert fortune_files(["fortunes-de"], info, root) == [root / "de" / "a", root / "de" / "b"]
     sentences, stats = read_sentences(LANGUAGES["de_de"], info, root)
-    assert [s.text for s in sentences] == ["das ist ein guter satz", "noch ein satz mit worten", "dies ist ein satz gut"]
+    assert [s.text for s in sentences] == ["das ist ein guter satz", "noch ein satz mit worten",
+                                           "dies ist ein satz gut"]
     assert stats.undecodable_entries == 1 and stats.dropped == {"duplicate": 1} and stats.files == 2
 
 

@@ -53,7 +53,8 @@ def test_reload_from_file(tok):
 
 
 def test_bpe_and_errors(tmp_path):
-    bpe = train_tokenizer({"en": ["aa bb aa cc"] * 10}, tmp_path / "b.model", TokenizerTrainConfig(vocab_size=20, model_type="bpe"))
+    bpe = train_tokenizer({"en": ["aa bb aa cc"] * 10}, tmp_path / "b.model",
+                          TokenizerTrainConfig(vocab_size=20, model_type="bpe"))
     assert bpe.decode(bpe.encode("aa cc")) == "aa cc" and bpe.language_ids == {}
     with pytest.raises(ValueError, match="model_type"):
         train_tokenizer({"en": ["a"]}, tmp_path / "x.model", TokenizerTrainConfig(model_type="word"))

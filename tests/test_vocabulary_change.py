@@ -151,4 +151,5 @@ def test_latin_pretrained_model_finetunes_on_cyrillic_with_nothing_skipped(tmp_p
                  "--set", f"finetune.tokenizer={ext}", "--set", f"run.out_dir={tmp_path / 'ft2'}"]) == 0
     final = ckpt.read_trainer_state(tmp_path / "ft2" / "checkpoints" / "step-00000002")
     assert final["step"] == 2
-    assert Tokenizer(tmp_path / "ft2" / "checkpoints" / "step-00000002" / "tokenizer.model").vocab_size == new.vocab_size
+    saved = tmp_path / "ft2" / "checkpoints" / "step-00000002" / "tokenizer.model"
+    assert Tokenizer(saved).vocab_size == new.vocab_size

@@ -116,7 +116,8 @@ def main(argv=None) -> int:
         params = sum(p.numel() for p in model.parameters())
 
     print(f"corpus: {args.utterances} utterances of {args.seconds[0]:g}-{args.seconds[1]:g} s, formats "
-          f"{'/'.join(args.formats)}, rates {'/'.join(map(str, args.rates))} Hz; batches of <= {args.max_batch_seconds:g} s; "
+          f"{'/'.join(args.formats)}, rates {'/'.join(map(str, args.rates))} Hz; "
+          f"batches of <= {args.max_batch_seconds:g} s; "
           f"torch threads {torch.get_num_threads()}\n")
     print("| what | audio (s) | wall (s) | audio s / wall s | vs training | after 1st batch | vs training |")
     print("|---|---:|---:|---:|---:|---:|---:|")

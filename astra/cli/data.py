@@ -25,10 +25,13 @@ def register(subparsers) -> None:
     check.add_argument("--splits", help="comma-separated splits (default: all found; FLEURS: train,validation,test)")
     check.add_argument("--languages", help="comma-separated language codes to keep (default: all)")
     check.add_argument("--tokenizer", metavar="MODEL",
-                       help="SentencePiece model: also check unencodable characters and transcripts too long for their audio")
-    check.add_argument("--subsampling-factor", type=int, default=4, help="the model's subsampling (4, 6, 8): T' ~ fbank frames // this")
+                       help="SentencePiece model: also check unencodable characters and transcripts too long "
+                            "for their audio")
+    check.add_argument("--subsampling-factor", type=int, default=4,
+                       help="the model's subsampling (4, 6, 8): T' ~ fbank frames // this")
     check.add_argument("--max-utterance-seconds", type=float, default=0.0, help="flag longer audio (0: no limit)")
-    check.add_argument("--raw-transcription", action="store_true", help="FLEURS: check raw_transcription instead of transcription")
+    check.add_argument("--raw-transcription", action="store_true",
+                       help="FLEURS: check raw_transcription instead of transcription")
     check.add_argument("--language-tags", action="store_true", help="count the <lang:xx> token in the length check")
     check.add_argument("--max-problems", type=int, default=200, help="problems listed (0: all)")
     check.add_argument("--json", action="store_true",
@@ -95,7 +98,8 @@ def run_check(args) -> int:
             from astra.data.tokenizer import Tokenizer
 
             tokenizer = Tokenizer(args.tokenizer)
-        report = check_sources(args.dirs, args.fleurs, args.fleurs_dir, split_csv(args.splits), split_csv(args.languages), tokenizer, cfg)
+        report = check_sources(args.dirs, args.fleurs, args.fleurs_dir, split_csv(args.splits),
+                               split_csv(args.languages), tokenizer, cfg)
     except ValueError as e:
         raise UserError(str(e)) from e
     if args.json:

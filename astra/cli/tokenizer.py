@@ -14,7 +14,8 @@ def _add_text_sources(p) -> None:
                    help="unpaired text (one sentence a line), deduplicated against dev/test (repeatable)")
     p.add_argument("--languages", help="comma-separated language codes to keep (default: all)")
     p.add_argument("--splits", default="train", help="transcript splits used")
-    p.add_argument("--dedup-splits", default="validation,test", help="splits whose transcripts never enter training text")
+    p.add_argument("--dedup-splits", default="validation,test",
+                   help="splits whose transcripts never enter training text")
     p.add_argument("--raw-transcription", action="store_true", help="FLEURS: train on raw_transcription")
     p.add_argument("--no-normalize", action="store_true", help="do not normalise transcripts (astra.text_norm)")
 
@@ -46,7 +47,8 @@ def register(subparsers) -> None:
     train.add_argument("--character-coverage", type=float, default=0.9995)
     train.add_argument("--language-tags", action="store_true", help="add <lang:xx> pieces (ids 4..) for every language")
     train.add_argument("--alpha", type=float, default=0.5, help="language balance: share ~ sentences ** alpha")
-    train.add_argument("--byte-fallback", action="store_true", help="unknown characters -> byte pieces instead of <unk>")
+    train.add_argument("--byte-fallback", action="store_true",
+                       help="unknown characters -> byte pieces instead of <unk>")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, metavar="MODEL", help="output .model file")
     train.set_defaults(func=run_train)

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML run config (sections model, data, losses, optim, run, finetune)")
+    p.add_argument("--config", required=True,
+                   help="YAML run config (sections model, data, losses, optim, run, finetune)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=3e-4 --set data.languages=[hi_in] (repeatable)",

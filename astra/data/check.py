@@ -64,7 +64,9 @@ class CheckReport:
         return self.stats[language].setdefault(split, SplitStats())
 
     def as_json(self) -> dict:
-        return {lang: {s: st.as_json() for s, st in sorted(splits.items())} for lang, splits in sorted(self.stats.items())}
+        return {
+            lang: {s: st.as_json() for s, st in sorted(splits.items())} for lang, splits in sorted(self.stats.items())
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.as_json(), ensure_ascii=False, indent=2)
@@ -75,8 +77,10 @@ class CheckReport:
         for lang, splits in sorted(self.stats.items()):
             for split, st in sorted(splits.items()):
                 sk = ", ".join(f"{r} {n}" for r, n in sorted(st.skipped.items())) or "-"
-                lines.append(f"{lang:<14}{split:<12}{st.utterances:>11}{st.seconds / 3600:>10.4f}{len(st.speakers):>10}  {sk}")
-                notes = [f"{n} resampled to 16 kHz" for n in [st.resampled] if n] + [f"{n} downmixed to mono" for n in [st.downmixed] if n]
+                hours = st.seconds / 3600
+                lines.append(f"{lang:<14}{split:<12}{st.utterances:>11}{hours:>10.4f}{len(st.speakers):>10}  {sk}")
+                notes = [f"{n} resampled to 16 kHz" for n in [st.resampled] if n]
+                notes += [f"{n} downmixed to mono" for n in [st.downmixed] if n]
                 if notes:
                     lines.append(f"{'':<26}({', '.join(notes)})")
         total = sum(st.utterances for s in self.stats.values() for st in s.values())
@@ -137,7 +141,8 @@ def check_utterances(
                 _skip(report, utt, skips.TRANSCRIPT_TOO_LONG, f"{len(tokens)} tokens + <eos> > {frames} encoder frames")
                 continue
         if utt.duration is not None and abs(utt.duration - seconds) > 0.1:
-            report.problems.append((utt.key, "duration_mismatch", f"manifest {utt.duration:.2f} s, audio {seconds:.2f} s",
+            report.problems.append((utt.key, "duration_mismatch",
+                                    f"manifest {utt.duration:.2f} s, audio {seconds:.2f} s",
                                     f"{utt.language}/{utt.split}"))
         st.utterances += 1
         st.seconds += seconds
@@ -148,7 +153,8 @@ def check_utterances(
     return report
 
 
-def corpus_utterances(root: str | Path, languages: list[str] | None, skip_counter: SkipCounter, cache_dir: str | None = None):
+def corpus_utterances(root: str | Path, languages: list[str] | None, skip_counter: SkipCounter,
+                      cache_dir: str | None = None):
     """Every utterance of every split of a local corpus folder (either layout)."""
     root = Path(root)
     if is_fleurs_layout(root):

@@ -53,7 +53,8 @@ class DataConfig:
     speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     feature_cache: str | None = None  # folder for cached fbank features (unperturbed only)
     # guards (bad data is skipped with a named reason, counted, summarised)
-    subsampling_factor: int = 4  # the model's front end (4, 6, 8): T' ~ T // factor; in a run config derived from model.subsampling
+    # the model's front end (4, 6, 8): T' ~ T // factor; in a run config derived from model.subsampling
+    subsampling_factor: int = 4
     max_utterance_seconds: float = 30.0  # 0: no limit
     max_tokens_per_second: float = 0.0  # 0: no limit
     check_audio_headers: bool = False  # read every audio header up front (else only when needed)

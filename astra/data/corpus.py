@@ -42,7 +42,8 @@ def load_corpus(
         out = []
         for config in configs:
             present = [s for s in splits if any((source / config / s).glob("*.parquet"))]
-            out.extend(iter_fleurs([config], present, data_dir=source, target=target, cache_dir=cache_dir, skip_counter=skip_counter))
+            out.extend(iter_fleurs([config], present, data_dir=source, target=target, cache_dir=cache_dir,
+                                   skip_counter=skip_counter))
         return out
     return load_local_corpus(source, splits, languages or None, skip_counter)
 

@@ -124,17 +124,20 @@ def prepare_speech_items(
                 if not tokens_fit(len(tokens), num_samples, cfg):
                     skip_counter.add(
                         skips.TRANSCRIPT_TOO_LONG, utt.key, utt.language,
-                        f"{len(tokens)} tokens + <eos> > {encoder_frames(num_samples, cfg.subsampling_factor)} encoder frames",
+                        f"{len(tokens)} tokens + <eos> > "
+                        f"{encoder_frames(num_samples, cfg.subsampling_factor)} encoder frames",
                     )
                     continue
                 if cfg.max_tokens_per_second and len(tokens) / duration > cfg.max_tokens_per_second:
-                    skip_counter.add(skips.TOO_MANY_TOKENS_PER_SECOND, utt.key, utt.language, f"{len(tokens) / duration:.1f}/s")
+                    skip_counter.add(skips.TOO_MANY_TOKENS_PER_SECOND, utt.key, utt.language,
+                                     f"{len(tokens) / duration:.1f}/s")
                     continue
         out.append(SpeechItem(utt, tokens, float(duration)))
     return out
 
 
-def prepare_text_items(sentences: dict[str, list[str]], tokenizer, cfg: DataConfig, skip_counter: SkipCounter) -> list[TextItem]:
+def prepare_text_items(sentences: dict[str, list[str]], tokenizer, cfg: DataConfig,
+                       skip_counter: SkipCounter) -> list[TextItem]:
     """Tokenise normalised unpaired sentences; ``<unk>`` or empty results are skipped."""
     out = []
     for lang in sorted(sentences):
@@ -274,7 +277,8 @@ class BatchDataset:
         if num_frames(wav.numel()) == 0:
             raise AudioError(skips.TOO_SHORT_AUDIO, f"{utt.key}: {wav.numel()} samples")
         if self.training and not tokens_fit(len(item.tokens), wav.numel(), self.cfg):
-            raise AudioError(skips.TRANSCRIPT_TOO_LONG, f"{utt.key}: {len(item.tokens)} tokens in {wav.numel() / SAMPLE_RATE:.2f} s decoded")
+            raise AudioError(skips.TRANSCRIPT_TOO_LONG,
+                             f"{utt.key}: {len(item.tokens)} tokens in {wav.numel() / SAMPLE_RATE:.2f} s decoded")
         feats = fbank(wav)
         if factor == 1.0 and self.cache is not None:
             self.cache.put(utt, feats)

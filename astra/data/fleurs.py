@@ -253,7 +253,8 @@ def load_fleurs_split(
     else:
         try:
             ds = datasets.load_dataset(
-                repo, revision=revision, data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir
+                repo, revision=revision, data_files={split: files}, split=split, streaming=streaming,
+                cache_dir=cache_dir,
             )
         except (ConnectionError, OSError) as e:
             raise ValueError(
@@ -303,7 +304,8 @@ def _hub_utterances(config, split, target, streaming, cache_dir, skip_counter):
     try:
         tsv, archive = hub_tsv_files(config, split, cache_dir=cache_dir)
     except Exception as tsv_error:  # any Hub failure (missing file, offline, HTTP): try the parquet branch
-        log.info("FLEURS %s/%s: repository files not fetched (%s); trying %s", config, split, tsv_error, PARQUET_REVISION)
+        log.info("FLEURS %s/%s: repository files not fetched (%s); trying %s", config, split, tsv_error,
+                 PARQUET_REVISION)
         try:
             ds = load_fleurs_split(config, split, streaming=streaming, cache_dir=cache_dir)
         except ValueError as parquet_error:

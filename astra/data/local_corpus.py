@@ -65,7 +65,9 @@ def _read_rows(manifest: Path) -> list[dict]:
     with open(manifest, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if reader.fieldnames is None or not {"path", "transcription"} <= set(reader.fieldnames):
-            raise ValueError(f"{manifest}: header must name at least 'path' and 'transcription', got {reader.fieldnames}")
+            raise ValueError(
+                f"{manifest}: header must name at least 'path' and 'transcription', got {reader.fieldnames}"
+            )
         return list(reader)
 
 
@@ -78,7 +80,8 @@ def _as_float(value) -> float | None:
         return None
 
 
-def read_manifest(manifest: str | Path, language: str, split: str, skip_counter: SkipCounter | None = None) -> list[Utterance]:
+def read_manifest(manifest: str | Path, language: str, split: str,
+                  skip_counter: SkipCounter | None = None) -> list[Utterance]:
     """Rows of one manifest as :class:`Utterance` records (audio not opened).
 
     Rows without ``path`` are counted as ``bad_manifest_row``; a missing ``transcription``

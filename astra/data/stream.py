@@ -124,7 +124,8 @@ class TrainStream:
         for batch in _loader(self.dataset, plan, self.cfg.num_workers):
             self.mixer.advance(batch["kind"])
             yield _count_load_skips(batch, self.speech_skips)
-        log.info("epoch %d done (rank %d): %s; %s", epoch, self.rank, self.speech_skips.format(), self.text_skips.format())
+        log.info("epoch %d done (rank %d): %s; %s", epoch, self.rank, self.speech_skips.format(),
+                 self.text_skips.format())
 
     def state_dict(self) -> dict:
         return {"mixer": self.mixer.state_dict(), "speech_skips": self.speech_skips.state_dict()}
@@ -166,7 +167,8 @@ def build_train_stream(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
     items = prepare_speech_items(utts, tokenizer, cfg, speech_skips, training=True)
     if not items:
         raise ValueError(f"no usable training utterance in splits {cfg.train_splits} ({speech_skips.format()})")
-    log.info("train speech: %d utterances, %.2f h; %s", len(items), sum(i.duration for i in items) / 3600, speech_skips.format())
+    log.info("train speech: %d utterances, %.2f h; %s", len(items), sum(i.duration for i in items) / 3600,
+             speech_skips.format())
     check_skip_fraction(speech_skips, _per_language(items), cfg.max_skip_fraction)
     text_skips = SkipCounter("unpaired text")
     text_items: list[TextItem] = []

@@ -111,7 +111,9 @@ class TokenizerTrainConfig:
     seed: int = 0
 
 
-def balance_languages(sentences: dict[str, list[str]], alpha: float, max_sentences: int, seed: int = 0) -> dict[str, list[str]]:
+def balance_languages(
+    sentences: dict[str, list[str]], alpha: float, max_sentences: int, seed: int = 0
+) -> dict[str, list[str]]:
     """Resample each language to a share proportional to ``n ** alpha`` of the total.
 
     The total is ``min(sum n, max_sentences)``; a language above its share is subsampled,

@@ -53,7 +53,9 @@ def read_lines(path: str | Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     builders = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
     if path.suffix.lower() not in builders:
-        raise ValueError(f"unpaired text {path}: unknown format (use .txt, .txt.gz, .parquet, .json(l), .csv or a saved dataset)")
+        raise ValueError(
+            f"unpaired text {path}: unknown format (use .txt, .txt.gz, .parquet, .json(l), .csv or a saved dataset)"
+        )
     import datasets
 
     ds = datasets.load_dataset(builders[path.suffix.lower()], data_files=str(path), split="train")
@@ -119,5 +121,6 @@ def load_unpaired_text(
         out.sentences[lang] = kept
         out.read[lang] = n_read
         removed = out.skips.by_language.get(lang, {}).get(skips.EVAL_OVERLAP, 0)
-        log.info("unpaired text %s: %d lines read, %d kept, %d removed as dev/test overlap", lang, n_read, len(kept), removed)
+        log.info("unpaired text %s: %d lines read, %d kept, %d removed as dev/test overlap", lang, n_read, len(kept),
+                 removed)
     return out

@@ -1,9 +1,9 @@
 """Decode evaluation batches with a trained model and score them per language.
 
 :func:`decode_batches` runs :func:`decode_batch` (``model.decode``, skipping utterances too
-short to decode) over speech batches (with a progress bar) and times it; :func:`evaluate_batches` adds scoring (:mod:`astra.eval.metrics`). The
-real-time factor is decode seconds / audio seconds (lower is faster; < 1 is faster than
-real time), measured around ``model.decode`` only (data loading excluded).
+short to decode) over speech batches (with a progress bar) and times it; :func:`evaluate_batches`
+adds scoring (:mod:`astra.eval.metrics`). The real-time factor is decode seconds / audio
+seconds (lower is faster; < 1 is faster than real time), measured around ``model.decode`` only (data loading excluded).
 """
 
 from __future__ import annotations

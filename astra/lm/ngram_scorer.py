@@ -166,7 +166,8 @@ class NgramScorer:
             s = cur[rows]
             first, counts = self.arc_start[s], self.arc_start[s + 1] - self.arc_start[s]
             row_of = rows.repeat_interleave(counts)
-            offset = torch.arange(row_of.numel(), device=states.device) - (counts.cumsum(0) - counts).repeat_interleave(counts)
+            run_starts = (counts.cumsum(0) - counts).repeat_interleave(counts)
+            offset = torch.arange(row_of.numel(), device=states.device) - run_starts
             arc = first.repeat_interleave(counts) + offset
             labels = self.arc_labels[arc]
             new = ~filled[row_of, labels]

@@ -53,7 +53,10 @@ def aligner_loss(
     """
     check_reduction("aligner_loss", reduction)
     if logits.dim() != 3 or targets.dim() != 2:
-        raise ValueError(f"aligner_loss: logits must be [B, L, V] and targets [B, L'], got {tuple(logits.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"aligner_loss: logits must be [B, L, V] and targets [B, L'], got {tuple(logits.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
     batch = logits.size(0)
     if targets.size(0) != batch or tuple(target_lens.shape) != (batch,) or tuple(frame_lens.shape) != (batch,):
         raise ValueError(

@@ -35,12 +35,15 @@ class AlignerDecoder(nn.Module):
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, pred_dim)
         self.embedding_dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(pred_dim, pred_dim, pred_layers, batch_first=True, dropout=dropout if pred_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(pred_dim, pred_dim, pred_layers, batch_first=True,
+                            dropout=dropout if pred_layers > 1 else 0.0)
         self.encoder_proj = nn.Linear(d_model, joint_dim)
         self.pred_proj = nn.Linear(pred_dim, joint_dim)
         self.output = nn.Linear(joint_dim, vocab_size)
 
-    def predict(self, prev_tokens: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def predict(
+        self, prev_tokens: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """LSTM over previous tokens: ``[B, L]`` -> ``(g [B, L, P], (h, c) each [layers, B, P])``."""
         g, state = self.lstm(self.embedding_dropout(self.embedding(prev_tokens)), state)
         return g, state

@@ -4,7 +4,8 @@ Legend: B batch, T input frames (10 ms), T' encoder frames, U tokens (without ``
 ``<eos>``), D model dim, F features, V vocabulary, H heads.
 
 ``model(batch)`` (``forward``: a speech or a text batch), ``forward_speech`` / ``forward_text``
-return *unweighted* losses (the trainer weights them by name) and counts. Every loss is a mean per target token of the batch:
+return *unweighted* losses (the trainer weights them by name) and counts. Every loss is a mean
+per target token of the batch:
 
 ============== ============================================================================
 ``aligner``    Aligner CE on the final shared output; per token incl. ``<eos>`` (U+1 each)
@@ -185,7 +186,9 @@ class AstraModel(nn.Module):
         tokens, lens = self._batch_tensors(batch, "tokens", "token_lens")
         self._check_integer(batch, "tokens", "token_lens")
         if tokens.dim() != 2 or lens.dim() != 1 or lens.size(0) != tokens.size(0):
-            raise ValueError(f"batch['tokens'] must be [B, U] and token_lens [B], got {tuple(tokens.shape)} and {tuple(lens.shape)}")
+            raise ValueError(
+                f"batch['tokens'] must be [B, U] and token_lens [B], got {tuple(tokens.shape)} and {tuple(lens.shape)}"
+            )
         if (lens < 0).any() or (lens > tokens.size(1)).any():
             raise ValueError(f"batch['token_lens'] out of range [0, {tokens.size(1)}]: {lens.tolist()}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
@@ -368,7 +371,8 @@ class AstraModel(nn.Module):
         if not self.training or cfg.aligner_prime_prob <= 0 or cfg.aligner_prime_tokens == 0 or tokens.size(0) < 2:
             return None
         size = tokens.size(0)
-        donor = (torch.arange(size, device=tokens.device) + torch.randint(1, size, (size,), device=tokens.device)) % size
+        shift = torch.randint(1, size, (size,), device=tokens.device)
+        donor = (torch.arange(size, device=tokens.device) + shift) % size
         donors, donor_lens = tokens[donor], token_lens[donor]
         use = (torch.rand(tokens.size(0), device=tokens.device) < cfg.aligner_prime_prob) & (donor_lens > 0)
         rows = torch.nonzero(use).flatten()
@@ -470,9 +474,10 @@ class AstraModel(nn.Module):
             counts["aligner_tokens"] = float(aligner_tokens)
         if "inter_aligner" in names:
             with record_function("astra:inter_aligner"):
+                above_compression = cfg.inter_ctc_layer is None or cfg.inter_aligner_layer > cfg.inter_ctc_layer
                 loss, n, _ = self.forward_aligner(
-                    self.inter_aligner, layers[cfg.inter_aligner_layer],
-                    top_lens if cfg.inter_ctc_layer is None or cfg.inter_aligner_layer > cfg.inter_ctc_layer else lens, tokens, token_lens,
+                    self.inter_aligner, layers[cfg.inter_aligner_layer], top_lens if above_compression else lens,
+                    tokens, token_lens,
                 )
             losses["inter_aligner"] = loss / max(n, 1)
         if "ctc" in names or "inter_ctc" in names:
@@ -485,7 +490,8 @@ class AstraModel(nn.Module):
                 inter = self.inter_ctc.loss(layers[cfg.inter_ctc_layer], lens, tokens, token_lens)
             losses["inter_ctc"] = inter / num_tokens
         if any(rnnt_parts.values()):
-            losses.update(self._rnnt_head_losses(layers, lens, tokens, token_lens, names, rnnt_parts, attention, counts))
+            losses.update(self._rnnt_head_losses(layers, lens, tokens, token_lens, names, rnnt_parts, attention,
+                                                 counts))
         return ModelOutput(losses, counts)
 
     def _trainable_speech(self, batch: dict, counts: dict[str, float]):
@@ -529,7 +535,8 @@ class AstraModel(nn.Module):
         if "consistency" in names:
             with record_function("astra:consistency"):
                 px, py = (rnnt.px_pruned, rnnt.py_pruned) if rnnt_parts["pruned_lattice"] else (rnnt.px, rnnt.py)
-                losses["consistency"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, px, py, counts)
+                losses["consistency"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, px, py,
+                                                         counts)
         if "transduction_kl" in names:
             with record_function("astra:transduction_kl"):
                 losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
@@ -755,14 +762,18 @@ class AstraModel(nn.Module):
         a reset prediction network primed with the last ``prime_tokens`` emitted tokens.
         """
         if features.dim() != 2 or features.size(1) != self.cfg.num_features:
-            raise ValueError(f"transcribe_long expects features [T, {self.cfg.num_features}], got {tuple(features.shape)}")
+            raise ValueError(
+                f"transcribe_long expects features [T, {self.cfg.num_features}], got {tuple(features.shape)}"
+            )
         if chunk_seconds <= 0 or prime_tokens < 0:
             raise ValueError(f"chunk_seconds={chunk_seconds} must be > 0 and prime_tokens={prime_tokens} >= 0")
         from astra.model.long_form import chunk_bounds
 
         minimum = self.speech_encoder.subsampling.min_input_frames()
         if features.size(0) < minimum:
-            raise ValueError(f"transcribe_long: {features.size(0)} feature frames, fewer than the {minimum} one encoder frame needs")
+            raise ValueError(
+                f"transcribe_long: {features.size(0)} feature frames, fewer than the {minimum} one encoder frame needs"
+            )
         chunk = max(int(round(chunk_seconds * FRAMES_PER_SECOND)), minimum)
         emitted: list[int] = []
         chunks: list[list[int]] = []
@@ -782,7 +793,8 @@ class AstraModel(nn.Module):
         text encoder; both through the shared encoder."""
         named = {
             f"{prefix}.{i}": block.attn
-            for prefix, encoder in (("speech", self.speech_encoder), ("text", self.text_encoder), ("shared", self.shared_encoder))
+            for prefix, encoder in (("speech", self.speech_encoder), ("text", self.text_encoder),
+                                    ("shared", self.shared_encoder))
             for i, block in enumerate(encoder.blocks)
         }
         for attn in named.values():

@@ -9,8 +9,9 @@ both plain attributes set by :class:`astra.model.AstraModel`:
   (diagnostics, :meth:`AstraModel.attention_maps`); off by default, so no cost otherwise.
 * ``keep_attention_with_grad``: the same, but ``attention_with_grad`` keeps the weights with
   their gradient (used by the lattice-guided self-transduction loss on one layer).
-* ``identity``: the identity warm-up of "The Conformer Encoder May Reverse the Time Dimension, arXiv:2410.00680" — the attention matrix is fixed to the identity, i.e. the
-  output at frame t is ``out_proj(value(x_t))``.
+* ``identity``: the identity warm-up of "The Conformer Encoder May Reverse the Time Dimension"
+  (arXiv:2410.00680) — the attention matrix is fixed to the identity, i.e. the output at frame
+  t is ``out_proj(value(x_t))``.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ class ModelConfig:
     num_heads: int = 4  # H
     ff_mult: int = 4
     conv_kernel: int = 31
-    conv_norm: ConvNorm = "layer"  # after the depthwise conv: "layer" (per-frame LayerNorm) or "utterance" (per-utterance channel norm)
+    # after the depthwise conv: "layer" (per-frame LayerNorm) or "utterance" (per-utterance channel norm)
+    conv_norm: ConvNorm = "layer"
     dropout: float = 0.1
     position_encoding: PositionEncoding = "rope"  # "rope" (rotary) or "rel_pos" (Transformer-XL style)
     speech_layers: int = 4  # N blocks after subsampling
@@ -188,7 +189,9 @@ class ModelConfig:
             if value == 0:
                 raise ValueError(f"model.{name}=0: use null for off (shared layers are numbered from 1)")
             if value is not None and not 1 <= value <= self.shared_layers:
-                raise ValueError(f"model.{name}={value} must be null (off) or in [1, shared_layers={self.shared_layers}]")
+                raise ValueError(
+                    f"model.{name}={value} must be null (off) or in [1, shared_layers={self.shared_layers}]"
+                )
         if self.ctc_compress != "none":
             if self.inter_ctc_layer is None or not self.inter_ctc_layer < self.shared_layers:
                 raise ValueError(

@@ -76,7 +76,8 @@ class CtcPrefixScorer:
         """The empty hypothesis: only blank frames so far."""
         r_b = self.x_blank.cumsum(dim=0)
         n = r_b.size(1)
-        return CtcPrefixState(torch.full_like(r_b, NEG_INF), r_b, torch.full((n,), -1, dtype=torch.long, device=r_b.device))
+        return CtcPrefixState(torch.full_like(r_b, NEG_INF), r_b,
+                              torch.full((n,), -1, dtype=torch.long, device=r_b.device))
 
     @staticmethod
     def _phi(r_n: Tensor, r_b: Tensor, last: Tensor, tokens: Tensor) -> Tensor:

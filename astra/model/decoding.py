@@ -1,4 +1,5 @@
-"""Decoders: Aligner greedy/beam (optionally joint with CTC prefix scores), RNN-T greedy/modified beam, CTC greedy (in ctc_head).
+"""Decoders: Aligner greedy/beam (optionally joint with CTC prefix scores), RNN-T greedy/modified beam,
+CTC greedy (in ctc_head).
 
 Every beam search takes an optional ``lm`` (:class:`astra.lm.fusion.BatchLm`): n-gram LM
 shallow fusion, ``+ lm_weight log P_LM(piece | history) + length_bonus`` per piece and

@@ -26,7 +26,8 @@ PRESETS: dict[str, dict] = {
         subsampling_channels=256, pred_dim=640, joint_dim=640, inter_ctc_layer=8,
         rnnt_pred_dim=512, rnnt_joint_dim=512,
     ),
-    # the same with InterAligner (Progressive Alignment Objectives, arXiv:2606.24147) at layer 15 of 17 (shared layer 11)
+    # the same with InterAligner ("Progressive Alignment Objectives for Aligner-Encoder based ASR",
+    # arXiv:2606.24147) at layer 15 of 17 (shared layer 11)
     "inter_aligner_librispeech": dict(
         d_model=512, num_heads=8, ff_mult=4, conv_kernel=31, speech_layers=4, text_layers=2, shared_layers=13,
         subsampling_channels=256, pred_dim=640, joint_dim=640, inter_ctc_layer=8, inter_aligner_layer=11,

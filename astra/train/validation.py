@@ -38,11 +38,12 @@ def validate_shard(
 
     ``loss`` per batch is the sum of the configured, un-ramped weights x losses
     (:func:`astra.train.objective.loss_weights` without a step), so values are comparable
-    across steps; a loss the config has no weight for is a ``ValueError``, as in training. Hypotheses come from ``astra.eval.evaluate.decode_batch``, the
-    decode step of ``astra evaluate``: utterances too short for the front end are not decoded
-    (empty hypothesis, so their words count as deletions), listed in ``too_short`` and
-    logged. Returns plain data: ``sums``/``counts`` per loss name and
-    ``keys``/``languages``/``refs``/``hyps``/``too_short`` lists (empty without a tokenizer).
+    across steps; a loss the config has no weight for is a ``ValueError``, as in training.
+    Hypotheses come from ``astra.eval.evaluate.decode_batch``, the decode step of ``astra
+    evaluate``: utterances too short for the front end are not decoded (empty hypothesis, so
+    their words count as deletions), listed in ``too_short`` and logged. Returns plain data:
+    ``sums``/``counts`` per loss name and ``keys``/``languages``/``refs``/``hyps``/``too_short``
+    lists (empty without a tokenizer).
     """
     from astra.eval.evaluate import decode_batch, min_input_frames
 

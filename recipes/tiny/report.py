@@ -232,7 +232,8 @@ def to_json(evaluations: list[Evaluation]) -> dict:
                 for lang, c in sorted(e.text_only.items())
             },
             "text_only_pooled": {
-                "occurrences": pooled.occurrences, "recognised": pooled.recognised, "error_rate": _num(pooled.error_rate),
+                "occurrences": pooled.occurrences, "recognised": pooled.recognised,
+                "error_rate": _num(pooled.error_rate),
             },
             "unseen_pooled": {
                 "occurrences": e.unseen_pooled().occurrences, "recognised": e.unseen_pooled().recognised,

@@ -89,7 +89,8 @@ def text_only_mask(words: list[str], text_only: set[str], tokenizer) -> tuple[li
     return pieces, mask
 
 
-def score_model(name: str, checkpoint: Path, corpus: Path, split: str, text_only_words: dict[str, list[str]]) -> ModelScores:
+def score_model(name: str, checkpoint: Path, corpus: Path, split: str,
+                text_only_words: dict[str, list[str]]) -> ModelScores:
     import torch
 
     from astra.data import build_eval_batches

@@ -209,7 +209,8 @@ def build_corpus(
     _check_settings(out_dir, cfg, force)
     previous = read_summary(out_dir)
     if previous is None or previous.get("status") != "complete":
-        _write_atomic(out_dir / SUMMARY_FILE, _json({"format": FORMAT, "status": "building", "settings": cfg.to_dict()}))
+        _write_atomic(out_dir / SUMMARY_FILE,
+                      _json({"format": FORMAT, "status": "building", "settings": cfg.to_dict()}))
 
     plans = make_plan(cfg)
     jobs = _jobs(out_dir, plans)

@@ -132,7 +132,9 @@ def _voices(rng: random.Random, cfg: TinyCorpusConfig, variants: list[str], coun
     ]
 
 
-def split_sentences(cfg: TinyCorpusConfig, code: str, pool: list[Sentence]) -> tuple[dict[str, list[Sentence]], list[Sentence]]:
+def split_sentences(
+    cfg: TinyCorpusConfig, code: str, pool: list[Sentence]
+) -> tuple[dict[str, list[Sentence]], list[Sentence]]:
     """``pool`` (distinct sentences) drawn into the paired splits and the unpaired rest.
 
     Raises:
