@@ -289,8 +289,8 @@ class BatchDataset:
         import torch
 
         # decoding, fbank and padding of short tensors gain nothing from intra-op threads and
-        # lose a lot when cores are oversubscribed (10x slower with 2 threads on a busy 2-core
-        # box): run them on one thread, then give the caller its setting back
+        # lose a lot when cores are oversubscribed (docs/data.md, "Loader throughput"): run them on
+        # one thread, then give the caller its setting back
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

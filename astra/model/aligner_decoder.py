@@ -51,7 +51,7 @@ class AlignerDecoder(nn.Module):
     def step(self, tokens: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """One LSTM step for decoding: ``tokens [B]``, state ``(h, c)`` each ``[layers, B, P]``
         -> ``(g [B, P], state)``. Same math as :meth:`predict` (PyTorch's gate order i, f, g, o),
-        written out because a one-step ``nn.LSTM`` call costs ~7x more on CPU; the first
+        written out because a one-step ``nn.LSTM`` call is much slower on CPU (docs/model.md); the first
         layer's input gates come from a per-token table (see :meth:`input_gate_table`)."""
         x = None
         hs, cs = [], []

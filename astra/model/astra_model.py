@@ -22,8 +22,8 @@ per target token of the batch:
 ``text_ctc``   CTC of the CTC head (the one CTC decoding reads) on unpaired text: its layer's
                first U text frames, each repeated ``text_ctc_repeat`` times, per token (U)
 ``transduction_kl`` optional (``transduction_kl_layer``): KL from the head's emit occupancy
-               to the attention rows u of that shared layer, per token; not in
-               CONTRIBUTING's list: weight it with ``losses.other.transduction_kl``
+               to the attention rows u of that shared layer, per token (weight:
+               ``losses.transduction_kl``)
 ============== ============================================================================
 
 The text encoder reads ``y_1..y_U, <eos>`` (U+1 frames) so that the Aligner, which needs

@@ -21,9 +21,9 @@
 #              decoders (its own LM weight, chosen on validation); tables side by side,
 #              and teacher-forced scores of the text-only words' tokens (text_only_scores.py)
 #
-# --quick: a few sentences and steps per stage (CI; under a minute on an idle 2-core machine).
+# --quick: a few sentences and steps per stage (CI; its run time: docs/training.md).
 # Output: exp/tiny (or exp/tiny_quick); override with --work DIR or ASTRA_TINY_WORK. The fbank
-# cache of the training runs, WORK/features (~1.2 GB for the full corpus), can be deleted.
+# cache of the training runs, WORK/features (its size: docs/recipe_tiny.md), can be deleted.
 # Extra `astra pretrain/finetune` settings: ASTRA_TINY_SET="optim.lr=1e-3 run.max_steps=100".
 set -euo pipefail
 
