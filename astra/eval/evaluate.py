@@ -135,6 +135,19 @@ def decode_batch(
     return hyps, short
 
 
+def _add_decoded_batch(result: DecodeResult, batch: dict, ids: list[list[int]], short: list[int], tokenizer) -> None:
+    """Append one decoded speech batch (hypothesis ids ``ids``, indices ``short`` too short to
+    decode) to ``result``; ``ValueError`` when the hypotheses do not match the batch size."""
+    result.too_short += [batch["keys"][i] for i in short]
+    if len(ids) != len(batch["keys"]):
+        raise ValueError(f"model.decode returned {len(ids)} hypotheses for {len(batch['keys'])} utterances")
+    result.keys += list(batch["keys"])
+    result.languages += list(batch["languages"])
+    result.references += list(batch["texts"])
+    result.hypotheses += [tokenizer.decode(h) for h in ids]
+    result.audio_seconds += _audio_seconds(batch)
+
+
 def decode_batches(
     model,
     tokenizer,
@@ -197,16 +210,7 @@ def decode_batches(
                 force_language=force_language, ctc_weight=ctc_weight, lm=lm,
             )
             result.decode_seconds += time.perf_counter() - start
-            result.too_short += [batch["keys"][i] for i in short]
-            if len(ids) != len(batch["keys"]):
-                raise ValueError(
-                    f"model.decode returned {len(ids)} hypotheses for {len(batch['keys'])} utterances"
-                )
-            result.keys += list(batch["keys"])
-            result.languages += list(batch["languages"])
-            result.references += list(batch["texts"])
-            result.hypotheses += [tokenizer.decode(h) for h in ids]
-            result.audio_seconds += _audio_seconds(batch)
+            _add_decoded_batch(result, batch, ids, short, tokenizer)
             bar.update(len(ids))
             bar.set_postfix(rtf=f"{result.rtf:.3f}", refresh=False)
     bar.close()
