@@ -144,7 +144,7 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
                          "--lm", lm, "--lm-weight", "0", "--lm-candidates", "3") == 0
         capsys.readouterr()
         assert _evaluate(tiny, tmp_path / "sweep", "--method", "aligner_ctc_beam", "--split", "train",
-                         "--lm", lm, "--lm-weight", "0.1,0.5,2", "--length-bonus", "0.2", "--ilm-weight", "0.1") == 0
+                         "--lm", lm, "--lm-weight", "0.1,2", "--length-bonus", "0,0.2", "--ilm-weight", "0.1") == 0
     plain = {h["key"]: h["hypothesis"] for h in read_hyps_tsv(tmp_path / "plain" / "hyps.tsv")}
     zero = {h["key"]: h["hypothesis"] for h in read_hyps_tsv(tmp_path / "zero" / "hyps.tsv")}
     assert zero == plain
@@ -154,11 +154,13 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
     best = json.loads(last)
     data = json.loads((tmp_path / "sweep" / "results.json").read_text())
     sweep = data["meta"]["lm_sweep"]
-    assert [row["lm_weight"] for row in sweep] == [0.1, 0.5, 2.0]
+    pairs = [(row["lm_weight"], row["length_bonus"]) for row in sweep]
+    assert pairs == [(0.1, 0.0), (0.1, 0.2), (2.0, 0.0), (2.0, 0.2)]
     assert best["best_lm_weight"] == data["meta"]["lm_weight"]
+    assert best["best_length_bonus"] == data["meta"]["length_bonus"]
     assert best["pooled_error_rate"] == min(row["pooled_error_rate"] for row in sweep)
     assert data["pooled"]["error_rate"] == pytest.approx(best["pooled_error_rate"])
-    assert data["meta"]["length_bonus"] == 0.2 and data["meta"]["ilm_weight"] == 0.1
+    assert data["meta"]["ilm_weight"] == 0.1
     assert data["meta"]["lm_candidates"] is None  # the joint search takes CTC's candidates
 
 
@@ -170,10 +172,14 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
     (["--method", "aligner_greedy", "--lm", "{lm}"], "--lm needs a beam search"),
     (["--method", "rnnt_beam", "--lm", "{lm}", "--ilm-weight", "0.2"], "--ilm-weight is for the Aligner"),
     (["--method", "aligner_beam", "--lm", "{lm}", "--lm-weight", "0.1,0.2"], "run it on a validation split"),
+    (["--method", "aligner_beam", "--lm", "{lm}", "--length-bonus", "0,0.5"], "run it on a validation split"),
+    (["--method", "aligner_beam", "--lm", "{lm}", "--length-bonus", "x"], "--length-bonus must be numbers"),
+    (["--method", "aligner_beam", "--lm", "{lm}", "--length-bonus", "nan"], "--length-bonus must be finite"),
     (["--method", "aligner_beam", "--lm", "{missing}"], "LM folder not found"),
     (["--method", "aligner_beam", "--lm", "{lm}", "--lm-candidates", "0"], "--lm-candidates must be >= 1"),
     (["--method", "ctc_beam", "--lm", "{lm}", "--lm-candidates", "4"], "takes the CTC head's candidates"),
     (["--method", "aligner_beam", "--lm-candidates", "4"], "need --lm DIR"),
+    (["--method", "aligner_beam", "--length-bonus", "0.5"], "need --lm DIR"),
 ])
 def test_evaluate_lm_bad_input(tiny_lm, tmp_path, capsys, extra, message):
     tiny, root = tiny_lm
@@ -208,4 +214,7 @@ def test_transcribe_with_lm(tiny_lm, capsys):
         assert items[0]["method"] == "aligner_beam + LM en_us (weight 0.3)"
         assert main(["transcribe", str(tiny.audio), "--checkpoint", str(tiny.checkpoint), "--method", "aligner_beam",
                      "--lm", str(root / "lm")]) == 2
-    assert "choose one with --lm-language" in capsys.readouterr().err
+        assert "choose one with --lm-language" in capsys.readouterr().err
+        assert main(["transcribe", str(tiny.audio), "--checkpoint", str(tiny.checkpoint), "--method", "aligner_beam",
+                     "--lm", str(root / "lm"), "--lm-language", "en_us", "--length-bonus", "0,1"]) == 2
+    assert "one --lm-weight and one --length-bonus" in capsys.readouterr().err

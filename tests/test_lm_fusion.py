@@ -280,3 +280,14 @@ def test_fused_aligner_beam_is_the_exhaustive_argmax(length_bonus, ilm_weight):
         assert hyps[b] == want, b
         assert float(scores[b]) == pytest.approx(want_score, abs=1e-4), b
     assert hyps != plain, "the LM changes nothing here: the case tests nothing"
+
+
+def test_fusion_config_sweeps_every_weight_and_bonus_pair():
+    from astra.lm.config import LmFusionConfig
+
+    cfg = LmFusionConfig(lm_dir="lm", lm_weights=[0.1, 0.5], length_bonuses=[0.0, 1.0, 2.0])
+    assert cfg.sweep_points() == [(0.1, 0.0), (0.1, 1.0), (0.1, 2.0), (0.5, 0.0), (0.5, 1.0), (0.5, 2.0)]
+    assert cfg.is_sweep and not LmFusionConfig(lm_dir="lm").is_sweep
+    for bad, message in (([], "needs at least one value"), ([float("inf")], "must be finite")):
+        with pytest.raises(ValueError, match=message):
+            LmFusionConfig(lm_dir="lm", length_bonuses=bad).check()

@@ -248,13 +248,14 @@ def test_quick_recipe_end_to_end(tmp_path):
             assert results_main[decoder]["error_rate"][lang] == pytest.approx(by_lang[lang])
     assert methods["_ctc_beam"]["method"] == "aligner_ctc_beam" and methods["_ctc_beam"]["ctc_weight"] == 0.7
     assert methods["_ctc"]["method"] == "ctc_greedy" and methods["_ctc_lm"]["method"] == "ctc_beam"
-    for run in ("main", "paired_only"):  # each model's LM weight: the best of its validation sweep
+    for run in ("main", "paired_only"):  # each model's LM weight and bonus: the best of its validation sweep
         for suffix in ("_ctc_beam_lm", "_ctc_lm"):
             sweep = work / "eval" / f"{run}{suffix}_sweep_validation" / "best.json"
             best = json.loads(sweep.read_text(encoding="utf-8"))
             assert best["split"] == "validation"
             used = json.loads((work / "eval" / f"{run}{suffix}" / "results.json").read_text(encoding="utf-8"))
             assert used["meta"]["lm_weight"] == best["best_lm_weight"]
+            assert used["meta"]["length_bonus"] == best["best_length_bonus"]
     for _, decoder in decoders:
         assert f"Paired-only vs text-injected, {decoder}:" in proc.stdout
     assert "| **pooled** |" in proc.stdout

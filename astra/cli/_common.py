@@ -99,8 +99,9 @@ def add_lm_arguments(parser, with_language: bool = False) -> None:
     parser.add_argument("--lm-weight", default="0.3", metavar="W[,W...]",
                         help="LM weight; several comma-separated weights: a sweep (evaluate) that reports "
                              "the error rate per weight and picks the best (default: 0.3)")
-    parser.add_argument("--length-bonus", type=float, default=0.0,
-                        help="score added per emitted piece with --lm (default: 0)")
+    parser.add_argument("--length-bonus", default="0", metavar="B[,B...]",
+                        help="score added per emitted piece with --lm; several comma-separated values: "
+                             "a sweep (evaluate) over every pair of LM weight and bonus (default: 0)")
     parser.add_argument("--ilm-weight", type=float, default=0.0,
                         help="Aligner methods with --lm: weight of the subtracted internal LM (the decoder "
                              "on zeroed encoder frames; default: 0)")
@@ -116,11 +117,9 @@ def lm_fusion_config(args: argparse.Namespace):
     """:class:`astra.lm.LmFusionConfig` of the ``--lm*`` flags (:class:`UserError` for a bad value)."""
     from astra.lm.config import LmFusionConfig
 
-    try:
-        weights = [float(w) for w in split_csv(args.lm_weight)]
-    except ValueError as e:
-        raise UserError(f"--lm-weight must be numbers separated by commas, got {args.lm_weight!r}") from e
-    cfg = LmFusionConfig(lm_dir=args.lm, lm_weights=weights, length_bonus=args.length_bonus,
+    weights = _numbers(args.lm_weight, "--lm-weight")
+    bonuses = _numbers(args.length_bonus, "--length-bonus")
+    cfg = LmFusionConfig(lm_dir=args.lm, lm_weights=weights, length_bonuses=bonuses,
                          ilm_weight=args.ilm_weight, lm_candidates=args.lm_candidates,
                          lm_language=getattr(args, "lm_language", None))
     try:
@@ -130,9 +129,17 @@ def lm_fusion_config(args: argparse.Namespace):
     return cfg
 
 
+def _numbers(value: str, flag: str) -> list[float]:
+    """``"0.1, 0.3"`` -> ``[0.1, 0.3]``; :class:`UserError` naming ``flag`` otherwise."""
+    try:
+        return [float(v) for v in split_csv(value)]
+    except ValueError as e:
+        raise UserError(f"{flag} must be numbers separated by commas, got {value!r}") from e
+
+
 def load_lm_fusion(cfg, tokenizer, method: str, languages=None):
-    """The :class:`astra.lm.fusion.LmFusion` of ``cfg`` for ``tokenizer`` (weight: the first
-    of ``cfg.lm_weights``), or ``None`` without ``--lm``; :class:`UserError` for an LM
+    """The :class:`astra.lm.fusion.LmFusion` of ``cfg`` for ``tokenizer`` (weight and bonus: the
+    first of ``cfg.lm_weights`` and ``cfg.length_bonuses``), or ``None`` without ``--lm``; :class:`UserError` for an LM
     folder that does not load, a language it has no LM for, or a method without a beam."""
     if cfg.lm_dir is None:
         return None
@@ -146,7 +153,7 @@ def load_lm_fusion(cfg, tokenizer, method: str, languages=None):
     from astra.lm import build_fusion
 
     try:
-        return build_fusion(cfg.lm_dir, tokenizer, cfg.lm_weights[0], cfg.length_bonus, cfg.ilm_weight, languages,
+        return build_fusion(cfg.lm_dir, tokenizer, cfg.lm_weights[0], cfg.length_bonuses[0], cfg.ilm_weight, languages,
                             candidates=cfg.lm_candidates)
     except ValueError as e:
         raise UserError(f"--lm {cfg.lm_dir}: {e}") from e

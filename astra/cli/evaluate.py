@@ -109,13 +109,13 @@ def _check_arguments(args: argparse.Namespace):
             raise UserError(f"--data {d}: not a folder")
     check_decode_arguments(args)
     lm_cfg = lm_fusion_config(args)
-    sweep = len(lm_cfg.lm_weights) > 1
-    if lm_cfg.lm_dir is None and (sweep or args.length_bonus or args.ilm_weight or args.lm_candidates):
+    sweep = lm_cfg.is_sweep
+    if lm_cfg.lm_dir is None and (sweep or any(lm_cfg.length_bonuses) or args.ilm_weight or args.lm_candidates):
         raise UserError("--lm-weight with several weights, --length-bonus, --ilm-weight and --lm-candidates "
                         "need --lm DIR")
     if sweep and args.split == "test":
-        raise UserError("an --lm-weight sweep picks a weight: run it on a validation split (--split validation), "
-                        "then evaluate the test split with the chosen weight")
+        raise UserError("an --lm-weight / --length-bonus sweep picks the values: run it on a validation split "
+                        "(--split validation), then evaluate the test split with the chosen ones")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     return lm_cfg
@@ -134,8 +134,9 @@ def _check_force_language(args: argparse.Namespace, checkpoint, cfg, tokenizer) 
 
 
 def _decode_and_score(args: argparse.Namespace, model, tokenizer, batches, lm_cfg):
-    """``(runs, skipped, fusion, cer_languages)``: one evaluation per LM weight."""
-    from astra.eval.evaluate import evaluate_lm_weights
+    """``(runs, skipped, fusion, cer_languages)``: one evaluation per (LM weight, length
+    bonus) pair of the sweep."""
+    from astra.eval.evaluate import evaluate_lm_sweep
     from astra.eval.metrics import DEFAULT_CER_LANGUAGES
 
     total = len(batches.utterances)
@@ -145,8 +146,8 @@ def _decode_and_score(args: argparse.Namespace, model, tokenizer, batches, lm_cf
     languages = sorted({u.language for u in batches.utterances})
     fusion = load_lm_fusion(lm_cfg, tokenizer, args.method, languages)
     try:
-        runs, skipped = evaluate_lm_weights(
-            model, tokenizer, batches, lm=fusion, lm_weights=lm_cfg.lm_weights,
+        runs, skipped = evaluate_lm_sweep(
+            model, tokenizer, batches, lm=fusion, points=lm_cfg.sweep_points(),
             method=args.method, beam=args.beam, ctc_weight=args.ctc_weight,
             normalize=not args.no_normalize, cer_languages=cer_languages,
             progress=not args.no_progress, total=total, force_language=args.force_language,
@@ -156,8 +157,7 @@ def _decode_and_score(args: argparse.Namespace, model, tokenizer, batches, lm_cf
     return runs, skipped, fusion, cer_languages
 
 
-def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result, cer_languages,
-              skipped):
+def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best, result, cer_languages, skipped):
     """``results.json``'s ``meta``: what was evaluated, how, and the timing."""
     decoded = result.decoded
     return {
@@ -171,16 +171,16 @@ def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result,
         "ctc_weight": args.ctc_weight if args.method == "aligner_ctc_beam" else None,
         "force_language": args.force_language,
         "lm": None if fusion is None else str(lm_cfg.lm_dir),
-        "lm_weight": best_weight,
-        "length_bonus": lm_cfg.length_bonus if fusion is not None else None,
+        "lm_weight": best[0],
+        "length_bonus": best[1],
         "ilm_weight": lm_cfg.ilm_weight if fusion is not None else None,
         "lm_candidates": fusion.pre_beam(args.beam) if fusion is not None and args.method in LM_PRE_BEAM_METHODS
         else None,
         "lm_sweep": [
-            {"lm_weight": w, "pooled_error_rate": r.summary.pooled_error_rate,
+            {"lm_weight": w, "length_bonus": b, "pooled_error_rate": r.summary.pooled_error_rate,
              "macro_error_rate": r.summary.macro_error_rate, "rtf": r.decoded.rtf}
-            for w, r in runs
-        ] if len(lm_cfg.lm_weights) > 1 else None,
+            for (w, b), r in runs
+        ] if lm_cfg.is_sweep else None,
         "normalize": not args.no_normalize,
         "cer_languages": cer_languages,
         "utterances": len(decoded.keys),
@@ -204,11 +204,12 @@ def _print_results(result, meta: dict, title: str, out_dir: Path, paths: dict) -
         sys.stdout.write(f"\nskipped utterances (not scored): {skipped}\n")
     sys.stdout.write(f"\nwrote {', '.join(p.name for p in paths.values())} to {out_dir}\n")
     if meta["lm_sweep"]:
-        sys.stdout.write("\n| LM weight | pooled error rate | macro error rate |\n|---:|---:|---:|\n")
+        sys.stdout.write("\n| LM weight | length bonus | pooled error rate | macro error rate |\n"
+                         "|---:|---:|---:|---:|\n")
         for row in meta["lm_sweep"]:
-            sys.stdout.write(f"| {row['lm_weight']:g} | {100 * row['pooled_error_rate']:.2f} % | "
-                             f"{100 * row['macro_error_rate']:.2f} % |\n")
-        best = {"best_lm_weight": meta["lm_weight"],
+            sys.stdout.write(f"| {row['lm_weight']:g} | {row['length_bonus']:g} | "
+                             f"{100 * row['pooled_error_rate']:.2f} % | {100 * row['macro_error_rate']:.2f} % |\n")
+        best = {"best_lm_weight": meta["lm_weight"], "best_length_bonus": meta["length_bonus"],
                 "pooled_error_rate": result.summary.pooled_error_rate,
                 "split": meta["split"], "results": str(out_dir / "results.json")}
         sys.stdout.write(json.dumps(best) + "\n")  # last line: machine-readable
@@ -223,14 +224,13 @@ def run(args: argparse.Namespace) -> int:
     batches = load_eval_batches(cfg, tokenizer, args)
     runs, skipped, fusion, cer_languages = _decode_and_score(args, model, tokenizer, batches,
                                                              lm_cfg)
-    best_weight, result = min(runs, key=lambda r: r[1].summary.pooled_error_rate)
+    best, result = min(runs, key=lambda r: r[1].summary.pooled_error_rate)
     data = data_description(args)
     out_dir = Path(args.output_dir) if args.output_dir else (
         Path(args.output_root) / output_dir_name(checkpoint, data)
     )
-    meta = _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best_weight, result,
-                     cer_languages, skipped)
-    lm_note = "" if fusion is None else f", LM weight {best_weight}"
+    meta = _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best, result, cer_languages, skipped)
+    lm_note = "" if fusion is None else f", LM weight {best[0]:g}" + (f", length bonus {best[1]:g}" if best[1] else "")
     title = f"{checkpoint.name} on {data} ({args.method}{lm_note})"
     paths = write_reports(out_dir, result.scores, result.summary, meta, title)
     _print_results(result, meta, title, out_dir, paths)

@@ -55,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.prime_tokens < 0:
         raise UserError(f"--prime-tokens must be >= 0, got {args.prime_tokens}")
     lm_cfg = lm_fusion_config(args)
-    if len(lm_cfg.lm_weights) > 1:
-        raise UserError("transcribe takes one --lm-weight (sweep weights with 'astra evaluate --split validation')")
-    if lm_cfg.lm_dir is None and (args.length_bonus or args.ilm_weight or args.lm_candidates or args.lm_language):
+    if lm_cfg.is_sweep:
+        raise UserError("transcribe takes one --lm-weight and one --length-bonus "
+                        "(sweep them with 'astra evaluate --split validation')")
+    if lm_cfg.lm_dir is None and (any(lm_cfg.length_bonuses) or args.ilm_weight or args.lm_candidates
+                                  or args.lm_language):
         raise UserError("--length-bonus, --ilm-weight, --lm-candidates and --lm-language need --lm DIR")
     _, model, tokenizer, _ = load_checkpoint(args)
     fusion, language = None, ""

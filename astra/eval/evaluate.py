@@ -263,21 +263,22 @@ def evaluation_data_config(data_cfg, corpora: Sequence[str], fleurs: Sequence[st
     )
 
 
-def evaluate_lm_weights(model, tokenizer, batches, lm=None, lm_weights: Sequence[float] = (),
-                        **options):
-    """:func:`evaluate_batches` once per LM weight (``lm.weight`` set in turn), or once
-    without ``lm``.
+def evaluate_lm_sweep(model, tokenizer, batches, lm=None, points: Sequence[tuple[float, float]] = (),
+                      **options):
+    """:func:`evaluate_batches` once per ``(lm_weight, length_bonus)`` of ``points``
+    (``lm.weight`` and ``lm.length_bonus`` set in turn), or once without ``lm``.
 
     Returns:
-        ``(runs, skipped)``: ``runs`` a list of ``(weight or None, EvaluationResult)``;
+        ``(runs, skipped)``: ``runs`` a list of ``((weight, bonus) or (None, None),
+        EvaluationResult)``;
         ``skipped`` the ``EvalBatches.skip_summary()`` after the first pass (later passes
         would count the same skips again).
     """
     runs, skipped = [], None
-    for weight in lm_weights if lm is not None else [None]:
+    for point in points if lm is not None else [(None, None)]:
         if lm is not None:
-            lm.weight = weight
-        runs.append((weight, evaluate_batches(model, tokenizer, batches, lm=lm, **options)))
+            lm.weight, lm.length_bonus = point
+        runs.append((point, evaluate_batches(model, tokenizer, batches, lm=lm, **options)))
         if skipped is None:
             skipped = batches.skip_summary()
     return runs, skipped

@@ -169,8 +169,8 @@ stage_finetune() {
 
 # the decoders: eval folder suffix, label and `astra evaluate` options. The Aligner + CTC
 # joint search's CTC weight (0.7) was chosen on the validation split (docs/recipe_tiny.md);
-# the *_lm decoders add LM shallow fusion with the weight that `lm_weight` picks on
-# validation for the checkpoint being evaluated.
+# the *_lm decoders add LM shallow fusion with the LM weight and length bonus that `lm_choice`
+# picks on validation for the checkpoint being evaluated.
 decoder_names=("" _ctc_beam _ctc_beam_lm _ctc _ctc_lm)
 decoder_label() {  # decoder_label SUFFIX
     case "$1" in
@@ -181,42 +181,50 @@ decoder_label() {  # decoder_label SUFFIX
         _ctc_lm) echo "CTC beam + LM" ;;
     esac
 }
-decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT]
+decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT(S) [LENGTH_BONUS(ES)]]
+    local lm="--lm $lm_dir --lm-weight ${2:-0.3} --length-bonus ${3:-0}"
     case "$1" in
         "") echo "--method aligner_greedy" ;;
         _ctc_beam) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.7" ;;
-        _ctc_beam_lm) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.7 --lm $lm_dir --lm-weight ${2:-0.3}" ;;
+        _ctc_beam_lm) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.7 $lm" ;;
         _ctc) echo "--method ctc_greedy" ;;
-        _ctc_lm) echo "--method ctc_beam --beam 8 --lm $lm_dir --lm-weight ${2:-0.3}" ;;
+        _ctc_lm) echo "--method ctc_beam --beam 8 $lm" ;;
     esac
 }
+# the validation grid of the *_lm decoders: every LM weight with every length bonus (without a
+# bonus a strong LM makes the search leave words out: docs/recipe_tiny.md, "LM fusion settings")
 lm_weights=0.1,0.2,0.3,0.5,0.7,1.0
+length_bonuses=0,1,2
+[ "$quick" = 1 ] && { lm_weights=0.3,1.0; length_bonuses=0,1; }  # --quick: a 2 x 2 grid
 
-lm_weight() {  # lm_weight SUFFIX CHECKPOINT_RUN OUT_DIR: the LM weight with the lowest validation WER
+lm_choice() {  # lm_choice SUFFIX CHECKPOINT_RUN OUT_DIR: "WEIGHT BONUS" with the lowest validation WER
     local sweep="$3$1_sweep_validation"
     if [ ! -f "$sweep/best.json" ]; then
-        say "LM weight sweep on validation ($lm_weights) for $2 ($(decoder_label "$1")) -> $sweep"
+        say "LM sweep on validation (weights $lm_weights, length bonuses $length_bonuses) for $2" \
+            "($(decoder_label "$1")) -> $sweep"
         # shellcheck disable=SC2046  # the options are words
         "$ASTRA" evaluate --checkpoint "$2" --data "$corpus" --split validation \
-            $(decoder_options "$1" "$lm_weights") --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
+            $(decoder_options "$1" "$lm_weights" "$length_bonuses") --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
         mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
     fi
-    "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["best_lm_weight"])' "$sweep/best.json"
+    "$PY" -c 'import json, sys; b = json.load(open(sys.argv[1])); print(b["best_lm_weight"], b["best_length_bonus"])' \
+        "$sweep/best.json"
 }
 
 evaluate_run() {  # evaluate_run CHECKPOINT_RUN OUT_DIR: every decoder, into OUT_DIR{suffix}
-    local ckpt="$1" out suffix weight
+    local ckpt="$1" out suffix choice options
     for suffix in "${decoder_names[@]}"; do
         out="$2$suffix"
         if [ -f "$out/results.json" ]; then say "evaluate: $out/results.json exists (skipped)"; continue; fi
-        weight=""
+        choice=""
         case "$suffix" in
-            *_lm) need "$lm_dir/manifest.json" lm; weight="$(lm_weight "$suffix" "$ckpt" "$2")" ;;
+            *_lm) need "$lm_dir/manifest.json" lm; choice="$(lm_choice "$suffix" "$ckpt" "$2")" ;;
         esac
-        say "evaluate $ckpt ($(decoder_options "$suffix" "$weight")) -> $out"
-        # shellcheck disable=SC2046  # the options are words
-        "$ASTRA" evaluate --checkpoint "$ckpt" --data "$corpus" --split test $(decoder_options "$suffix" "$weight") \
-            --output-dir "$out"
+        # shellcheck disable=SC2086  # the choice is "WEIGHT BONUS"
+        options="$(decoder_options "$suffix" $choice)"
+        say "evaluate $ckpt ($options) -> $out"
+        # shellcheck disable=SC2086  # the options are words
+        "$ASTRA" evaluate --checkpoint "$ckpt" --data "$corpus" --split test $options --output-dir "$out"
     done
 }
 
