@@ -192,19 +192,25 @@ decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT(S) [LENGTH_BONUS(ES)]]
     esac
 }
 # the validation grid of the *_lm decoders: every LM weight with every length bonus (without a
-# bonus a strong LM makes the search leave words out: docs/recipe_tiny.md, "LM fusion settings")
-lm_weights=0.1,0.2,0.3,0.5,0.7,1.0
+# bonus a strong LM makes the search leave words out: docs/recipe_tiny.md, "LM fusion settings");
+# the joint search's best weights are lower than CTC beam's (the Aligner's own score is an LM)
+lm_weights_joint=0.1,0.2,0.3,0.5
+lm_weights_ctc=0.3,0.5,0.7,1.0
 length_bonuses=0,1,2
-[ "$quick" = 1 ] && { lm_weights=0.3,1.0; length_bonuses=0,1; }  # --quick: a 2 x 2 grid
+[ "$quick" = 1 ] && { lm_weights_joint=0.3,1.0; lm_weights_ctc=0.3,1.0; length_bonuses=0,1; }  # a 2 x 2 grid
+lm_weights() {  # lm_weights SUFFIX: the weights its sweep tries
+    case "$1" in _ctc_beam_lm) echo "$lm_weights_joint" ;; *) echo "$lm_weights_ctc" ;; esac
+}
 
 lm_choice() {  # lm_choice SUFFIX CHECKPOINT_RUN OUT_DIR: "WEIGHT BONUS" with the lowest validation WER
     local sweep="$3$1_sweep_validation"
     if [ ! -f "$sweep/best.json" ]; then
-        say "LM sweep on validation (weights $lm_weights, length bonuses $length_bonuses) for $2" \
+        say "LM sweep on validation (weights $(lm_weights "$1"), length bonuses $length_bonuses) for $2" \
             "($(decoder_label "$1")) -> $sweep"
         # shellcheck disable=SC2046  # the options are words
         "$ASTRA" evaluate --checkpoint "$2" --data "$corpus" --split validation \
-            $(decoder_options "$1" "$lm_weights" "$length_bonuses") --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
+            $(decoder_options "$1" "$(lm_weights "$1")" "$length_bonuses") --output-dir "$sweep" \
+            | tail -n 1 > "$sweep.best.tmp"
         mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
     fi
     "$PY" -c 'import json, sys; b = json.load(open(sys.argv[1])); print(b["best_lm_weight"], b["best_length_bonus"])' \
