@@ -102,9 +102,9 @@ def test_train_config_round_trip_and_validation(tmp_path):
     with pytest.raises(ConfigError, match="model.text_mask_prob=0"):
         load_config(TrainConfig, None, [*text, "model.text_mask_prob=0"])
     load_config(TrainConfig, None, [*text, "model.text_mask_prob=0", "losses.text_aligner=0"])  # no text CE
-    with pytest.raises(ConfigError, match="astra_alignment='pruned'.*losses.rnnt=0"):  # an untrained joiner
-        load_config(TrainConfig, None, ["model.astra_alignment=pruned", "losses.rnnt=0"])
-    load_config(TrainConfig, None, ["model.astra_alignment=pruned", "losses.rnnt=0.5"])
+    with pytest.raises(ConfigError, match="consistency_alignment='pruned'.*losses.rnnt=0"):  # an untrained joiner
+        load_config(TrainConfig, None, ["model.consistency_alignment=pruned", "losses.rnnt=0"])
+    load_config(TrainConfig, None, ["model.consistency_alignment=pruned", "losses.rnnt=0.5"])
     for bad in ("run.num_threads=-1", "run.alignment_every=-2", "run.feature_stats_utterances=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
             load_config(TrainConfig, None, [bad])
@@ -168,12 +168,12 @@ def test_literal_fields_are_checked_when_loaded_and_when_built_in_code():
     from astra.model.config import ModelConfig
     from astra.train.sections import RunConfig
 
-    with pytest.raises(ConfigError, match="model.astra_distance: 'l1' is not one of 'mae', 'mse'"):
-        load_config(TrainConfig, None, ["model.astra_distance=l1"])
+    with pytest.raises(ConfigError, match="model.consistency_distance: 'l1' is not one of 'mae', 'mse'"):
+        load_config(TrainConfig, None, ["model.consistency_distance=l1"])
     with pytest.raises(ConfigError, match="run.decode_method: 'greedy' is not one of 'aligner_greedy'"):
         load_config(TrainConfig, None, ["run.decode_method=greedy"])
-    with pytest.raises(ValueError, match=r"model.astra_distance='l1': use one of \('mae', 'mse'\)"):
-        ModelConfig(astra_distance="l1").validate()
+    with pytest.raises(ValueError, match=r"model.consistency_distance='l1': use one of \('mae', 'mse'\)"):
+        ModelConfig(consistency_distance="l1").validate()
     with pytest.raises(ValueError, match="run.best_metric='cer'"):
         RunConfig(best_metric="cer").validate()
     check_choices(Inner(limit=None), "inner.")  # defaults pass
@@ -191,3 +191,28 @@ def test_the_old_astra_loss_keys_name_the_consistency_keys(tmp_path):
         load_config(TrainConfig, None, ["losses.ramps.astra.start=5"])
     cfg = load_config(TrainConfig, None, ["losses.consistency=0.2", "losses.ramps.consistency.start=5"])
     assert cfg.losses.consistency == 0.2 and cfg.losses.ramps["consistency"].start == 5
+
+
+def test_the_old_astra_model_keys_name_the_consistency_keys(tmp_path):
+    path = write(tmp_path, "model:\n  astra_layer: 1\n")
+    with pytest.raises(ConfigError, match="'model.astra_layer' was renamed: use 'model.consistency_layer'"):
+        load_config(TrainConfig, path)
+    with pytest.raises(ConfigError, match="'model.astra' was renamed: use 'model.consistency'"):
+        load_config(TrainConfig, None, ["model.astra=false"])
+    renamed = "'model.astra_stop_gradient' was renamed: use 'model.consistency_stop_gradient'"
+    with pytest.raises(ConfigError, match=renamed):
+        load_config(TrainConfig, None, ["model.astra_stop_gradient=text"])
+    cfg = load_config(TrainConfig, None, ["model.consistency=false", "model.consistency_layer=1"])
+    assert cfg.model.consistency is False and cfg.model.consistency_layer == 1
+
+
+def test_upgrade_model_config_renames_the_astra_fields_and_refuses_both_names():
+    from astra.model.config import upgrade_model_config
+
+    saved = {"astra_lam": 0.5, "astra_mode": "weighted_rnnt", "d_model": 64}
+    assert upgrade_model_config(saved) == {"consistency_lam": 0.5, "consistency_mode": "weighted_rnnt", "d_model": 64}
+    assert saved == {"astra_lam": 0.5, "astra_mode": "weighted_rnnt", "d_model": 64}  # the input is left as it was
+    current = {"consistency_lam": 0.5, "d_model": 64}
+    assert upgrade_model_config(current) == current
+    with pytest.raises(ConfigError, match="old.yaml: model.astra_lam and model.consistency_lam are both set"):
+        upgrade_model_config({"astra_lam": 0.5, "consistency_lam": 1.0}, "old.yaml")

@@ -11,6 +11,7 @@ import yaml
 
 from astra.cli import main
 from astra.inference import HUB_FILES, load_model, locate_model
+from astra.model.config import ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -205,22 +206,44 @@ def test_inference_and_evaluation_do_not_import_the_training_package(tmp_path):
     assert out.stdout.strip() == "step-00000003 []"
 
 
-def test_old_checkpoints_with_zero_for_off_still_load(tiny, tmp_path):
-    """Older versions saved "off" layer indices as 0; they now mean null (off), and a config
-    written today with 0 for an off-switch is refused with the fix in the message."""
+OLD_CONSISTENCY_FIELDS = dict(  # older versions' names of the consistency loss's model fields
+    astra=True, astra_layer=1, astra_mode="weighted_rnnt", astra_distance="mse", astra_lam=0.5,
+    astra_alignment="pruned", astra_stop_gradient="text",
+)
+
+
+def test_old_checkpoints_with_zero_for_off_and_astra_names_still_load(tiny, tmp_path, caplog):
+    """Older versions saved "off" layer indices as 0 and named the consistency loss's fields
+    ``astra*``; such checkpoints load (0 as null, the fields under their new names, an INFO
+    line for each), and a config written today with 0 for an off-switch is refused with the
+    fix in the message."""
     import shutil
 
     from astra.config import ConfigError, load_config
-    from astra.train.config import TrainConfig
+    from astra.train.config import TrainConfig, load_train_config
 
     ckpt, _ = tiny
     old = tmp_path / "old"
     shutil.copytree(ckpt, old)
     raw = yaml.safe_load((old / "config.yaml").read_text(encoding="utf-8"))
-    raw["model"].update(inter_aligner_layer=0, transduction_kl_layer=0)
+    for name in ModelConfig.RENAMED_KEYS.values():
+        del raw["model"][name]
+    raw["model"].update(inter_aligner_layer=0, transduction_kl_layer=0, **OLD_CONSISTENCY_FIELDS)
     (old / "config.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
-    loaded = load_model(old)
-    assert loaded.config.model.inter_aligner_layer is None and loaded.config.model.transduction_kl_layer is None
+    with caplog.at_level("INFO", logger="astra.model.config"):
+        loaded = load_model(old)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("model.astra, model.astra_alignment" in m and "read as model.consistency, "
+               "model.consistency_alignment" in m for m in messages), messages
+    assert any("model.inter_aligner_layer, model.transduction_kl_layer = 0 read as null" in m for m in messages)
+    model_cfg = loaded.config.model
+    new_fields = {new: getattr(model_cfg, new) for new in ModelConfig.RENAMED_KEYS.values()}
+    assert new_fields == {ModelConfig.RENAMED_KEYS[old]: value for old, value in OLD_CONSISTENCY_FIELDS.items()}
+    assert loaded.model.cfg == model_cfg
+    assert model_cfg.inter_aligner_layer is None and model_cfg.transduction_kl_layer is None
+    finetune = tmp_path / "finetune.yaml"
+    finetune.write_text("optim:\n  lr: 1.0e-4\n", encoding="utf-8")
+    assert load_train_config(finetune, [], init=old).model == model_cfg  # astra finetune --init OLD
     assert loaded.config.model.inter_ctc_layer == loaded.model.cfg.inter_ctc_layer >= 1
     assert _same_weights(loaded.model, load_model(ckpt).model)
     with pytest.raises(ConfigError, match="model.inter_aligner_layer=0: use null for off"):

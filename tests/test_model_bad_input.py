@@ -101,7 +101,7 @@ def test_decoding_rejects_too_short_audio_and_unknown_methods(model):
         model.decode(_batch([100, 3], [1, 1]))
     with pytest.raises(ValueError, match="decode method"):
         model.decode(_batch([100], [1]), method="viterbi")
-    no_heads = AstraModel(preset("tiny", rnnt_head=False, astra=False, inter_ctc_layer=None), VOCAB).eval()
+    no_heads = AstraModel(preset("tiny", rnnt_head=False, consistency=False, inter_ctc_layer=None), VOCAB).eval()
     with pytest.raises(ValueError, match="rnnt_head"):
         no_heads.decode(_batch([100], [1]), method="rnnt_greedy")
     with pytest.raises(ValueError, match="ctc"):

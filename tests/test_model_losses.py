@@ -25,10 +25,11 @@ def _speech_batch(b=3, frames=(120, 100, 60), token_lens=(6, 4, 3), seed=0) -> d
     "overrides, names",
     [
         ({}, {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "consistency"}),
-        (dict(top_ctc=True, inter_aligner_layer=2, position_encoding="rel_pos", astra_layer=1, rnnt_layer=1,
-              astra_mode="weighted_rnnt", astra_distance="mse", subsampling=6),
+        (dict(top_ctc=True, inter_aligner_layer=2, position_encoding="rel_pos", consistency_layer=1, rnnt_layer=1,
+              consistency_mode="weighted_rnnt", consistency_distance="mse", subsampling=6),
          {"aligner", "inter_aligner", "ctc", "inter_ctc", "rnnt", "rnnt_simple", "consistency"}),
-        (dict(rnnt_head=False, astra=False, inter_ctc_layer=None, top_ctc=True, subsampling=8), {"aligner", "ctc"}),
+        (dict(rnnt_head=False, consistency=False, inter_ctc_layer=None, top_ctc=True, subsampling=8),
+         {"aligner", "ctc"}),
     ],
 )
 def test_forward_speech_and_text_return_the_enabled_losses(overrides, names):
@@ -133,7 +134,7 @@ def test_alignment_occupancy_is_the_heads_lattice_posterior():
     with pytest.raises(ValueError, match="lattice must be one of"):
         model.alignment_occupancy(batch, lattice="joint")
     with pytest.raises(ValueError, match="rnnt_head"):
-        AstraModel(preset("tiny", rnnt_head=False, astra=False), VOCAB).alignment_occupancy(batch)
+        AstraModel(preset("tiny", rnnt_head=False, consistency=False), VOCAB).alignment_occupancy(batch)
 
 
 def _peaked_lattice(frames: list[int], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +152,7 @@ def _peaked_lattice(frames: list[int], num_frames: int) -> tuple[torch.Tensor, t
     return px, py
 
 
-def test_astra_loss_is_zero_when_speech_equals_the_aligned_text_and_grows_otherwise():
+def test_consistency_loss_is_zero_when_speech_equals_the_aligned_text_and_grows_otherwise():
     torch.manual_seed(0)
     model = AstraModel(preset("tiny"), VOCAB).eval()
     tokens, token_lens = torch.tensor([[5, 6, 7]]), torch.tensor([3])
@@ -162,12 +163,12 @@ def test_astra_loss_is_zero_when_speech_equals_the_aligned_text_and_grows_otherw
         speech[0, t] = text[0, u]
     px, py = _peaked_lattice(frames, num_frames)
     lens = torch.tensor([num_frames])
-    matched = model._astra_loss(speech, lens, tokens, token_lens, px, py)
+    matched = model._consistency_loss(speech, lens, tokens, token_lens, px, py)
     assert matched.item() < 1e-4
     shifted = torch.roll(speech, 1, dims=1)
-    assert model._astra_loss(shifted, lens, tokens, token_lens, px, py).item() > 0.1
+    assert model._consistency_loss(shifted, lens, tokens, token_lens, px, py).item() > 0.1
     noisy = speech + 0.5 * torch.randn_like(speech)
-    assert model._astra_loss(noisy, lens, tokens, token_lens, px, py).item() > matched.item() + 0.1
+    assert model._consistency_loss(noisy, lens, tokens, token_lens, px, py).item() > matched.item() + 0.1
 
 
 def test_losses_stay_float32_under_bfloat16_autocast():
@@ -293,7 +294,7 @@ def test_text_aligner_loss_sits_on_masked_tokens_so_a_copy_model_scores_badly(mo
     from astra.model.astra_model import append_eos
 
     torch.manual_seed(0)
-    model = AstraModel(preset("tiny", rnnt_head=False, astra=False, text_mask_prob=0.4), VOCAB).train()
+    model = AstraModel(preset("tiny", rnnt_head=False, consistency=False, text_mask_prob=0.4), VOCAB).train()
 
     def copy_encoder(tokens, token_lens, return_layers=(), num_shared=None, masked=None):
         inputs = append_eos(tokens, token_lens)
@@ -347,11 +348,11 @@ def test_pruned_alignment_is_the_full_lattice_when_nothing_is_pruned():
 
 
 @pytest.mark.parametrize("alignment", ["simple", "pruned"])
-def test_astra_alignment_option_picks_the_lattice(alignment, monkeypatch):
+def test_consistency_alignment_option_picks_the_lattice(alignment, monkeypatch):
     import astra.losses.astra_consistency as consistency
 
     torch.manual_seed(0)
-    model = AstraModel(preset("tiny", astra_alignment=alignment, dropout=0.0), VOCAB)
+    model = AstraModel(preset("tiny", consistency_alignment=alignment, dropout=0.0), VOCAB)
     seen = {}
     real_loss = model.rnnt.loss
 
@@ -373,9 +374,9 @@ def test_astra_alignment_option_picks_the_lattice(alignment, monkeypatch):
 
 
 @pytest.mark.parametrize("stop", ["none", "speech", "text"])
-def test_astra_stop_gradient_trains_one_side_and_logs_the_norms(stop):
+def test_consistency_stop_gradient_trains_one_side_and_logs_the_norms(stop):
     torch.manual_seed(0)
-    model = AstraModel(preset("tiny", astra_stop_gradient=stop), VOCAB)
+    model = AstraModel(preset("tiny", consistency_stop_gradient=stop), VOCAB)
     out = model.forward_speech(_speech_batch())
     assert out.counts["mean/consistency_speech_norm"] > 0 and out.counts["mean/consistency_text_norm"] > 0
     out.losses["consistency"].backward()
@@ -386,7 +387,7 @@ def test_astra_stop_gradient_trains_one_side_and_logs_the_norms(stop):
 
 
 def test_bad_alignment_and_stop_gradient_names_are_rejected():
-    with pytest.raises(ValueError, match="astra_alignment"):
-        preset("tiny", astra_alignment="full").validate()
-    with pytest.raises(ValueError, match="astra_stop_gradient"):
-        preset("tiny", astra_stop_gradient="both").validate()
+    with pytest.raises(ValueError, match="consistency_alignment"):
+        preset("tiny", consistency_alignment="full").validate()
+    with pytest.raises(ValueError, match="consistency_stop_gradient"):
+        preset("tiny", consistency_stop_gradient="both").validate()

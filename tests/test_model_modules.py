@@ -187,13 +187,13 @@ def test_presets_span_tiny_to_paper_sizes():
         (dict(subsampling=5), "subsampling"),
         (dict(d_model=66, num_heads=4), "divisible"),
         (dict(inter_ctc_layer=99), "inter_ctc_layer"),
-        (dict(rnnt_head=False, astra=True), "rnnt_head"),
-        (dict(astra_mode="sampled"), "astra_mode"),
+        (dict(rnnt_head=False, consistency=True), "rnnt_head"),
+        (dict(consistency_mode="sampled"), "consistency_mode"),
         (dict(conv_kernel=4), "conv_kernel"),
         (dict(conv_kernel=-1), "conv_kernel"),
         (dict(time_masks=-2), "time_masks"),
         (dict(rnnt_lm_only_scale=0.6, rnnt_am_only_scale=0.5), "rnnt_lm_only_scale"),
-        (dict(astra_mode="weighted_rnnt", astra_lam=0.0), "astra_lam"),
+        (dict(consistency_mode="weighted_rnnt", consistency_lam=0.0), "consistency_lam"),
     ],
 )
 def test_config_validation_names_the_field(overrides, message):

@@ -95,7 +95,7 @@ def test_text_rnnt_runs_only_the_pruned_loss_on_diagonal_windows(calls):
 
 
 def test_a_needed_loss_the_model_cannot_compute_is_an_error():
-    model = AstraModel(preset("tiny", rnnt_head=False, astra=False), VOCAB)
+    model = AstraModel(preset("tiny", rnnt_head=False, consistency=False), VOCAB)
     with pytest.raises(ValueError, match=r"\['rnnt'\] are not enabled"):
         model.forward_speech(_speech_batch(), needed={"aligner", "rnnt"})
     with pytest.raises(ValueError, match="text_rnnt"):

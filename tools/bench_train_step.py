@@ -79,7 +79,7 @@ PARTS = {
     "rnnt_simple": "RNN-T simple loss (+ pruning occupancies)",
     "rnnt_pruned": "RNN-T pruned loss (ranges, joiner, loss)",
     "rnnt_lattice": "RNN-T detached simple lattice (for ASTRA / KL)",
-    "astra_consistency": "ASTRA consistency (distance, lattice weights)",
+    "consistency": "ASTRA consistency (distance, lattice weights)",
     "transduction_kl": "transduction KL",
     "speech_batch": "rest of the forward (checks, masks, loss sums)",
     "text_batch": "rest of the forward (checks, masks, loss sums)",

@@ -5,7 +5,7 @@
         [--split validation] [--per-language 20]
 
 For each utterance (one at a time, eval mode) the emit-arc occupancy ``gamma [U, T']`` of the
-simple (``lm + am``) and of the pruned full-joiner lattice (``model.astra_alignment``); per
+simple (``lm + am``) and of the pruned full-joiner lattice (``model.consistency_alignment``); per
 token its argmax frame. Prints a markdown table per language and pooled: tokens, how often the
 two argmax frames agree (exactly / within one encoder frame), their mean distance, the mean
 peak occupancy of each lattice (1 = the lattice is sure of the frame), and the transcript's

@@ -235,7 +235,7 @@ class AstraModel(nn.Module):
         names += ["ctc"] if self.ctc is not None else []
         names += ["inter_ctc"] if self.inter_ctc is not None else []
         names += ["rnnt", "rnnt_simple"] if self.rnnt is not None else []
-        names += ["consistency"] if cfg.astra else []
+        names += ["consistency"] if cfg.consistency else []
         names += ["transduction_kl"] if cfg.transduction_kl_layer else []
         return names
 
@@ -431,9 +431,9 @@ class AstraModel(nn.Module):
             return ModelOutput({name: self._zero_loss() for name in names}, counts)
         features, feature_lens, tokens, token_lens = kept
 
-        # ASTRA reads the simple lattice or the pruned loss's lattice (model.astra_alignment);
+        # ASTRA reads the simple lattice or the pruned loss's lattice (model.consistency_alignment);
         # the transduction KL reads the simple lattice
-        pruned_alignment = "consistency" in names and cfg.astra_alignment == "pruned"
+        pruned_alignment = "consistency" in names and cfg.consistency_alignment == "pruned"
         rnnt_parts = dict(
             simple="rnnt_simple" in names, pruned="rnnt" in names or pruned_alignment,
             with_lattice=("consistency" in names and not pruned_alignment) or "transduction_kl" in names,
@@ -443,7 +443,7 @@ class AstraModel(nn.Module):
         wanted |= {cfg.inter_ctc_layer} if "inter_ctc" in names else set()
         wanted |= {cfg.inter_aligner_layer} if "inter_aligner" in names else set()
         wanted |= {cfg.rnnt_layer} if any(rnnt_parts.values()) else set()
-        wanted |= {cfg.astra_layer} if "consistency" in names else set()
+        wanted |= {cfg.consistency_layer} if "consistency" in names else set()
         kl_attn = None
         if "transduction_kl" in names:
             kl_attn = self.shared_encoder.blocks[cfg.transduction_kl_layer - 1].attn
@@ -535,8 +535,9 @@ class AstraModel(nn.Module):
         if "consistency" in names:
             with record_function("astra:consistency"):
                 px, py = (rnnt.px_pruned, rnnt.py_pruned) if rnnt_parts["pruned_lattice"] else (rnnt.px, rnnt.py)
-                losses["consistency"] = self._astra_loss(layers[cfg.astra_layer], lens, tokens, token_lens, px, py,
-                                                         counts)
+                losses["consistency"] = self._consistency_loss(
+                    layers[cfg.consistency_layer], lens, tokens, token_lens, px, py, counts
+                )
         if "transduction_kl" in names:
             with record_function("astra:transduction_kl"):
                 losses["transduction_kl"] = self._transduction_kl(attention, rnnt)
@@ -552,23 +553,23 @@ class AstraModel(nn.Module):
         occupancy = emit_occupancy(rnnt.px, rnnt.py, rnnt.boundary)  # [B, U, T']
         return lattice_attention_kl(attention, occupancy, rnnt.boundary[:, 2], rnnt.boundary[:, 3])
 
-    def _astra_loss(self, speech: Tensor, speech_lens: Tensor, tokens: Tensor, token_lens: Tensor,
-                    px: Tensor, py: Tensor, counts: dict[str, float] | None = None) -> Tensor:
+    def _consistency_loss(self, speech: Tensor, speech_lens: Tensor, tokens: Tensor, token_lens: Tensor,
+                          px: Tensor, py: Tensor, counts: dict[str, float] | None = None) -> Tensor:
         """ASTRA consistency between ``speech [B, T', D]`` (S or shared layer k) and the text
         of ``tokens [B, U]`` at the same place, weighted by the head's lattice ``px [B, U,
-        T'+1]``, ``py [B, U+1, T']``; mean per token. ``model.astra_stop_gradient`` detaches
+        T'+1]``, ``py [B, U+1, T']``; mean per token. ``model.consistency_stop_gradient`` detaches
         one side. Writes the mean L2 norms of the compared speech and text frames into
         ``counts`` as ``mean/consistency_speech_norm`` and ``mean/consistency_text_norm`` (averaged, not
         summed, by the trainer): MAE between two LayerNorm outputs can also shrink both."""
         from astra.losses.astra_consistency import astra_consistency
 
         cfg = self.cfg
-        layer = cfg.astra_layer
+        layer = cfg.consistency_layer
         _, _, layers = self.forward_text_encoder(tokens, token_lens, (layer,), num_shared=layer)
         text = layers[layer][:, : tokens.size(1)]  # first U frames (drop the <eos> frame)
-        if cfg.astra_stop_gradient == "speech":
+        if cfg.consistency_stop_gradient == "speech":
             speech = speech.detach()
-        elif cfg.astra_stop_gradient == "text":
+        elif cfg.consistency_stop_gradient == "text":
             text = text.detach()
         if counts is not None:
             with torch.no_grad():
@@ -579,7 +580,8 @@ class AstraModel(nn.Module):
         with torch.autocast(device_type=speech.device.type, enabled=False):
             loss = astra_consistency(
                 speech.float(), speech_lens, text.float(), token_lens, px.float(), py.float(),
-                mode=cfg.astra_mode, distance=cfg.astra_distance, lam=cfg.astra_lam, reduction="sum",
+                mode=cfg.consistency_mode, distance=cfg.consistency_distance, lam=cfg.consistency_lam,
+                reduction="sum",
             )
         return loss / float(token_lens.sum())
 
@@ -715,7 +717,7 @@ class AstraModel(nn.Module):
         transcripts (``features``, ``feature_lens``, ``tokens``, ``token_lens``).
 
         ``lattice="simple"`` or ``"pruned"``: the lattices ASTRA can be weighted by
-        (``model.astra_alignment``); ``"full"`` the head's full
+        (``model.consistency_alignment``); ``"full"`` the head's full
         joiner. Runs in eval mode (no SpecAugment, no dropout), without gradients.
 
         Returns:

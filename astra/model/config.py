@@ -1,10 +1,11 @@
 """Model configuration: one typed dataclass, loaded from YAML by ``astra.config``.
 
 Layer indices of the shared encoder are 1-based (``k`` = after shared block k). Where a place
-is asked for (``rnnt_layer``, ``astra_layer``), ``0`` means "the encoder output before the shared
-encoder" (speech encoder output S for speech, text encoder output E for text); a head that can be
-switched off (``OPTIONAL_LAYERS``) is off with ``None`` (YAML ``null``), and ``0`` there is refused.
-Saved configs of older versions used ``0`` for off: :func:`upgrade_model_config` reads them.
+is asked for (``rnnt_layer``, ``consistency_layer``), ``0`` means "the encoder output before the
+shared encoder" (speech encoder output S for speech, text encoder output E for text); a head that
+can be switched off (``OPTIONAL_LAYERS``) is off with ``None`` (YAML ``null``), and ``0`` there is
+refused. Saved configs of older versions used ``0`` for off and named the consistency loss's
+fields ``astra*`` (``ModelConfig.RENAMED_KEYS``): :func:`upgrade_model_config` reads them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from astra.config import check_choices
+from astra.errors import ConfigError
 from astra.losses.consistency_choices import ConsistencyDistance, ConsistencyMode
 
 # the choices of the string (and subsampling) fields, checked by the loader and by validate()
@@ -32,8 +34,20 @@ log = logging.getLogger(__name__)
 
 
 def upgrade_model_config(raw: dict[str, Any], source: str = "a saved config") -> dict[str, Any]:
-    """The ``model`` section of a saved config in today's form: an ``OPTIONAL_LAYERS`` value
-    ``0`` (older versions' "off") becomes ``None``. Returns a new dict; logs what it changed."""
+    """The ``model`` section of a saved config in today's form: a field that older versions
+    named otherwise (``ModelConfig.RENAMED_KEYS``, e.g. ``astra_layer``) takes its new name
+    (``consistency_layer``), and an ``OPTIONAL_LAYERS`` value ``0`` (older versions' "off")
+    becomes ``None``. Returns a new dict when it changed something; logs what it changed."""
+    new_names = ModelConfig.RENAMED_KEYS
+    renamed = sorted(name for name in new_names if name in raw)
+    for name in renamed:
+        if new_names[name] in raw:
+            raise ConfigError(f"{source}: model.{name} and model.{new_names[name]} are both set "
+                              f"(model.{name} is the old name of model.{new_names[name]}): keep one")
+    if renamed:
+        log.info("%s: model.%s read as model.%s (renamed)", source, ", model.".join(renamed),
+                 ", model.".join(new_names[name] for name in renamed))
+        raw = {new_names.get(name, name): value for name, value in raw.items()}
     old = sorted(name for name in OPTIONAL_LAYERS if raw.get(name) == 0)
     if not old:
         return raw
@@ -48,6 +62,18 @@ class ModelConfig:
     Loss *weights* are not here (they live in the training config); a head is built and its
     loss returned only when it is enabled here.
     """
+
+    # fields of older versions, old name -> new name: a YAML file or --set with an old name gets
+    # a one-line error naming the new one; saved configs are upgraded (upgrade_model_config)
+    RENAMED_KEYS = {
+        "astra": "consistency",
+        "astra_layer": "consistency_layer",
+        "astra_mode": "consistency_mode",
+        "astra_distance": "consistency_distance",
+        "astra_lam": "consistency_lam",
+        "astra_alignment": "consistency_alignment",
+        "astra_stop_gradient": "consistency_stop_gradient",
+    }
 
     # --- front end -------------------------------------------------------------------
     num_features: int = 80  # F, log-mel bins from astra.features.fbank
@@ -109,18 +135,18 @@ class ModelConfig:
     rnnt_am_only_scale: float = 0.0
 
     # --- ASTRA consistency (ASTRA, arXiv:2406.06664) --------------------------------------------------
-    astra: bool = True  # needs rnnt_head
-    astra_layer: int = 0  # 0 = S vs E (encoder outputs); k = after shared layer k
-    astra_mode: ConsistencyMode = "expected"
-    astra_distance: ConsistencyDistance = "mae"
-    astra_lam: float = 1.0  # lambda of the weighted-RNN-T form
+    consistency: bool = True  # the consistency loss (losses.consistency); needs rnnt_head
+    consistency_layer: int = 0  # 0 = S vs E (encoder outputs); k = after shared layer k
+    consistency_mode: ConsistencyMode = "expected"
+    consistency_distance: ConsistencyDistance = "mae"
+    consistency_lam: float = 1.0  # lambda of the weighted-RNN-T form
     # the lattice whose alignment weights the consistency: "simple" (the head's lm + am
     # lattice, which icefall uses for the pruning bounds) or "pruned" (the head's full joiner
     # on the pruned ranges, computed whenever ASTRA is, even with a zero rnnt weight)
-    astra_alignment: ConsistencyAlignment = "simple"
+    consistency_alignment: ConsistencyAlignment = "simple"
     # which side the consistency trains: "none" (both), "speech" (gradient stopped on the
     # speech side S: only the text encoder moves) or "text" (stopped on E: only speech moves)
-    astra_stop_gradient: ConsistencyStopGradient = "none"
+    consistency_stop_gradient: ConsistencyStopGradient = "none"
 
     # --- unpaired text ---------------------------------------------------------------
     # training only: spans of text_mask_span input tokens of unpaired-text batches are
@@ -180,7 +206,7 @@ class ModelConfig:
 
     def _validate_layers(self) -> None:
         """Layer indices of the heads and losses, and CTC compression's constraints on them."""
-        for name in ("rnnt_layer", "astra_layer"):
+        for name in ("rnnt_layer", "consistency_layer"):
             value = getattr(self, name)
             if not 0 <= value <= self.shared_layers:
                 raise ValueError(f"model.{name}={value} must be in [0, shared_layers={self.shared_layers}]")
@@ -198,7 +224,7 @@ class ModelConfig:
                     f"model.ctc_compress={self.ctc_compress!r} needs an InterCTC layer below the last shared "
                     f"layer: 0 < model.inter_ctc_layer={self.inter_ctc_layer} < shared_layers={self.shared_layers}"
                 )
-            for name in ("rnnt_layer", "astra_layer"):
+            for name in ("rnnt_layer", "consistency_layer"):
                 if getattr(self, name) > self.inter_ctc_layer:
                     raise ValueError(
                         f"model.{name}={getattr(self, name)} is above the compressed InterCTC layer "
@@ -225,12 +251,14 @@ class ModelConfig:
                 f"model.rnnt_lm_only_scale={scales[0]} and model.rnnt_am_only_scale={scales[1]} must be "
                 ">= 0 with a sum < 1"
             )
-        if self.astra_mode == "weighted_rnnt" and not self.astra_lam > 0.0:
-            raise ValueError(f"model.astra_lam={self.astra_lam} must be > 0 for astra_mode='weighted_rnnt'")
+        if self.consistency_mode == "weighted_rnnt" and not self.consistency_lam > 0.0:
+            raise ValueError(
+                f"model.consistency_lam={self.consistency_lam} must be > 0 for consistency_mode='weighted_rnnt'"
+            )
         if self.transduction_kl_layer and not self.rnnt_head:
             raise ValueError("model.transduction_kl_layer needs model.rnnt_head=true (the lattice comes from it)")
-        if self.astra and not self.rnnt_head:
-            raise ValueError("model.astra=true needs model.rnnt_head=true (the lattice comes from it)")
+        if self.consistency and not self.rnnt_head:
+            raise ValueError("model.consistency=true needs model.rnnt_head=true (the lattice comes from it)")
         if not 0.0 <= self.aligner_label_smoothing < 1.0:
             raise ValueError(f"model.aligner_label_smoothing={self.aligner_label_smoothing} must be in [0, 1)")
         if not 0.0 <= self.aligner_prime_prob <= 1.0 or self.aligner_prime_tokens < 0:

@@ -12,7 +12,7 @@ last ``context`` tokens. The head gives
   ASTRA consistency;
 * ``rnnt``: the pruned RNN-T loss of the full joiner over R symbols per frame, whose
   lattice (``-inf`` outside the pruned ranges) can weight ASTRA instead
-  (``model.astra_alignment="pruned"``).
+  (``model.consistency_alignment="pruned"``).
 
 On unpaired text (:meth:`RnntHead.text_loss`, the ``text_rnnt`` loss) the frames are the
 U+1 text-encoder outputs E, where the simple head is never trained: the R symbols kept per
@@ -148,7 +148,7 @@ class RnntHead(nn.Module):
         [B, 4])``. ``which="simple"``: the unsmoothed ``lm + am`` lattice that weights ASTRA;
         ``"full"``: the full joiner's (``[B, T', U+1, V]`` logits: mind the memory);
         ``"pruned"``: the full joiner on the pruned ranges (-inf outside them), as
-        ``model.astra_alignment="pruned"`` uses it."""
+        ``model.consistency_alignment="pruned"`` uses it."""
         if which not in LATTICES:
             raise ValueError(f"lattice must be one of {LATTICES}, got {which!r}")
         if which == "pruned":

@@ -42,10 +42,10 @@ class TrainConfig:
                 "but model.text_mask_prob=0: the text Aligner loss is scored on masked tokens only (the "
                 "others are a copy task); set model.text_mask_prob > 0 (e.g. 0.3)"
             )
-        if self.model.astra and self.model.astra_alignment == "pruned" and self.losses.rnnt <= 0:
+        if self.model.consistency and self.model.consistency_alignment == "pruned" and self.losses.rnnt <= 0:
             raise ValueError(
-                "model.astra_alignment='pruned' reads the RNN-T head's full joiner, which only losses.rnnt "
-                "trains, but losses.rnnt=0; set losses.rnnt > 0 or model.astra_alignment: simple"
+                "model.consistency_alignment='pruned' reads the RNN-T head's full joiner, which only losses.rnnt "
+                "trains, but losses.rnnt=0; set losses.rnnt > 0 or model.consistency_alignment: simple"
             )
 
 

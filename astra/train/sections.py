@@ -71,7 +71,7 @@ class LossConfig:
     inter_aligner: float = 0.0
     rnnt: float = 0.5
     rnnt_simple: float = 0.5
-    consistency: float = 0.1  # the ASTRA consistency loss (arXiv:2406.06664; model.astra)
+    consistency: float = 0.1  # the ASTRA consistency loss (arXiv:2406.06664; model.consistency)
     text_aligner: float = 1.0
     text_rnnt: float = 0.5
     text_ctc: float = 0.0  # CTC head on unpaired text (model.text_ctc_repeat)

@@ -263,7 +263,7 @@ stage_compare() {
     local off=(data.text_ratio=0.0 data.unpaired_text=[] losses.consistency=0.0 losses.text_aligner=0.0 losses.text_rnnt=0.0
          losses.text_ctc=0.0)
     train_run pretrain "$work/paired_only/pretrain" $recipe/pretrain.yaml "" \
-        "${pre_set[@]}" "${off[@]}" model.astra=false
+        "${pre_set[@]}" "${off[@]}" model.consistency=false
     train_run finetune "$work/paired_only/finetune" $recipe/finetune.yaml "$work/paired_only/pretrain" \
         "${ft_set[@]}" "${off[@]}" finetune.text_injection=false
     evaluate_run "$work/paired_only/finetune" "$work/eval/paired_only"
