@@ -171,6 +171,7 @@ def run_export(args) -> int:
 
     import soundfile as sf
 
+    from astra.constants import SAMPLE_RATE
     from astra.data.audio import AudioError
     from astra.data.fleurs import iter_fleurs, parse_configs
     from astra.data.local_corpus import canonical_split
@@ -191,9 +192,9 @@ def run_export(args) -> int:
                 except AudioError as e:
                     print(f"{utt.key}: skipped ({e.reason}: {e})")
                     continue
-                sf.write(folder / name, wav, 16_000, subtype="PCM_16")
+                sf.write(folder / name, wav, SAMPLE_RATE, subtype="PCM_16")
                 rows.append({"key": utt.key, "path": name, "transcription": utt.transcription,
-                             "duration": f"{len(wav) / 16_000:.3f}"})
+                             "duration": f"{len(wav) / SAMPLE_RATE:.3f}"})
             with open(folder / f"{split}.tsv", "w", encoding="utf-8", newline="") as f:
                 writer = csv.DictWriter(f, ["key", "path", "transcription", "duration"], delimiter="\t",
                                         quoting=csv.QUOTE_NONE, escapechar="\\")
