@@ -13,12 +13,12 @@
 #   finetune   low-resource target corpus (split `train`) + unpaired text
 #   evaluate   on `test` (unseen voices): Aligner greedy, Aligner + CTC beam search
 #              (aligner_ctc_beam), CTC greedy, and the two beams with LM shallow fusion (LM
-#              weight chosen on validation, per model): WER, CER per language, pooled,
-#              macro, and the error rates on the text-only and unseen words
+#              weight + length bonus chosen on validation, per model): WER, CER per language,
+#              pooled, macro, and the error rates on the text-only and unseen words
 #   plot       attention maps + lattice occupancy PNG of one test utterance
 #   compare    (--compare) the same model paired-only (no unpaired text, no ASTRA),
 #              equal steps and paired data, evaluated on the same test sets with the same
-#              decoders (its own LM weight, chosen on validation); tables side by side,
+#              decoders (its own LM weights and bonuses, from validation); tables side by side,
 #              and teacher-forced scores of the text-only words' tokens (text_only_scores.py)
 #
 # --quick: a few sentences and steps per stage (CI; its run time: docs/training.md).
