@@ -113,3 +113,41 @@ def test_empty_utterance_and_bad_options():
         ctc_beam_search(log_probs, torch.tensor([3, 3]), BLANK, beam=0)
     with pytest.raises(ValueError, match="min_token_prob"):
         ctc_beam_search(log_probs, torch.tensor([3, 3]), BLANK, min_token_prob=1.0)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_wide_beam_with_a_length_bonus_is_the_exhaustive_best(seed):
+    """A bonus makes the fused score non-monotone (end detection instead of the bound)."""
+    log_probs, lengths = _log_probs(seed, 2, 4), torch.tensor([4, 3])
+    batch_lm = _fusion(weight=0.5, length_bonus=1.5, en=PEAKED["a"], de=PEAKED["b"]).for_batch(["en", "de"], "cpu")
+    hyps, scores = ctc_beam_search(log_probs, lengths, BLANK, beam=81, lm=batch_lm, min_token_prob=0.0)
+    for (ref, ref_score), hyp, score in zip(_exhaustive(log_probs, lengths, batch_lm), hyps, scores.tolist(),
+                                            strict=True):
+        assert hyp == ref
+        assert score == pytest.approx(ref_score, abs=1e-4)
+
+
+def test_end_detection_stops_a_bonus_search_early_with_the_same_result(monkeypatch):
+    """With a length bonus the search used to run until the hypotheses ran out of frames (T'
+    steps); end detection stops after the best ending falls far behind, same hypotheses."""
+    from astra.model import ctc_beam_search as module
+
+    g = torch.Generator().manual_seed(7)
+    probs = torch.full((3, 40, V), 1e-4)
+    probs[:, :, BLANK] = 1.0
+    for b in range(3):  # 6 labels spread over 40 frames: a short output, many frames
+        for t in torch.randperm(40, generator=g)[:6].tolist():
+            probs[b, t, LABELS[(b + t) % 3]] = 3.0
+    log_probs = (probs / probs.sum(-1, keepdim=True)).log()
+    lengths = torch.tensor([40, 35, 30])
+    batch_lm = _fusion(weight=0.3, length_bonus=2.0, en=["a b c", "c b a"]).for_batch(["en"] * 3, "cpu")
+    steps = []
+    real_scores = module.CtcPrefixScorer.scores
+    monkeypatch.setattr(module.CtcPrefixScorer, "scores", lambda *a: steps.append(1) or real_scores(*a))
+    full = ctc_beam_search(log_probs, lengths, BLANK, beam=4, lm=batch_lm, end_margin=float("inf"))
+    full_steps, steps[:] = len(steps), []
+    early = ctc_beam_search(log_probs, lengths, BLANK, beam=4, lm=batch_lm)
+    assert early[0] == full[0] and torch.equal(early[1], full[1])
+    assert max(len(h) for h in full[0]) <= 10 and len(steps) < full_steps / 2, (len(steps), full_steps)
+    with pytest.raises(ValueError, match="end_steps"):
+        ctc_beam_search(log_probs, lengths, BLANK, end_steps=0)

@@ -93,6 +93,18 @@ def test_scorer_matches_brute_force_arpa_reading(toy):
         assert histories_done  # rows that stopped keep their state and stay checked above
 
 
+def test_a_token_the_lm_does_not_know_leads_to_the_dead_state(toy):
+    """Labels 0 and 2 are no LM word: -inf, and every later token from there is -inf too."""
+    scorer = NgramScorer({"xx": toy}, WORDS, V, EOS_ID, UNK_ID)
+    start = scorer.start(["xx", "xx"])
+    lnp, nxt = scorer.score_tokens(start, torch.tensor([[0, 4], [2, 5]]))
+    assert lnp[:, 0].tolist() == [float("-inf")] * 2 and torch.isfinite(lnp[:, 1]).all()
+    assert nxt[:, 0].tolist() == [scorer.dead_state] * 2
+    after, again = scorer.score_tokens(nxt[:, 0], torch.tensor(sorted(LABEL_WORDS)).expand(2, -1))
+    assert after.eq(float("-inf")).all() and again.eq(scorer.dead_state).all()
+    assert scorer.score_all(nxt[:, 0]).eq(float("-inf")).all()
+
+
 def test_mixed_languages_use_their_own_model(toy, tmp_path):
     other = read_arpa_text(tmp_path,
                            TOY_ARPA.replace("-0.60206\ta\t", "-2.0\ta\t").replace("-0.30103\t<s> a\t", "-1.5\t<s> a\t"))

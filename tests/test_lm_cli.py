@@ -106,6 +106,50 @@ def test_loading_checks_tokenizer_manifest_and_languages(tokenizer_and_text, tmp
         build_fusion(tmp_path / "missing", Tokenizer(tok), 0.3)
 
 
+def test_built_scorer_is_cached_and_rebuilt_when_an_arpa_changes(tokenizer_and_text, tmp_path, monkeypatch, caplog):
+    import torch
+
+    from astra.data.tokenizer import Tokenizer
+    from astra.lm import lm_dir, ngram_scorer
+
+    root, tok, files = tokenizer_and_text
+    out, tokenizer = tmp_path / "lm", Tokenizer(tok)
+    assert main(["lm", "train", "--tokenizer", str(tok), "--text", files[0], "--order", "3", "--out", str(out)]) == 0
+    built = lm_dir.load_lm(out, tokenizer)
+    (cache,) = out.glob("scorer-*.pt")
+    states, tokens = built.start(["en_us"] * 2), torch.tensor([tokenizer.encode("the cat")[:2]] * 2)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built from the ARPA files, not read from the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(ngram_scorer.NgramScorer, "__init__", no_build)
+        cached = lm_dir.load_lm(out, tokenizer)
+    for got, want in zip(cached.score_tokens(states, tokens), built.score_tokens(states, tokens), strict=True):
+        assert torch.equal(got, want)
+    cache.write_bytes(b"not a torch file")
+    with caplog.at_level("WARNING"):
+        assert torch.equal(lm_dir.load_lm(out, tokenizer).arc_keys, built.arc_keys)
+    assert "unreadable" in caplog.text and torch.load(cache, weights_only=True)["order"] == 3
+    # a changed ARPA file has another key, so a stale cache is never read; `lm train` removes them
+    (out / "en_us.arpa").write_text((out / "en_us.arpa").read_text() + "\n", encoding="utf-8")
+    assert lm_dir.load_lm(out, tokenizer).order == 3 and len(list(out.glob("scorer-*.pt"))) == 2
+    assert main(["lm", "train", "--tokenizer", str(tok), "--text", files[0], "--order", "2", "--out", str(out)]) == 0
+    assert not list(out.glob("scorer-*.pt")) and lm_dir.load_lm(out, tokenizer).order == 2
+    # a folder that cannot be written: the LM still loads, with a warning
+    for path in out.glob("scorer-*.pt"):
+        path.unlink()
+    caplog.clear()
+
+    def read_only(*args, **kwargs):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(torch, "save", read_only)
+    with caplog.at_level("WARNING"):
+        assert lm_dir.load_lm(out, tokenizer).order == 2
+    assert "not cached" in caplog.text and not list(out.glob("scorer-*"))
+
+
 # --- on a tiny checkpoint --------------------------------------------------------------------
 
 

@@ -39,6 +39,30 @@ def test_valid_frames_do_not_change_when_padding_is_added(position_encoding):
     torch.testing.assert_close(text_both[0, :4], text_alone[0], atol=1e-5, rtol=1e-4)
 
 
+def test_rotary_rotates_pairs_i_and_i_plus_half_and_scores_depend_on_relative_position():
+    import math
+
+    from astra.model.attention import apply_rotary, rotary_tables
+
+    torch.manual_seed(0)
+    t, d = 9, 8
+    cos, sin = rotary_tables(t, d, torch.device("cpu"), torch.float32)
+    q, k = torch.randn(1, 1, 1, d).expand(1, 1, t, d), torch.randn(1, 1, 1, d).expand(1, 1, t, d)
+    rq, rk = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    for pos in (0, 3, 8):  # the definition: pair (i, i + d/2) turned by pos * 10000^(-2i/d)
+        for i in range(d // 2):
+            angle = pos * 10000.0 ** (-2 * i / d)
+            x1, x2 = q[0, 0, pos, i], q[0, 0, pos, i + d // 2]
+            want = (x1 * math.cos(angle) - x2 * math.sin(angle), x2 * math.cos(angle) + x1 * math.sin(angle))
+            got = (rq[0, 0, pos, i], rq[0, 0, pos, i + d // 2])
+            assert torch.allclose(torch.stack(got), torch.tensor(want), atol=1e-5)
+    scores = rq[0, 0] @ rk[0, 0].T  # [T', T']: a function of j - i only
+    for shift in (-3, 0, 2):
+        diagonal = torch.diagonal(scores, shift)
+        assert torch.allclose(diagonal, diagonal[0].expand_as(diagonal), atol=1e-4)
+    assert rotary_tables(t, d, torch.device("cpu"), torch.float32)[0] is cos  # cached
+
+
 def test_identity_attention_warm_up_gives_identity_attention():
     model = _model()
     features = torch.randn(2, 100, 80)

@@ -83,10 +83,14 @@ class BatchLm:
     starts: Tensor
 
     def __post_init__(self):
-        def ids(values):
-            return torch.tensor(values, dtype=torch.long, device=self.starts.device) if values else None
+        def mask(values):  # [V] True at ``values`` (a lookup per candidate is cheaper than ``isin``)
+            if not values:
+                return None
+            out = torch.zeros(self.fusion.scorer.vocab_size, dtype=torch.bool, device=self.starts.device)
+            out[list(values)] = True
+            return out
 
-        self._neutral, self._tags = ids(self.fusion.neutral_ids), ids(self.fusion.tag_ids)
+        self._neutral, self._tags = mask(self.fusion.neutral_ids), mask(self.fusion.tag_ids)
 
     @property
     def ilm_weight(self) -> float:
@@ -123,15 +127,15 @@ class BatchLm:
         if f.weight == 0:  # no LM term (0 * -inf would be NaN): only the bonus
             fused = torch.zeros(tokens.shape, device=tokens.device)
         else:
-            fused = f.weight * lnp
+            fused = lnp.mul_(f.weight)
         if f.length_bonus:
-            fused = torch.where(tokens == f.eos_id, fused, fused + f.length_bonus)
+            fused = fused.add_((tokens != f.eos_id) * f.length_bonus)
         if self._neutral is not None:
-            neutral = torch.isin(tokens, self._neutral)
+            neutral = self._neutral[tokens]
             fused = fused.masked_fill(neutral, 0.0)
             nxt = torch.where(neutral, states[:, None], nxt)
         if self._tags is not None:
-            tag = torch.isin(tokens, self._tags)
+            tag = self._tags[tokens]
             at_start = (states[:, None] == self.starts[None, :]).any(dim=1)
             tag_score = 0.0 if f.weight == 0 else torch.where(at_start, 0.0, float("-inf"))[:, None]
             fused = torch.where(tag, tag_score, fused)

@@ -9,21 +9,36 @@
 LM words are the tokenizer's piece strings (``▁the``), so an ARPA file reads like the
 pieces it scores and other ARPA tools (kaldilm, KenLM's query) can use it; at load time
 pieces map to ids through the tokenizer whose hash the manifest holds.
+
+Reading the ARPA files and building the scorer's tensors takes seconds per million n-grams,
+so the first load writes the built scorer to ``scorer-<key>.pt`` in the folder (as icefall
+caches its compiled ``G.pt`` next to the ARPA file); ``<key>`` hashes the tokenizer, the
+languages and the ARPA files' bytes, so a changed file is never read from a stale cache. A
+folder that cannot be written only loses the cache (a warning).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 
 MANIFEST = "manifest.json"
 FORMAT = "astra-ngram-lm/1"
+SCORER_FORMAT = "astra-ngram-scorer/2"  # bump when NgramScorer's tensors change meaning
+
+log = logging.getLogger(__name__)
 
 
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes (the tokenizer's identity in the manifest)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_manifest(lm_dir: str | Path) -> dict:
@@ -70,12 +85,47 @@ def load_lm(lm_dir: str | Path, tokenizer, languages=None):
     if missing:
         raise ValueError(f"LM {lm_dir} has no model for language(s) {', '.join(missing)} "
                          f"(it has {', '.join(available)})")
-    models = {lang: read_arpa(Path(lm_dir) / available[lang]["arpa"]) for lang in wanted}
+    arpas = {lang: Path(lm_dir) / available[lang]["arpa"] for lang in wanted}
+    cache = _scorer_cache(lm_dir, got, tokenizer.vocab_size, arpas)
+    if cache is not None and cache.is_file():
+        try:
+            import torch
+
+            return NgramScorer.from_state(torch.load(cache, weights_only=True))
+        except Exception as e:  # a truncated or foreign file: rebuild it
+            log.warning("LM scorer cache %s unreadable (%s): rebuilding it from the ARPA files", cache, e)
+    models = {lang: read_arpa(path) for lang, path in arpas.items()}
     word_ids = {p: i for i, p in piece_ids(tokenizer).items()}
     try:
-        return NgramScorer(models, word_ids, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.unk_id)
+        scorer = NgramScorer(models, word_ids, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.unk_id)
     except ValueError as e:
         raise ValueError(f"LM {lm_dir}: {e}") from e
+    if cache is not None:
+        _write_cache(scorer, cache)
+    return scorer
+
+
+def _scorer_cache(lm_dir, tokenizer_sha256: str, vocab_size: int, arpas: dict[str, Path]) -> Path | None:
+    """``lm_dir/scorer-<key>.pt`` of these inputs, or ``None`` if an ARPA file is missing (its
+    reader then names it)."""
+    if not all(path.is_file() for path in arpas.values()):
+        return None
+    key = json.dumps({"format": SCORER_FORMAT, "tokenizer": tokenizer_sha256, "vocab_size": vocab_size,
+                      "arpa": {lang: file_sha256(path) for lang, path in arpas.items()}})
+    return Path(lm_dir) / f"scorer-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def _write_cache(scorer, cache: Path) -> None:
+    import torch
+
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(scorer.state(), tmp)
+        os.replace(tmp, cache)  # atomic: a concurrent reader sees the old state or the whole new one
+        log.info("LM scorer cached in %s", cache)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.warning("LM scorer not cached (%s): the next load rebuilds it", e)
 
 
 def piece_ids(tokenizer) -> dict[int, str]:

@@ -10,7 +10,7 @@ starts in its language's ``<s>`` state and stays in that language's states.
 
 Labels are the model's token ids (LM words are SentencePiece pieces, mapped by piece
 string); ``</s>`` is stored at label ``eos_id``, ``<unk>`` at ``unk_id``. Legend: N rows
-(hypotheses), K candidates per row, V vocabulary, S states, A arcs.
+(hypotheses), K candidates per row, V vocabulary, S states (n-gram contexts), A arcs.
 """
 
 from __future__ import annotations
@@ -82,26 +82,49 @@ class NgramScorer:
                 if lg == lang and gram:
                     backoff[s] = longest_state(lang, gram[1:])
                     backoff_weight[s] = arpa.backoffs.get(gram, 0.0) * LN10
+        # the dead state D = S (no n-gram context): an arc for every label, ln p = -inf, back to D; a
+        # token no context of the LM knows leads there, so a lookup always finds an arc (no masking)
+        dead = len(contexts)
+        counts = torch.bincount(torch.tensor([a[0] for a in arcs], dtype=torch.long), minlength=dead)
         arcs.sort()
-        keys = [a[0] * vocab_size + a[1] for a in arcs]
-        self.arc_keys = torch.tensor(keys, dtype=torch.long)  # [A] sorted: state * V + label
+        arcs += [(dead, label, float("-inf"), dead) for label in range(vocab_size)]
+        self.arc_keys = torch.tensor([a[0] * vocab_size + a[1] for a in arcs], dtype=torch.long)  # [A] sorted
         self.arc_weights = torch.tensor([a[2] for a in arcs], dtype=torch.float32)  # [A]
         self.arc_targets = torch.tensor([a[3] for a in arcs], dtype=torch.long)  # [A]
-        counts = torch.bincount(torch.tensor([a[0] for a in arcs], dtype=torch.long), minlength=len(contexts))
-        self.arc_start = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])  # [S + 1]
-        self.backoff = torch.tensor(backoff, dtype=torch.long)  # [S], -1 at the empty context
-        self.backoff_weight = torch.tensor(backoff_weight, dtype=torch.float32)  # [S]
+        counts = torch.cat([counts, torch.tensor([vocab_size])])
+        self.arc_start = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])  # [S + 2]
+        self.backoff = torch.tensor(backoff + [-1], dtype=torch.long)  # [S + 1], -1: the empty context, D
+        self.backoff_weight = torch.tensor(backoff_weight + [0.0], dtype=torch.float32)  # [S + 1]
         self.start_states = {lang: longest_state(lang, (BOS,)) for lang in models}
         self.arc_labels = self.arc_keys % vocab_size
         self.num_states = len(contexts)
-        self.chains, self.chain_weights = self._backoff_chains()
+        self.dead_state = dead
+        self.chain_keys, self.chain_weights = self._backoff_chains()
+
+    TENSORS = ("arc_keys", "arc_weights", "arc_targets", "arc_start", "backoff", "backoff_weight", "arc_labels",
+               "chain_keys", "chain_weights")
+    VALUES = ("vocab_size", "languages", "order", "start_states", "num_states", "dead_state")
 
     def to(self, device) -> NgramScorer:
         """Move the tensors to ``device`` (in place); returns self."""
-        for name in ("arc_keys", "arc_weights", "arc_targets", "arc_start", "backoff", "backoff_weight",
-                     "arc_labels", "chains", "chain_weights"):
+        for name in self.TENSORS:
             setattr(self, name, getattr(self, name).to(device))
         return self
+
+    def state(self) -> dict:
+        """The scorer as tensors and plain values, for ``torch.save`` (:meth:`from_state`)."""
+        return {name: getattr(self, name) for name in self.VALUES + self.TENSORS}
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> NgramScorer:
+        """The scorer :meth:`state` returned; ``ValueError`` if a field is missing."""
+        missing = [name for name in cls.VALUES + cls.TENSORS if name not in state]
+        if missing:
+            raise ValueError(f"not an n-gram scorer state (missing {', '.join(missing)})")
+        scorer = cls.__new__(cls)
+        for name in cls.VALUES + cls.TENSORS:
+            setattr(scorer, name, state[name])
+        return scorer
 
     @property
     def device(self) -> torch.device:
@@ -114,43 +137,38 @@ class NgramScorer:
             raise ValueError(f"no LM for language(s) {', '.join(missing)} (the LM has {', '.join(self.languages)})")
         return torch.tensor([self.start_states[lang] for lang in languages], dtype=torch.long, device=self.device)
 
-    def _find(self, states: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``(found, arc)`` of ``states [...]`` with ``labels [...]`` (same shape)."""
-        query = states * self.vocab_size + labels
-        arc = torch.searchsorted(self.arc_keys, query).clamp(max=self.arc_keys.numel() - 1)
-        return self.arc_keys[arc] == query, arc
-
     def _backoff_chains(self) -> tuple[Tensor, Tensor]:
-        """``(chains [S, L] int32, chain_weights [S, L])``, L = the order: ``chains[s, 0] = s``,
-        ``chains[s, l + 1]`` the backoff of ``chains[s, l]`` (past the empty context the
-        sentinel ``S``, which has no arcs); ``chain_weights[s, l]`` the summed backoff weights
-        from ``s`` to ``chains[s, l]`` (summed in chain order, as the ARPA rule reads them)."""
-        sentinel = torch.tensor([self.num_states])
-        step = torch.cat([torch.where(self.backoff < 0, sentinel, self.backoff), sentinel])  # [S + 1]
-        weight = torch.cat([self.backoff_weight, torch.zeros(1)])
-        chain = [torch.arange(self.num_states)]
-        sums = [torch.zeros(self.num_states)]
-        for _ in range(self.order - 1):
-            sums.append(sums[-1] + weight[chain[-1]])
+        """``(chain_keys [S + 1, L], chain_weights [S + 1, L])``, L = the order + 1: the chain of
+        state ``s`` is ``s``, its backoff, that one's backoff, ..., past the empty context the dead
+        state D (so every chain ends at D; D's own chain is all D); ``chain_keys`` holds each
+        chain state times V (the arc key of label 0: int32 where S * V fits, else int64) and
+        ``chain_weights[s, l]`` the summed backoff weights from ``s`` to its l-th chain state
+        (summed in chain order, as the ARPA rule reads them)."""
+        dead = torch.tensor(self.dead_state)
+        step = torch.where(self.backoff < 0, dead, self.backoff)  # [S + 1]
+        chain = [torch.arange(self.num_states + 1)]
+        sums = [torch.zeros(self.num_states + 1)]
+        for _ in range(self.order):
+            sums.append(sums[-1] + self.backoff_weight[chain[-1]])
             chain.append(step[chain[-1]])
-        return torch.stack(chain, dim=1).to(torch.int32), torch.stack(sums, dim=1)
+        fits = (self.dead_state + 1) * self.vocab_size <= torch.iinfo(torch.int32).max
+        keys = torch.stack(chain, dim=1) * self.vocab_size
+        return keys.to(torch.int32 if fits else torch.int64), torch.stack(sums, dim=1)
 
     def score_tokens(self, states: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """``(ln P(token | state) [N, K], next state [N, K])`` for ``states [N]``, ``tokens [N, K]``.
 
         One lookup of every (context on the state's backoff chain, token) pair, no loop: the
         longest context with an arc for the token gives its score (the backoff weights to it
-        plus the arc's). A token the LM does not know (not a label) gets ``-inf`` and keeps
-        the state."""
-        chain = self.chains[states].long()  # [N, L]
-        query = chain[:, :, None] * self.vocab_size + tokens[:, None, :]  # [N, L, K]
-        arc = torch.searchsorted(self.arc_keys, query).clamp_(max=self.arc_keys.numel() - 1)
-        found = self.arc_keys[arc] == query
-        level = found.to(torch.uint8).argmax(dim=1, keepdim=True)  # [N, 1, K]: the first (longest) found
-        arc = arc.gather(1, level)[:, 0]
-        known = found.any(dim=1)
-        scores = self.chain_weights[states].gather(1, level[:, 0]) + self.arc_weights[arc]
-        return scores.masked_fill_(~known, float("-inf")), torch.where(known, self.arc_targets[arc], states[:, None])
+        plus the arc's). A token the LM does not know (not a label) gets ``-inf`` and leads to
+        the dead state. (Few ops: the searches call this once per step; ``max`` over a bool
+        dimension finds the first context with the arc, cheaper than ``argmax``.)"""
+        query = self.chain_keys.index_select(0, states)[:, :, None] + tokens[:, None, :]  # [N, L, K] int64
+        arc = torch.searchsorted(self.arc_keys, query)  # every query's key exists (D has every label)
+        level = (torch.take(self.arc_keys, arc) == query).max(dim=1)[1]  # [N, K]: the first (longest) found
+        arc = arc.gather(1, level[:, None])[:, 0]
+        scores = self.chain_weights.index_select(0, states).gather(1, level) + torch.take(self.arc_weights, arc)
+        return scores, torch.take(self.arc_targets, arc)
 
     def score_all(self, states: Tensor) -> Tensor:
         """``[N, V]`` table ``ln P(v | state)`` for ``states [N]`` (``-inf``: not a label):

@@ -32,6 +32,8 @@ def train_lm(sentences: Mapping[str, Sequence[str]], tokenizer, out_dir: str | P
         raise ValueError(f"no text for language(s) {', '.join(empty) or '(none given)'}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("scorer-*.pt"):  # scorer caches of the files this call replaces
+        stale.unlink()
     vocabulary = list(piece_ids(tokenizer).values())
     languages = {}
     for lang in sorted(sentences):

@@ -16,6 +16,7 @@ both plain attributes set by :class:`astra.model.AstraModel`:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,18 +26,23 @@ from torch import Tensor, nn
 from astra.model.config import POSITION_ENCODINGS
 
 
+@functools.lru_cache(maxsize=16)
 def rotary_tables(length: int, head_dim: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos/sin tables ``[T', d/2]`` of rotary position embedding (base 10000)."""
+    """cos/sin tables ``[T', d]`` of rotary position embedding (base 10000), full width for
+    :func:`apply_rotary`: ``cos`` holds the d/2 angles' cosines twice, ``sin`` their sines
+    negated, then the sines. Cached, so the layers of a stack and the steps of equal-length
+    batches build them once."""
     inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x [B, H, T', d]`` by position (rotate-half convention)."""
-    half = x.size(-1) // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    """Rotate ``x [B, H, T', d]`` by position, rotate-half convention (pairs i, i + d/2):
+    ``(x1 cos - x2 sin, x2 cos + x1 sin)``, computed as ``x * cos + roll(x, d/2) * sin`` -
+    three ops, fewer passes over x than the halves and a concatenation (tools/bench_conformer.py)."""
+    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)
 
 
 def relative_sinusoids(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -114,9 +114,9 @@ class ConformerBlock(nn.Module):
         self.final_norm = nn.LayerNorm(d_model)
 
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
-        x = x + 0.5 * self.ff1(x)
+        x = torch.add(x, self.ff1(x), alpha=0.5)  # x + 0.5 * ff1(x), one op
         x = x + self.attn_dropout(self.attn(self.attn_norm(x), padding_mask))
         x = x + self.conv(x, padding_mask)
-        x = x + 0.5 * self.ff2(x)
+        x = torch.add(x, self.ff2(x), alpha=0.5)
         x = self.final_norm(x)
         return x.masked_fill(padding_mask[:, :, None], 0.0)

@@ -7,7 +7,12 @@ whose labels start with h + c); a hypothesis ends with ``log P_ctc(h)``, the pro
 h as the complete output. With an LM, ``lm_weight log P_LM(c | h) + length_bonus`` per token
 and ``lm_weight log P_LM(</s> | h)`` at the end (:mod:`astra.lm.fusion`). Prefix scores and
 LM log-probs only decrease as h grows, so an utterance stops as soon as no live hypothesis
-can beat its best finished one (with a positive length bonus: when every hypothesis is cut).
+can beat its best finished one. A positive length bonus breaks that bound (a hypothesis can
+gain), so then an utterance stops by ESPnet's end detection (``end_detect``): when for
+``end_steps`` steps in a row the best hypothesis ending at that step scored more than
+``end_margin`` below the best finished one (default: 3 steps, ln 1e10 = 23 nats), or when every
+hypothesis is cut. Without it a search with a bonus ran on until the hypotheses ran out of
+frames: T' steps, not U.
 
 Distinct hypotheses are distinct label sequences, so unlike a frame-synchronous CTC beam
 search (which merges the alignments of a prefix) nothing needs merging, and with a wide
@@ -32,6 +37,8 @@ from astra.lm.fusion import BatchLm
 from astra.model.ctc_prefix_score import CtcPrefixScorer
 
 MIN_TOKEN_PROB = 1e-4
+END_STEPS = 3  # end detection (module doc): steps in a row ...
+END_MARGIN = math.log(1e10)  # ... whose best ending is this far below the best finished one
 
 
 def utterance_candidates(log_probs: Tensor, lengths: Tensor, blank_id: int, min_token_prob: float) -> Tensor:
@@ -57,7 +64,7 @@ def utterance_candidates(log_probs: Tensor, lengths: Tensor, blank_id: int, min_
 @torch.no_grad()
 def ctc_beam_search(
     log_probs: Tensor, lengths: Tensor, blank_id: int, beam: int = 4, lm: BatchLm | None = None,
-    min_token_prob: float = MIN_TOKEN_PROB,
+    min_token_prob: float = MIN_TOKEN_PROB, end_steps: int = END_STEPS, end_margin: float = END_MARGIN,
 ) -> tuple[list[list[int]], Tensor]:
     """Batched CTC prefix beam search (module doc).
 
@@ -65,6 +72,8 @@ def ctc_beam_search(
         log_probs: ``[B, T', V]`` CTC log-probabilities (blank ``blank_id``); lengths ``[B]``.
         lm: shallow fusion bound to the batch (utterance b scored with its language's LM).
         min_token_prob: posterior a token must reach at some frame to be a candidate.
+        end_steps, end_margin: the end detection of a search with a positive length bonus
+            (module doc); ``end_margin=inf`` searches until every hypothesis is cut.
 
     Returns:
         ``(hyps, scores [B])``: the best finished hypothesis of each utterance (token ids,
@@ -74,6 +83,8 @@ def ctc_beam_search(
         raise ValueError(f"beam must be >= 1, got {beam}")
     if not 0.0 <= min_token_prob < 1.0:
         raise ValueError(f"min_token_prob must be in [0, 1), got {min_token_prob}")
+    if end_steps < 1 or not end_margin >= 0:
+        raise ValueError(f"end_steps must be >= 1 and end_margin >= 0, got {end_steps} and {end_margin}")
     batch, frames, _ = log_probs.shape
     device = log_probs.device
     lengths = lengths.to(device)
@@ -91,6 +102,7 @@ def ctc_beam_search(
     best: list[list[int]] = [[] for _ in range(batch)]
     live = lengths > 0
     monotone = lm is None or lm.monotone
+    far_steps = torch.zeros(batch, dtype=torch.long, device=device)  # end detection: steps in a row far below
     batch_rows = torch.arange(batch, device=device)[:, None]
     for _ in range(frames + 1):  # a hypothesis has at most T' tokens
         dead = scores.isneginf()
@@ -103,6 +115,9 @@ def ctc_beam_search(
         for b in torch.nonzero(better).flatten().tolist():
             best[b] = history[b, int(end_k[b])].tolist()
         best_scores = torch.where(better, end_best, best_scores)
+        if not monotone:
+            far_steps = torch.where(end_best < best_scores - end_margin, far_steps + 1, 0)
+            live = live & (far_steps < end_steps)
         # the extensions h + c: psi(h + c) (+ LM c)
         ext_ctc = scorer.scores(state, tokens)  # [N, C]
         ext_lm = lm_scores.view(-1, 1).expand_as(ext_ctc)

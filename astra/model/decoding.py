@@ -397,10 +397,10 @@ def rnnt_beam(head: RnntHead, encoder_out: Tensor, lengths: Tensor, beam: int = 
     utterances: at each frame the ``beam`` best one-symbol extensions (blank or a token) of
     an utterance's hypotheses are kept, those with the same token sequence merged (log-sum-exp).
 
-    ``lm``: shallow fusion (module doc) on the non-blank tokens of the pre-beam (the
-    ``lm.pre_beam(beam)`` most likely tokens of each hypothesis; the others are dropped; the
-    vocabulary size or more: every token), ``</s>`` added to each hypothesis at the end of the
-    audio. ``encoder_out [B, T', D]``, ``lengths [B]``."""
+    ``lm``: shallow fusion (module doc) on the pre-beam (the ``lm.pre_beam(beam)`` most likely
+    symbols of each hypothesis, the blank among them and neutral to the LM; the others are
+    dropped; the vocabulary size or more: every symbol), ``</s>`` added to each hypothesis at
+    the end of the audio. ``encoder_out [B, T', D]``, ``lengths [B]``."""
     enc = head.encoder_proj(encoder_out)  # [B, T', J]
     frames = lengths.tolist()
     search = _RnntBeam.start(head, encoder_out.size(0), beam, lm, enc.device)
@@ -423,13 +423,19 @@ class _RnntBeam:
     lm: BatchLm | None
     lm_states: Tensor | None
     cache: dict[tuple[int, ...], Tensor]
+    not_proposed: Tensor | None = None  # with an LM: ``</s>`` (only at the end), unless the weight is 0
 
     @classmethod
     def start(cls, head: RnntHead, batch: int, beam: int, lm: BatchLm | None, device) -> _RnntBeam:
         scores = torch.full((batch, beam), float("-inf"), device=device)
         scores[:, 0] = 0.0
-        states = None if lm is None else lm.initial_states(beam).view(batch, beam)
-        return cls(head, [[()] for _ in range(batch)], scores, lm, states, {})
+        if lm is None:
+            return cls(head, [[()] for _ in range(batch)], scores, None, None, {})
+        if head.blank_id not in lm.fusion.neutral_ids:
+            raise ValueError(f"RNN-T beam + LM: the blank ({head.blank_id}) must be one of the LM's neutral ids")
+        states = lm.initial_states(beam).view(batch, beam)
+        eos = torch.tensor([lm.eos_id], device=device) if lm.weight > 0 else None
+        return cls(head, [[()] for _ in range(batch)], scores, lm, states, {}, eos)
 
     def pred(self) -> Tensor:
         """``[B*K, J]``: the prediction network's output of every slot (cached per context;
@@ -446,24 +452,20 @@ class _RnntBeam:
 
     def extensions(self, logp: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Scores of the one-symbol extensions from the joint's ``logp [B*K, V]`` (overwritten
-        with an LM): ``(total
-        [B, K * M], tokens, next LM states)``; without an LM every symbol (M = V, the token is
-        the index mod V, no tensors), with one blank and the pre-beam's C tokens (M = C + 1)."""
+        with an LM): ``(total [B, K * M], tokens, next LM states)``; without an LM every symbol
+        (M = V, the token is the index mod V, no tensors), with one the pre-beam: the C most
+        likely symbols of each hypothesis, blank among them (M = C; the blank is neutral to the
+        LM). A blank outside them has at most 1/(C + 1) of the probability and is dropped like
+        a token; at C >= K (the default C is 2K) that never changes the top K without the LM terms."""
         batch, beam = self.scores.shape
-        vocab, blank = logp.size(1), self.head.blank_id
+        vocab = logp.size(1)
         if self.lm is None:
             return (self.scores[:, :, None] + logp.view(batch, beam, vocab)).view(batch, -1), None, None
-        stay = self.scores.view(-1, 1) + logp[:, blank : blank + 1]  # [B*K, 1]
-        logp[:, blank] = float("-inf")  # the proposals: non-blank tokens
-        if self.lm.weight > 0:
-            logp[:, self.lm.eos_id] = float("-inf")  # </s> only at the end
-        tokens = logp.topk(min(self.lm.pre_beam(beam), vocab - 1), dim=1).indices  # [B*K, C]
-        states = self.lm_states.flatten()
-        fused, nxt = self.lm.candidate_scores(states, tokens)
-        emit = (self.scores.view(-1, 1) + logp.gather(1, tokens)) + fused
-        total = torch.cat([emit, stay], dim=1)  # [B*K, M]
-        tokens = torch.cat([tokens, torch.full_like(tokens[:, :1], blank)], dim=1)
-        nxt = torch.cat([nxt, states[:, None]], dim=1)
+        if self.not_proposed is not None:
+            logp.index_fill_(1, self.not_proposed, float("-inf"))
+        emit, tokens = logp.topk(min(self.lm.pre_beam(beam), vocab), dim=1)  # [B*K, C]
+        fused, nxt = self.lm.candidate_scores(self.lm_states.flatten(), tokens)  # few ops: it runs every frame
+        total = emit.add_(self.scores.view(-1, 1)).add_(fused)
         return total.view(batch, -1), tokens.view(batch, -1), nxt.view(batch, -1)
 
     def merge(self, top_scores: Tensor, top_index: Tensor, tokens: Tensor | None, states: Tensor | None,
