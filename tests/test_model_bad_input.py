@@ -57,7 +57,7 @@ def test_transcript_longer_than_the_encoder_output_is_dropped_from_the_aligner_o
 def test_all_dropped_batch_gives_zero_losses_that_support_backward(model):
     out = model.forward_speech(_batch([0, 100], [3, 0]))
     assert out.counts["utterances"] == 0
-    assert set(out.losses) == {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "consistency"}
+    assert set(out.losses) == {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "consistency", "aligned_consistency"}
     total = sum(out.losses.values())
     assert total.item() == 0.0
     total.backward()

@@ -24,12 +24,12 @@ def _speech_batch(b=3, frames=(120, 100, 60), token_lens=(6, 4, 3), seed=0) -> d
 @pytest.mark.parametrize(
     "overrides, names",
     [
-        ({}, {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "consistency"}),
+        ({}, {"aligner", "inter_ctc", "rnnt", "rnnt_simple", "consistency", "aligned_consistency"}),
         (dict(top_ctc=True, inter_aligner_layer=2, position_encoding="rel_pos", consistency_layer=1, rnnt_layer=1,
               consistency_mode="weighted_rnnt", consistency_distance="mse", subsampling=6),
-         {"aligner", "inter_aligner", "ctc", "inter_ctc", "rnnt", "rnnt_simple", "consistency"}),
+         {"aligner", "inter_aligner", "ctc", "inter_ctc", "rnnt", "rnnt_simple", "consistency", "aligned_consistency"}),
         (dict(rnnt_head=False, consistency=False, inter_ctc_layer=None, top_ctc=True, subsampling=8),
-         {"aligner", "ctc"}),
+         {"aligner", "ctc", "aligned_consistency"}),
     ],
 )
 def test_forward_speech_and_text_return_the_enabled_losses(overrides, names):

@@ -31,6 +31,7 @@ def load_recipe_script(name: str):
 
 report = load_recipe_script("report")
 scores = load_recipe_script("text_only_scores")
+seeds = load_recipe_script("seed_table")
 
 
 def write_eval(folder: Path, rows: list[tuple[str, str, str]]) -> None:
@@ -120,6 +121,40 @@ def corpus(tmp_path):
 def test_report_names_a_missing_evaluation(tmp_path, corpus, capsys):
     assert report.main(["--corpus", str(corpus), "--eval", f"x={tmp_path / 'nothing'}"]) == 2
     assert "results.json not found" in capsys.readouterr().err
+
+
+def _compare_json(work: Path, wer: dict[str, float], text_only: dict[str, float]) -> None:
+    """results_compare{suffix}.json of every decoder: the given pooled WER and text-only error per
+    model, CER = WER / 2, two languages at WER -/+ 0.1."""
+    work.mkdir(parents=True, exist_ok=True)
+    for suffix, _ in seeds.DECODERS:
+        data = {m: {"pooled": wer[m], "cer_pooled": wer[m] / 2, "text_only_pooled": {"error_rate": text_only[m]},
+                    "error_rate": {"en_us": wer[m] - 0.1, "de_de": wer[m] + 0.1}} for m in wer}
+        (work / f"results_compare{suffix}.json").write_text(json.dumps(data))
+
+
+def test_seed_table_means_and_relative_changes(tmp_path, capsys):
+    _compare_json(tmp_path / "a", {"paired-only": 0.40, "text+ASTRA": 0.38}, {"paired-only": 0.50, "text+ASTRA": 0.40})
+    _compare_json(tmp_path / "b", {"paired-only": 0.60, "text+ASTRA": 0.62}, {"paired-only": 0.70, "text+ASTRA": 0.70})
+    out = tmp_path / "seeds"
+    assert seeds.main(["--run", f"1={tmp_path / 'a'}", "--run", f"2={tmp_path / 'b'}", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| mean of 2 | paired-only | 50.0 / 25.0 |" in table
+    assert "| CTC beam + LM | +0.0 | -5.0 / +3.3 | -8.3 | -20.0 / +0.0 |" in table
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["mean"]["text+ASTRA"]["_ctc_lm"]["languages"] == {"de_de": pytest.approx(0.6),
+                                                                   "en_us": pytest.approx(0.4)}
+    assert data["relative_change"]["_ctc_lm"]["of_means"]["text_only"] == pytest.approx(-1 / 12)
+    assert out.with_suffix(".md").read_text() == table
+
+
+def test_seed_table_names_a_missing_run(tmp_path, capsys):
+    assert seeds.main(["--run", f"1={tmp_path}"]) == 2
+    assert "results_compare.json not found" in capsys.readouterr().err
+    _compare_json(tmp_path, {"paired-only": 0.4}, {"paired-only": 0.5})
+    assert seeds.main(["--run", f"1={tmp_path}"]) == 2
+    assert "has no text+ASTRA" in capsys.readouterr().err
+    assert seeds.main(["--run", "no-equals-sign"]) == 2
 
 
 class CharTokenizer:

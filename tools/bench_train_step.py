@@ -80,6 +80,7 @@ PARTS = {
     "rnnt_pruned": "RNN-T pruned loss (ranges, joiner, loss)",
     "rnnt_lattice": "RNN-T detached simple lattice (for ASTRA / KL)",
     "consistency": "ASTRA consistency (distance, lattice weights)",
+    "aligned_consistency": "aligned consistency (top frame u vs text frame u)",
     "transduction_kl": "transduction KL",
     "speech_batch": "rest of the forward (checks, masks, loss sums)",
     "text_batch": "rest of the forward (checks, masks, loss sums)",

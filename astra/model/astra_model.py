@@ -15,6 +15,9 @@ per target token of the batch:
 ``rnnt``       pruned RNN-T of the alignment head, per token (U)
 ``rnnt_simple`` smoothed simple RNN-T (lm + am joiner) of the head, per token (U)
 ``consistency`` ASTRA consistency between S and E, per token (U)
+``aligned_consistency`` the speech path's top frame u against the text path's top frame u
+               of the same transcript (a detached target), per position (U+1; weight:
+               ``losses.aligned_consistency``, 0 by default)
 ``text_aligner`` Aligner CE on unpaired text (text encoder -> shared -> Aligner), on the
                masked input positions (``text_mask_prob``; the rest weighs
                ``text_unmasked_weight``), per weighted position
@@ -236,6 +239,7 @@ class AstraModel(nn.Module):
         names += ["inter_ctc"] if self.inter_ctc is not None else []
         names += ["rnnt", "rnnt_simple"] if self.rnnt is not None else []
         names += ["consistency"] if cfg.consistency else []
+        names += ["aligned_consistency"]
         names += ["transduction_kl"] if cfg.transduction_kl_layer else []
         return names
 
@@ -417,8 +421,7 @@ class AstraModel(nn.Module):
         return self.forward_text(batch, needed)
 
     def forward_speech(self, batch: dict, needed: Collection[str] | None = None) -> ModelOutput:
-        """Paired speech batch -> losses ``aligner``, ``inter_aligner``, ``ctc``, ``inter_ctc``,
-        ``rnnt``, ``rnnt_simple``, ``consistency`` (those enabled) and counts.
+        """Paired speech batch -> the enabled losses of :meth:`loss_names` ("speech") and counts.
 
         ``needed``: the loss names the training objective uses (:meth:`loss_names` with a
         weight that is > 0 at some step); the others are not computed (``None``: all)."""
@@ -472,6 +475,9 @@ class AstraModel(nn.Module):
                 counts["compressed_frames"] = float(top_lens.sum())
             losses["aligner"] = loss / max(aligner_tokens, 1)
             counts["aligner_tokens"] = float(aligner_tokens)
+        if "aligned_consistency" in names:
+            with record_function("astra:aligned_consistency"):
+                losses["aligned_consistency"] = self._aligned_consistency_loss(top, top_lens, tokens, token_lens)
         if "inter_aligner" in names:
             with record_function("astra:inter_aligner"):
                 above_compression = cfg.inter_ctc_layer is None or cfg.inter_aligner_layer > cfg.inter_ctc_layer
@@ -584,6 +590,22 @@ class AstraModel(nn.Module):
                 reduction="sum",
             )
         return loss / float(token_lens.sum())
+
+    def _aligned_consistency_loss(self, top: Tensor, top_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
+        """:func:`~astra.losses.aligned_consistency.aligned_consistency` between the speech
+        path's top frames ``top [B, L, D]`` and the text path's top frames of ``tokens [B, U]``
+        (unmasked), mean per compared position (``model.consistency_distance``). The text side
+        is a target, computed without gradient: the text path learns from the unpaired text,
+        and a speech path that cannot yet transduce would otherwise pull it towards its own
+        frames."""
+        from astra.losses.aligned_consistency import aligned_consistency
+
+        with torch.no_grad():
+            text, text_lens, _ = self.forward_text_encoder(tokens, token_lens)
+        with torch.autocast(device_type=top.device.type, enabled=False):
+            loss, count = aligned_consistency(top.float(), top_lens, text.float(), text_lens,
+                                              self.cfg.consistency_distance)
+        return loss / count.clamp_min(1)
 
     def forward_text(self, batch: dict, needed: Collection[str] | None = None) -> ModelOutput:
         """Unpaired text batch -> losses ``text_aligner`` (and ``text_rnnt``) and counts;

@@ -21,6 +21,7 @@ LOSS_NAMES = (
     "rnnt",
     "rnnt_simple",
     "consistency",
+    "aligned_consistency",
     "text_aligner",
     "text_rnnt",
     "text_ctc",
@@ -72,6 +73,7 @@ class LossConfig:
     rnnt: float = 0.5
     rnnt_simple: float = 0.5
     consistency: float = 0.1  # the ASTRA consistency loss (arXiv:2406.06664; model.consistency)
+    aligned_consistency: float = 0.0  # speech top frame u vs the text path's frame u (astra.losses.aligned_consistency)
     text_aligner: float = 1.0
     text_rnnt: float = 0.5
     text_ctc: float = 0.0  # CTC head on unpaired text (model.text_ctc_repeat)
