@@ -269,7 +269,7 @@ stage_compare() {
     need "$tokenizer" tokenizer
     # (a) paired only: same model, steps and paired data; no unpaired text, no ASTRA
     local off=(data.text_ratio=0.0 data.unpaired_text=[] losses.consistency=0.0 losses.text_aligner=0.0 losses.text_rnnt=0.0
-         losses.text_ctc=0.0)
+         losses.text_ctc=0.0 losses.aligned_consistency=0.0)
     train_run pretrain "$work/paired_only/pretrain" $recipe/pretrain.yaml "" \
         "${pre_set[@]}" "${off[@]}" model.consistency=false
     train_run finetune "$work/paired_only/finetune" $recipe/finetune.yaml "$work/paired_only/pretrain" \
