@@ -182,3 +182,29 @@ def test_scorer_keeps_no_per_hypothesis_copy_of_the_vocabulary():
     state = scorer.extend(scorer.initial_state(), torch.arange(16), torch.full((16,), 7))
     candidates = torch.tensor([[7, 9, 11]]).expand(16, 3)
     assert scorer.scores(state, candidates).shape == (16, 3)
+
+
+@pytest.mark.parametrize("sharpness", [1.0, 40.0, 400.0])
+def test_matrix_product_scores_equal_the_gathered_logsumexp(sharpness):
+    # B=3 utterances x K=4 hypotheses (padding, repeated tokens, the empty prefix); sharpness 400
+    # puts most log-probs thousands of nats down, where a product without scaling underflows
+    torch.manual_seed(2)
+    batch, group, frames, vocab = 3, 4, 9, 12
+    log_probs = (sharpness * torch.randn(batch, frames, vocab)).log_softmax(-1)
+    lengths = torch.tensor([9, 6, 4])
+    rows = torch.arange(batch).repeat_interleave(group)
+    product = CtcPrefixScorer(log_probs, lengths, BLANK, rows)
+    gathered = CtcPrefixScorer(log_probs, lengths, BLANK, rows)
+    gathered.group = 0  # the per-candidate path
+    assert product.group == group
+    state = product.initial_state()
+    for step in range(4):
+        want, got = gathered.scores(state), product.scores(state)
+        assert torch.equal(want.isneginf(), got.isneginf()), step
+        finite = want.isfinite()
+        assert int(finite.sum()) >= batch * (vocab - 1) // 2, step
+        assert torch.allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4), step
+        parents = torch.arange(batch * group) // group * group + torch.randint(0, group, (batch * group,))
+        fresh = torch.randint(1, vocab, (batch * group,))
+        tokens = torch.where(torch.rand(batch * group) < 0.3, state.last[parents].clamp(min=1), fresh)  # repeats
+        state = product.extend(state, parents, tokens)

@@ -173,20 +173,23 @@ def test_text_only_mask_marks_the_pieces_of_text_only_words():
 def test_text_only_scores_tables_pool_languages(tmp_path):
     base = scores.ModelScores("paired-only", text_only={"en_us": scores.TokenScores(4, 1, -8.0)},
                               word_start={"en_us": scores.TokenScores(2, 0, -6.0)},
-                              other={"en_us": scores.TokenScores(10, 9, -1.0)})
+                              other={"en_us": scores.TokenScores(10, 9, -1.0)},
+                              other_foreign={"en_us": scores.TokenScores(8, 2, -3.0)})
     text = scores.ModelScores("text+ASTRA", text_only={"en_us": scores.TokenScores(4, 3, -2.0),
                                                         "ru_ru": scores.TokenScores(2, 0, -6.0)},
                               word_start={"en_us": scores.TokenScores(2, 1, -1.5),
                                           "ru_ru": scores.TokenScores(1, 0, -4.0)},
                               other={"en_us": scores.TokenScores(10, 8, -2.0)})
     table = scores.markdown([base, text])
-    assert "| en_us | 2 | 4 | 0.0 | 50.0 | 25.0 | 75.0 | -2.00 | -0.50 | 90.0 | 80.0 |" in table
-    assert "| ru_ru | 0 | 0 | n/a | 0.0 | n/a | 0.0 | n/a | -3.00 | n/a | n/a |" in table
+    assert "| en_us | 2 | 4 | 0.0 | 50.0 | 25.0 | 75.0 | -2.00 | -0.50 | 90.0 | 80.0 | 25.0 | n/a |" in table
+    assert "| ru_ru | 0 | 0 | n/a | 0.0 | n/a | 0.0 | n/a | -3.00 | n/a | n/a | n/a | n/a |" in table
     assert "| **pooled** | 2 | 4 | 0.0 | 33.3 | 25.0 | 50.0 |" in table
     data = scores.to_json([base, text])
     assert data["text+ASTRA"]["text_only_pooled"] == {"tokens": 6, "accuracy": pytest.approx(0.5),
                                                       "mean_log_prob": pytest.approx(-8.0 / 6)}
     assert data["paired-only"]["other_pooled"]["accuracy"] == pytest.approx(0.9)
+    assert data["paired-only"]["other_foreign_pooled"] == {"tokens": 8, "accuracy": pytest.approx(0.25),
+                                                           "mean_log_prob": pytest.approx(-3.0 / 8)}
 
 
 def test_text_only_scores_names_a_missing_checkpoint(tmp_path, corpus, capsys):
@@ -301,9 +304,11 @@ def test_quick_recipe_end_to_end(tmp_path):
         assert entry["skipped_too_long"] == token_scores["paired-only"]["skipped_too_long"] < 10
         assert entry["text_only_pooled"]["tokens"] == token_scores["paired-only"]["text_only_pooled"]["tokens"] > 0
         assert 0 < entry["word_start_pooled"]["tokens"] <= entry["text_only_pooled"]["tokens"]
-        for key in ("word_start_pooled", "text_only_pooled", "other_pooled"):
+        for key in ("word_start_pooled", "text_only_pooled", "other_pooled", "other_foreign_pooled"):
             assert 0.0 <= entry[key]["accuracy"] <= 1.0 and _finite(entry[key]["mean_log_prob"])
             assert entry[key]["mean_log_prob"] <= 0.0
+        # the probe scores the other tokens that fit the previous utterance's frames
+        assert 0 < entry["other_foreign_pooled"]["tokens"] <= entry["other_pooled"]["tokens"]
     assert "Teacher-forced Aligner scores" in proc.stdout
 
     for png in ("attention.png", "lattice_occupancy.png"):

@@ -57,7 +57,7 @@ from astra.lm.arpa import read_arpa, write_arpa
 from astra.lm.fusion import LmFusion
 from astra.lm.kneser_ney import estimate
 from astra.lm.ngram_scorer import NgramScorer
-from astra.model import AstraModel, decoding, preset
+from astra.model import AstraModel, ctc_prefix_score, decoding, preset
 from astra.model.aligner_decoder import AlignerDecoder
 from astra.model.ctc_beam_search import ctc_beam_search
 
@@ -130,6 +130,19 @@ def random_lm(vocab: int, order: int, sentences: int, weight: float) -> tuple[Lm
         arpa = read_arpa(Path(tmp) / "lm.arpa")
     scorer = NgramScorer({"xx": arpa}, {w: i for i, w in enumerate(words, 4)}, vocab, EOS_ID, UNK_ID)
     return LmFusion(scorer, weight, EOS_ID, neutral_ids=(BLANK_ID, SOS_ID)), sum(arpa.counts)
+
+
+def per_candidate_scores(fn):
+    """``fn`` run with :class:`CtcPrefixScorer`'s matrix-product path off: every step gathers
+    the candidates' columns and takes a logsumexp over frames (the reference row)."""
+    def run(*args, **kwargs):
+        saved = ctc_prefix_score.MATMUL_MIN_SHARE
+        ctc_prefix_score.MATMUL_MIN_SHARE = 0
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            ctc_prefix_score.MATMUL_MIN_SHARE = saved
+    return run
 
 
 def _sync(device: str) -> None:
@@ -266,6 +279,8 @@ def _bench_batch(model, lstm_rnnt, batch: int, args, device, dtype, fusion: LmFu
             model.rnnt, frames, enc_lens, beam, lm=lm),
         f"CTC prefix beam {beam} (ctc_beam)": lambda lm=None: ctc_beam_search(
             ctc_log_probs, enc_lens, BLANK_ID, beam, lm=lm)[0],
+        f"CTC prefix beam {beam}, per-candidate prefix scores": per_candidate_scores(
+            lambda lm=None: ctc_beam_search(ctc_log_probs, enc_lens, BLANK_ID, beam, lm=lm)[0]),
     }
     without_lm = {}  # "+ LM" row -> the row of the same search without it
     for name, search in searches.items():

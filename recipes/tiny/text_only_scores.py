@@ -15,6 +15,13 @@ piece** of each text-only word — the decision greedy decoding gets wrong first
 history is no longer the reference). Text injection that reaches speech should raise these
 on the text-only words relative to a paired-only model.
 
+The last column is a probe of the encoder: the accuracy on the other tokens when the decoder
+reads the frames of *another* utterance (the previous one of the batch; same reference
+history; tokens beyond that utterance's frames are not counted). Its gap to the column
+before it is what the encoder's frames add to the decoder's own language model: a gap near
+zero means that the frame u the Aligner reads does not yet hold token u (self-transduction
+has not formed).
+
 Writes ``OUT.md`` and ``OUT.json``.
 """
 
@@ -53,7 +60,7 @@ class TokenScores:
         return self.log_prob / self.tokens if self.tokens else math.nan
 
 
-GROUPS = ("word_start", "text_only", "other")
+GROUPS = ("word_start", "text_only", "other", "other_foreign")
 
 
 @dataclass
@@ -64,6 +71,7 @@ class ModelScores:
     text_only: dict[str, TokenScores] = field(default_factory=dict)
     word_start: dict[str, TokenScores] = field(default_factory=dict)  # first pieces of text-only words
     other: dict[str, TokenScores] = field(default_factory=dict)
+    other_foreign: dict[str, TokenScores] = field(default_factory=dict)  # other tokens, another utterance's frames
     skipped_too_long: int = 0  # utterances with U+1 > T' (the Aligner cannot score them)
     skipped_spelling: int = 0  # utterances whose word-by-word spelling differs from the sentence's tokens
 
@@ -111,6 +119,9 @@ def score_model(name: str, checkpoint: Path, corpus: Path, split: str,
             targets = append_eos(batch["tokens"], batch["token_lens"])
             width = min(targets.size(1), top.size(1))
             log_probs = torch.log_softmax(model.aligner(top[:, :width], targets[:, :width]).float(), dim=-1)
+            # the probe (module doc): the previous utterance's frames, the same references
+            foreign = torch.log_softmax(model.aligner(top.roll(1, 0)[:, :width], targets[:, :width]).float(), dim=-1)
+            foreign_lens = lens.roll(1, 0) if top.size(0) > 1 else torch.zeros_like(lens)
         for b, (language, text) in enumerate(zip(batch["languages"], batch["texts"], strict=True)):
             n = int(batch["token_lens"][b])
             reference = batch["tokens"][b, :n].tolist()
@@ -129,6 +140,10 @@ def score_model(name: str, checkpoint: Path, corpus: Path, split: str,
                 groups = {0: [scores.other], 1: [scores.text_only, scores.word_start], 2: [scores.text_only]}[kind]
                 for group in groups:
                     group.setdefault(language, TokenScores()).add(token)
+                if kind == 0 and u < int(foreign_lens[b]):
+                    hit = int(int(foreign[b, u].argmax()) == target)
+                    scores.other_foreign.setdefault(language, TokenScores()).add(
+                        TokenScores(1, hit, float(foreign[b, u, target])))
     return scores
 
 
@@ -145,13 +160,15 @@ def markdown(models: list[ModelScores]) -> str:
     head += [f"text-only token acc. (%) {m.name}" for m in models]
     head += [f"text-only log-prob {m.name}" for m in models]
     head += [f"other token acc. (%) {m.name}" for m in models]
+    head += [f"other token acc., another utterance's frames (%) {m.name}" for m in models]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
 
-    def row(label: str, starts: list[TokenScores], text_only: list[TokenScores], other: list[TokenScores]) -> str:
+    def row(label: str, starts: list[TokenScores], text_only: list[TokenScores], other: list[TokenScores],
+            other_foreign: list[TokenScores]) -> str:
         cells = [label, str(starts[0].tokens), str(text_only[0].tokens)]
         cells += [_fmt(s.accuracy, True) for s in starts]
         cells += [_fmt(s.accuracy, True) for s in text_only] + [_fmt(s.mean_log_prob, False) for s in text_only]
-        cells += [_fmt(s.accuracy, True) for s in other]
+        cells += [_fmt(s.accuracy, True) for s in other] + [_fmt(s.accuracy, True) for s in other_foreign]
         return "| " + " | ".join(cells) + " |"
 
     for lang in languages:
