@@ -242,6 +242,25 @@ def test_decoder_step_matches_the_lstm(layers):
     torch.testing.assert_close(state[1], c_seq, atol=1e-6, rtol=1e-5)
 
 
+def test_decoder_lstm_runs_in_float32_under_cpu_bfloat16_autocast():
+    # oneDNN has no bf16 LSTM on CPUs without AVX-512 (it raised "could not create a primitive
+    # descriptor" on an AVX2 machine); under autocast the LSTM runs in float32 on every CPU
+    from astra.model.aligner_decoder import AlignerDecoder
+
+    torch.manual_seed(0)
+    decoder = AlignerDecoder(16, 12, 8, 2, 10, 0.0)
+    tokens = torch.tensor([[2, 5, 7], [2, 4, 4]])
+    want, (h_want, _) = decoder.predict(tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g, (h, c) = decoder.predict(tokens)
+        logits = decoder(torch.randn(2, 3, 16), tokens)
+    assert g.dtype == h.dtype == c.dtype == torch.float32
+    torch.testing.assert_close(g, want)
+    torch.testing.assert_close(h, h_want)
+    logits.float().sum().backward()
+    assert decoder.lstm.weight_ih_l0.grad is not None
+
+
 def test_decoder_gate_table_cache_follows_weight_updates():
     from astra.model.aligner_decoder import AlignerDecoder
 

@@ -44,8 +44,17 @@ class AlignerDecoder(nn.Module):
     def predict(
         self, prev_tokens: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """LSTM over previous tokens: ``[B, L]`` -> ``(g [B, L, P], (h, c) each [layers, B, P])``."""
-        g, state = self.lstm(self.embedding_dropout(self.embedding(prev_tokens)), state)
+        """LSTM over previous tokens: ``[B, L]`` -> ``(g [B, L, P], (h, c) each [layers, B, P])``.
+
+        Under CPU autocast the LSTM runs in float32: oneDNN has no bfloat16 LSTM on CPUs
+        without AVX-512 (e.g. an AVX2 AMD EPYC: "could not create a primitive descriptor for
+        the LSTM forward propagation primitive"), and one precision on every CPU keeps runs
+        comparable across machines."""
+        x = self.embedding_dropout(self.embedding(prev_tokens))
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self.lstm(x.float(), None if state is None else (state[0].float(), state[1].float()))
+        g, state = self.lstm(x, state)
         return g, state
 
     def step(self, tokens: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
