@@ -54,8 +54,7 @@ class AlignerDecoder(nn.Module):
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
                 return self.lstm(x.float(), None if state is None else (state[0].float(), state[1].float()))
-        g, state = self.lstm(x, state)
-        return g, state
+        return self.lstm(x, state)
 
     def step(self, tokens: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """One LSTM step for decoding: ``tokens [B]``, state ``(h, c)`` each ``[layers, B, P]``

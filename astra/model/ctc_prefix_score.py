@@ -136,12 +136,12 @@ class CtcPrefixScorer:
         top = w.amax(dim=0)  # [N]
         top = torch.where(top.isneginf(), 0.0, top)
         scaled = (w - top).exp().T.reshape(batch, group, frames)  # [B, K, T']
-        sums = torch.bmm(scaled, self.probs).reshape(n, -1).gather(1, tokens)  # [N, C]
-        peak = self.peak.reshape(batch, -1)[self.rows].gather(1, tokens)
-        psi = sums.log() + peak + top[:, None]
+        columns = tokens.view(batch, group, -1)  # [B, K, C]
+        sums = torch.bmm(scaled, self.probs).gather(2, columns).view(n, -1)  # [N, C]
+        psi = sums.log() + self.peak.expand(-1, group, -1).gather(2, columns).view(n, -1) + top[:, None]
         # a sum that underflowed (every term below e^-745 of the maxima, yet not impossible):
         # those entries exactly, with a logsumexp over frames
-        possible = self.possible.reshape(batch, -1)[self.rows].gather(1, tokens)
+        possible = self.possible.expand(-1, group, -1).gather(2, columns).view(n, -1)
         lost = (sums == 0) & possible & w.isfinite().any(dim=0)[:, None]
         if bool(lost.any()):
             hyp, column = lost.nonzero(as_tuple=True)
