@@ -63,6 +63,20 @@ def test_rotary_rotates_pairs_i_and_i_plus_half_and_scores_depend_on_relative_po
     assert rotary_tables(t, d, torch.device("cpu"), torch.float32)[0] is cos  # cached
 
 
+def test_rotary_tables_first_built_in_inference_mode_serve_training():
+    # an evaluation (torch.inference_mode) can fill the cache before a training step of the same
+    # length; the step saves the tables for backward, which inference tensors refuse
+    from astra.model.attention import apply_rotary, rotary_tables
+
+    length = 37  # a length no other test uses, so the inference-mode call builds the tables
+    with torch.inference_mode():
+        cos, sin = rotary_tables(length, 8, torch.device("cpu"), torch.float32)
+    assert not cos.is_inference() and not sin.is_inference()
+    x = torch.randn(1, 1, length, 8, requires_grad=True)
+    apply_rotary(x, cos, sin).sum().backward()
+    assert x.grad is not None
+
+
 def test_identity_attention_warm_up_gives_identity_attention():
     model = _model()
     features = torch.randn(2, 100, 80)

@@ -31,11 +31,13 @@ def rotary_tables(length: int, head_dim: int, device: torch.device, dtype: torch
     """cos/sin tables ``[T', d]`` of rotary position embedding (base 10000), full width for
     :func:`apply_rotary`: ``cos`` holds the d/2 angles' cosines twice, ``sin`` their sines
     negated, then the sines. Cached, so the layers of a stack and the steps of equal-length
-    batches build them once."""
-    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    cos, sin = angles.cos(), angles.sin()
-    return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
+    batches build them once; built outside inference mode, so that tables first made by an
+    evaluation (``torch.inference_mode``) can later be saved for backward in training."""
+    with torch.inference_mode(False):
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+        angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
