@@ -65,6 +65,8 @@ def test_bad_modes_are_errors():
         preset("tiny", ctc_compress="labels", inter_ctc_layer=None).validate()
     with pytest.raises(ValueError, match="rnnt_layer"):
         preset("tiny", ctc_compress="labels", inter_ctc_layer=1, rnnt_layer=2).validate()
+    with pytest.raises(ValueError, match="ctc_compress_align"):
+        preset("tiny", ctc_compress="runs", inter_ctc_layer=1, ctc_compress_align="forced").validate()
 
 
 def _batch(seed=0):
@@ -106,10 +108,29 @@ def test_model_compresses_above_the_inter_ctc_layer_and_falls_back_when_too_shor
     assert layers[2].size(1) == top.size(1) == int(lens.max())
     # training: a row compressed below U + 1 keeps its frames, and is counted
     counts = {}
-    need = torch.tensor([1, 1000, 1])
-    _, lens2, _ = model.forward_encoder(batch["features"], batch["feature_lens"], min_compressed=need, counts=counts)
+    tokens, need = torch.ones(3, 999, dtype=torch.long), torch.tensor([0, 999, 0])  # U + 1 = 1, 1000, 1
+    _, lens2, _ = model.forward_encoder(batch["features"], batch["feature_lens"], references=(tokens, need),
+                                        counts=counts)
     assert lens2.tolist() == [int(lens[0]), int(frame_lens[1]), int(lens[2])]
     assert counts["compress_fallback"] == 1.0
+
+
+@pytest.mark.parametrize("align", ["greedy", "forced"])
+def test_training_compresses_along_the_forced_alignment_of_the_reference(align):
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", ctc_compress="labels", inter_ctc_layer=1, ctc_compress_align=align), VOCAB)
+    _labels_forced(model, lambda t: torch.zeros(t, dtype=torch.long))  # greedy InterCTC: all blank
+    batch = _batch()
+    counts = {}
+    _, lens, _ = model.forward_encoder(batch["features"], batch["feature_lens"],
+                                       references=(batch["tokens"], batch["token_lens"]), counts=counts)
+    if align == "forced":  # every utterance gets its U + 1 frames
+        assert lens.tolist() == (batch["token_lens"] + 1).tolist() and counts["compress_fallback"] == 0
+    else:  # greedy compresses to the end frame alone: every utterance falls back
+        assert lens.tolist() == model.frame_lengths(batch["feature_lens"]).tolist()
+        assert counts["compress_fallback"] == 3
+    _, test_lens, _ = model.eval().forward_encoder(batch["features"], batch["feature_lens"])
+    assert test_lens.tolist() == [1, 1, 1]  # decoding reads the greedy labels either way
 
 
 def test_compressed_model_trains_and_decodes_every_method():
@@ -131,3 +152,4 @@ def test_compressed_model_trains_and_decodes_every_method():
         assert all(len(h) <= int(n) for h, n in zip(hyps, limit, strict=True)), method
     occupancy, _, lens = model.alignment_occupancy(batch)
     assert lens.tolist() == frame_lens.tolist() and occupancy.size(2) == int(frame_lens.max())
+

@@ -257,7 +257,7 @@ class AstraModel(nn.Module):
     # --- encoders ------------------------------------------------------------------------
     def forward_encoder(
         self, features: Tensor, feature_lens: Tensor, return_layers: tuple[int, ...] = (),
-        min_compressed: Tensor | None = None, counts: dict[str, float] | None = None,
+        references: tuple[Tensor, Tensor] | None = None, counts: dict[str, float] | None = None,
     ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
         """Raw features ``[B, T, F]`` -> ``(H [B, L, D], L [B], {k: layer k output})``;
         layer 0 is the speech-encoder output S.
@@ -265,9 +265,10 @@ class AstraModel(nn.Module):
         Without CTC compression L = T' (encoder frames) for H and every layer. With
         ``model.ctc_compress`` the layers above ``inter_ctc_layer`` (and H) have L frames
         per utterance (:mod:`astra.model.ctc_compress`), those up to it T' frames
-        (:meth:`frame_lengths`). ``min_compressed [B]`` (training: U + 1): an utterance
-        compressed to fewer frames keeps its T' frames; their number is added to
-        ``counts["compress_fallback"]``."""
+        (:meth:`frame_lengths`). ``references`` (training: tokens ``[B, U]``, ``U [B]``):
+        with ``model.ctc_compress_align="forced"`` the frames are merged along the CTC forced
+        alignment of the reference; an utterance compressed to fewer than U + 1 frames keeps
+        its T' frames, and their number is added to ``counts["compress_fallback"]``."""
         with record_function("astra:speech_encoder"):
             x = self.cmvn(self.freq_warp(features, feature_lens), feature_lens)
             x = self.spec_augment(x, feature_lens)
@@ -279,25 +280,32 @@ class AstraModel(nn.Module):
             k = self.cfg.inter_ctc_layer
             below, layers = self.shared_encoder(speech, lens, return_layers, num_blocks=k)
             layers[k] = below
-            compressed, compressed_lens = self._compress(below, lens, min_compressed, counts)
+            compressed, compressed_lens = self._compress(below, lens, references, counts)
             top, upper = self.shared_encoder(compressed, compressed_lens, return_layers, first_block=k)
             layers.update({i: h for i, h in upper.items() if i > k})
         if k not in return_layers:
             del layers[k]
         return top, compressed_lens, layers
 
-    def _compress(self, frames: Tensor, lens: Tensor, min_compressed: Tensor | None,
+    def _compress(self, frames: Tensor, lens: Tensor, references: tuple[Tensor, Tensor] | None,
                   counts: dict[str, float] | None) -> tuple[Tensor, Tensor]:
-        """CTC compression of the InterCTC layer's frames ``[B, T', D]`` by its greedy labels;
-        rows whose compressed length is below ``min_compressed`` keep ``frames``."""
+        """CTC compression of the InterCTC layer's frames ``[B, T', D]`` by its greedy labels,
+        or in training along the reference's forced alignment; rows compressed below their
+        U + 1 targets keep ``frames``."""
         from astra.model.ctc_compress import ctc_compress
 
         with torch.no_grad():
-            labels = self.inter_ctc(frames).argmax(dim=-1)  # [B, T']
+            log_probs = self.inter_ctc(frames)  # [B, T', V]
+            labels = log_probs.argmax(dim=-1)  # [B, T']
+            if references is not None and self.cfg.ctc_compress_align == "forced":
+                from astra.model.ctc_forced_align import ctc_forced_align
+
+                forced, feasible = ctc_forced_align(log_probs, lens, *references, BLANK_ID)
+                labels = torch.where(feasible[:, None], forced, labels)
         out, out_lens = ctc_compress(frames, lens, labels, BLANK_ID, self.cfg.ctc_compress, self.compress_end)
-        if min_compressed is None:
+        if references is None:
             return out, out_lens
-        fallback = out_lens < min_compressed.to(out_lens.device)
+        fallback = out_lens < references[1].to(out_lens.device) + 1
         if counts is not None:
             counts["compress_fallback"] = counts.get("compress_fallback", 0.0) + float(fallback.sum())
         if not bool(fallback.any()):
@@ -453,7 +461,7 @@ class AstraModel(nn.Module):
             kl_attn.keep_attention_with_grad, kl_attn.attention_with_grad = True, None
         try:
             top, top_lens, layers = self.forward_encoder(
-                features, feature_lens, tuple(sorted(wanted)), min_compressed=token_lens + 1, counts=counts
+                features, feature_lens, tuple(sorted(wanted)), references=(tokens, token_lens), counts=counts
             )
         finally:
             attention = None

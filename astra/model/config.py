@@ -23,6 +23,7 @@ PositionEncoding = Literal["rope", "rel_pos"]
 SubsamplingFactor = Literal[4, 6, 8]
 ConvNorm = Literal["utterance", "layer"]
 CtcCompressMode = Literal["none", "runs", "labels"]
+CtcCompressAlign = Literal["greedy", "forced"]
 ConsistencyAlignment = Literal["simple", "pruned"]
 ConsistencyStopGradient = Literal["none", "speech", "text"]
 POSITION_ENCODINGS: tuple[str, ...] = get_args(PositionEncoding)
@@ -120,6 +121,10 @@ class ModelConfig:
     # in training an utterance whose compressed frames are fewer than its U + 1 targets keeps
     # its uncompressed frames (counted as compress_fallback)
     ctc_compress: CtcCompressMode = "none"
+    # which labels group the frames in training: "greedy" (the InterCTC argmax, as at test time)
+    # or "forced" (the CTC forced alignment of the reference, astra/model/ctc_forced_align.py:
+    # exactly U + 1 frames in "labels" mode, no fallback); decoding always uses the greedy labels
+    ctc_compress_align: CtcCompressAlign = "greedy"
     # shared layer of InterAligner ("Progressive Alignment Objectives for Aligner-Encoder based ASR",
     # arXiv:2606.24147); None = off
     inter_aligner_layer: int | None = None
@@ -218,6 +223,9 @@ class ModelConfig:
                 raise ValueError(
                     f"model.{name}={value} must be null (off) or in [1, shared_layers={self.shared_layers}]"
                 )
+        if self.ctc_compress_align == "forced" and self.ctc_compress != "labels":
+            raise ValueError("model.ctc_compress_align='forced' needs model.ctc_compress='labels' (a forced "
+                             "alignment fixes the token runs; blank runs are not part of it)")
         if self.ctc_compress != "none":
             if self.inter_ctc_layer is None or not self.inter_ctc_layer < self.shared_layers:
                 raise ValueError(
