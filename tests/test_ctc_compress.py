@@ -67,6 +67,8 @@ def test_bad_modes_are_errors():
         preset("tiny", ctc_compress="labels", inter_ctc_layer=1, rnnt_layer=2).validate()
     with pytest.raises(ValueError, match="ctc_compress_align"):
         preset("tiny", ctc_compress="runs", inter_ctc_layer=1, ctc_compress_align="forced").validate()
+    with pytest.raises(ValueError, match="ctc_compress_stop_gradient"):
+        preset("tiny", ctc_compress_stop_gradient=True).validate()
 
 
 def _batch(seed=0):
@@ -153,3 +155,17 @@ def test_compressed_model_trains_and_decodes_every_method():
     occupancy, _, lens = model.alignment_occupancy(batch)
     assert lens.tolist() == frame_lens.tolist() and occupancy.size(2) == int(frame_lens.max())
 
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_stop_gradient_keeps_the_upper_losses_out_of_the_lower_layers(stop):
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", ctc_compress="labels", inter_ctc_layer=1, ctc_compress_align="forced",
+                              ctc_compress_stop_gradient=stop), VOCAB)
+    out = model.forward_speech(_batch())
+    lower = list(model.speech_encoder.parameters()) + list(model.shared_encoder.blocks[0].parameters())
+    grads = torch.autograd.grad(out.losses["aligner"], lower, allow_unused=True, retain_graph=True)
+    reaches = any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert reaches != stop  # the Aligner's loss reaches the layers below the compression unless stopped
+    grads = torch.autograd.grad(out.losses["inter_ctc"], lower, allow_unused=True)
+    assert any(g is not None and bool(g.abs().sum() > 0) for g in grads)  # the InterCTC loss always does

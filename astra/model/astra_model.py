@@ -302,6 +302,8 @@ class AstraModel(nn.Module):
 
                 forced, feasible = ctc_forced_align(log_probs, lens, *references, BLANK_ID)
                 labels = torch.where(feasible[:, None], forced, labels)
+        if self.cfg.ctc_compress_stop_gradient:
+            frames = frames.detach()
         out, out_lens = ctc_compress(frames, lens, labels, BLANK_ID, self.cfg.ctc_compress, self.compress_end)
         if references is None:
             return out, out_lens

@@ -125,6 +125,10 @@ class ModelConfig:
     # or "forced" (the CTC forced alignment of the reference, astra/model/ctc_forced_align.py:
     # exactly U + 1 frames in "labels" mode, no fallback); decoding always uses the greedy labels
     ctc_compress_align: CtcCompressAlign = "greedy"
+    # no gradient from the compressed frames into the layers up to the InterCTC layer (those
+    # then learn from the CTC, RNN-T and consistency terms only; the upper layers and the Aligner
+    # read them as fixed features)
+    ctc_compress_stop_gradient: bool = False
     # shared layer of InterAligner ("Progressive Alignment Objectives for Aligner-Encoder based ASR",
     # arXiv:2606.24147); None = off
     inter_aligner_layer: int | None = None
@@ -226,6 +230,9 @@ class ModelConfig:
         if self.ctc_compress_align == "forced" and self.ctc_compress != "labels":
             raise ValueError("model.ctc_compress_align='forced' needs model.ctc_compress='labels' (a forced "
                              "alignment fixes the token runs; blank runs are not part of it)")
+        if self.ctc_compress_stop_gradient and self.ctc_compress == "none":
+            raise ValueError("model.ctc_compress_stop_gradient=true needs model.ctc_compress (it detaches the "
+                             "compressed frames)")
         if self.ctc_compress != "none":
             if self.inter_ctc_layer is None or not self.inter_ctc_layer < self.shared_layers:
                 raise ValueError(
