@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLE_RATE = 16_000
+from astra.constants import SAMPLE_RATE  # the corpus is written at astra's input rate
+
 ESPEAK_INSTALL_HINT = (
     "espeak-ng not found: the tiny corpus is synthesised with it. Install the Debian package "
     "with `apt-get install -y espeak-ng` (tools/setup_env.sh does this)"
