@@ -115,7 +115,10 @@ def score_model(name: str, checkpoint: Path, corpus: Path, split: str,
     tag = int(data_cfg.language_tags)
     for batch in batches:
         with torch.no_grad():
-            top, lens, _ = model.forward_encoder(batch["features"], batch["feature_lens"])
+            # teacher forcing: a CTC-compressing model merges the frames along the reference's
+            # forced alignment (as in training), so every utterance gets its U + 1 frames
+            references = (batch["tokens"], batch["token_lens"])
+            top, lens, _ = model.forward_encoder(batch["features"], batch["feature_lens"], references=references)
             targets = append_eos(batch["tokens"], batch["token_lens"])
             width = min(targets.size(1), top.size(1))
             log_probs = torch.log_softmax(model.aligner(top[:, :width], targets[:, :width]).float(), dim=-1)
