@@ -19,9 +19,12 @@ FRAMES_PER_SECOND = 100  # = 1000 / FRAME_SHIFT_MS
 
 DecodeMethod = Literal[
     "aligner_greedy", "aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "rnnt_beam", "ctc_greedy", "ctc_beam",
+    "ctc_beam_rescore",
 ]
 DECODE_METHODS: tuple[str, ...] = get_args(DecodeMethod)
-BEAM_METHODS = ("aligner_beam", "aligner_ctc_beam", "rnnt_beam", "ctc_beam")  # the ones LM fusion applies to
+# the ones LM fusion applies to
+BEAM_METHODS = ("aligner_beam", "aligner_ctc_beam", "rnnt_beam", "ctc_beam", "ctc_beam_rescore")
 # the searches whose LM scores the model's C most likely pieces (LmFusion.candidates); the
 # other two take the CTC head's candidates
 LM_PRE_BEAM_METHODS = ("aligner_beam", "rnnt_beam")
+CTC_WEIGHT_METHODS = ("aligner_ctc_beam", "ctc_beam_rescore")  # the ones --ctc-weight applies to

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from astra.model.ctc_beam_search import ctc_beam_search, utterance_candidates
+from astra.model.ctc_beam_search import ctc_beam_nbest, ctc_beam_search, utterance_candidates
 from tests.test_lm_fusion import BLANK, EOS, PEAKED, A, B, C, V, _fusion
 
 LABELS = (A, B, C)
@@ -71,6 +71,32 @@ def test_wide_beam_with_lm_is_the_exhaustive_best_fused_sequence(seed):
                                             strict=True):
         assert hyp == ref
         assert score == pytest.approx(ref_score, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_wide_beam_nbest_is_the_exhaustive_top_n_with_its_score_parts(seed):
+    log_probs, lengths = _log_probs(seed, 2, 4), torch.tensor([4, 3])
+    batch_lm = _fusion(weight=0.8, en=PEAKED["a"], de=PEAKED["b"]).for_batch(["en", "de"], "cpu")
+    nbest = ctc_beam_nbest(log_probs, lengths, BLANK, beam=81, nbest=5, lm=batch_lm, min_token_prob=0.0)
+    for b, length in enumerate(lengths.tolist()):
+        every = [seq for n in range(length + 1) for seq in itertools.product(LABELS, repeat=n)]
+        ctc = {seq: _ctc_log_prob(log_probs[b], length, seq) for seq in every}
+        lm = {seq: _lm_log_prob(batch_lm, b, seq) for seq in every}
+        top = sorted(every, key=lambda seq: -(ctc[seq] + lm[seq]))[:5]
+        assert [tuple(h.tokens) for h in nbest[b]] == top
+        for h in nbest[b]:
+            assert h.ctc_score == pytest.approx(ctc[tuple(h.tokens)], abs=1e-4)
+            assert h.lm_score == pytest.approx(lm[tuple(h.tokens)], abs=1e-4)
+    top1, _ = ctc_beam_search(log_probs, lengths, BLANK, beam=81, lm=batch_lm, min_token_prob=0.0)
+    assert top1 == [found[0].tokens for found in nbest]
+
+
+def test_nbest_of_an_utterance_without_frames_is_empty_and_bad_sizes_are_refused():
+    log_probs = _log_probs(7, 2, 3)
+    nbest = ctc_beam_nbest(log_probs, torch.tensor([0, 3]), BLANK, beam=3, nbest=2)
+    assert nbest[0] == [] and len(nbest[1]) == 2
+    with pytest.raises(ValueError, match="nbest"):
+        ctc_beam_nbest(log_probs, torch.tensor([3, 3]), BLANK, nbest=0)
 
 
 def test_peaked_lm_decides_between_tied_ctc_hypotheses():

@@ -112,6 +112,9 @@ def test_beam_searches_return_the_training_transcripts(overfit):
     assert model.decode(speech, "aligner_beam", beam=4) == refs
     assert model.decode(speech, "aligner_ctc_beam", beam=4, ctc_weight=0.3) == refs
     assert model.decode(speech, "rnnt_beam", beam=4) == refs
+    assert model.decode(speech, "ctc_beam_rescore", beam=4, ctc_weight=0.3) == refs
+    # weight 1: the CTC beam's own choice
+    assert model.decode(speech, "ctc_beam_rescore", beam=4, ctc_weight=1.0) == model.decode(speech, "ctc_beam", beam=4)
 
 
 def test_decoding_a_subset_is_independent_of_batch_padding(overfit):

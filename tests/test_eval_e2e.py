@@ -90,7 +90,8 @@ def test_evaluate_writes_consistent_outputs(tiny, tmp_path, capsys):
     assert "Real-time factor" in stdout
 
 
-@pytest.mark.parametrize("method", ["aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "ctc_greedy", "ctc_beam"])
+@pytest.mark.parametrize("method", ["aligner_beam", "aligner_ctc_beam", "rnnt_greedy", "ctc_greedy", "ctc_beam",
+                                    "ctc_beam_rescore"])
 def test_evaluate_other_heads_and_searches(tiny, tmp_path, method):
     out = tmp_path / method
     assert _evaluate(tiny, out, "--method", method, "--beam", "2", "--languages", "en_us") == 0

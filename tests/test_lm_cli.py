@@ -224,6 +224,9 @@ def test_evaluate_with_lm_sweep_and_weight_zero(tiny_lm, tmp_path, capsys):
     (["--method", "ctc_beam", "--lm", "{lm}", "--lm-candidates", "4"], "takes the CTC head's candidates"),
     (["--method", "aligner_beam", "--lm-candidates", "4"], "need --lm DIR"),
     (["--method", "aligner_beam", "--length-bonus", "0.5"], "need --lm DIR"),
+    (["--method", "aligner_beam", "--ctc-weight", "0.3,0.5"], "several --ctc-weight values sweep"),
+    (["--method", "ctc_beam_rescore", "--ctc-weight", "0.3,0.5"], "run it on a validation split"),
+    (["--method", "ctc_beam_rescore", "--ctc-weight", "2"], "--ctc-weight must be in [0, 1]"),
 ])
 def test_evaluate_lm_bad_input(tiny_lm, tmp_path, capsys, extra, message):
     tiny, root = tiny_lm
@@ -232,6 +235,24 @@ def test_evaluate_lm_bad_input(tiny_lm, tmp_path, capsys, extra, message):
     assert _evaluate(tiny, tmp_path / "out", *extra) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_evaluate_sweeps_the_rescoring_ctc_weight_with_the_lm_weights(tiny_lm, tmp_path, capsys):
+    from tiny_eval_checkpoint import one_thread
+
+    tiny, root = tiny_lm
+    with one_thread():
+        capsys.readouterr()
+        assert _evaluate(tiny, tmp_path / "s", "--method", "ctc_beam_rescore", "--beam", "3", "--split", "train",
+                         "--lm", str(root / "lm"), "--lm-weight", "0.1,0.5", "--ctc-weight", "0.5,1") == 0
+    best = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    meta = json.loads((tmp_path / "s" / "results.json").read_text())["meta"]
+    points = [(row["lm_weight"], row["ctc_weight"]) for row in meta["lm_sweep"]]
+    assert points == [(0.1, 0.5), (0.1, 1.0), (0.5, 0.5), (0.5, 1.0)]
+    chosen = min(meta["lm_sweep"], key=lambda row: row["pooled_error_rate"])
+    assert (best["best_lm_weight"], best["best_ctc_weight"]) == (chosen["lm_weight"], chosen["ctc_weight"])
+    assert meta["ctc_weight"] == best["best_ctc_weight"] and meta["method"] == "ctc_beam_rescore"
 
 
 @pytest.mark.slow
@@ -262,3 +283,6 @@ def test_transcribe_with_lm(tiny_lm, capsys):
         assert main(["transcribe", str(tiny.audio), "--checkpoint", str(tiny.checkpoint), "--method", "aligner_beam",
                      "--lm", str(root / "lm"), "--lm-language", "en_us", "--length-bonus", "0,1"]) == 2
     assert "one --lm-weight and one --length-bonus" in capsys.readouterr().err
+    assert main(["transcribe", str(tiny.audio), "--checkpoint", str(tiny.checkpoint), "--method", "ctc_beam_rescore",
+                 "--ctc-weight", "0.3,0.5"]) == 2
+    assert "--ctc-weight takes one weight here" in capsys.readouterr().err

@@ -100,6 +100,10 @@ def test_report_counts_text_only_words_and_compares(tmp_path, capsys):
     assert data["text+ASTRA"]["text_only_pooled"]["error_rate"] == pytest.approx(1 / 3)
     assert data["text_only_pooled_relative_reduction"] == pytest.approx(2 / 3)
     assert data["paired-only"]["unseen_pooled"] == {"occurrences": 1, "recognised": 1, "error_rate": 0.0}
+    # the other words (of the paired transcripts): en 7 (anna sold the; tom saw the red), ru 2
+    assert data["paired-only"]["paired_pooled"] == {"occurrences": 9, "recognised": 9, "error_rate": 0.0}
+    assert data["text+ASTRA"]["paired"]["en_us"]["recognised"] == 6  # "the" -> "a"
+    assert data["text+ASTRA"]["paired_pooled"]["error_rate"] == pytest.approx(1 / 9)
     # WER of the sentences holding a text-only word: en "yellow basket" (2 of 5 wrong) and ru (2 of 3)
     assert data["paired-only"]["text_only_sentences_wer"]["en_us"] == pytest.approx(2 / 5)
     assert data["paired-only"]["text_only_sentences_wer_pooled"] == pytest.approx(4 / 8)
@@ -127,7 +131,7 @@ def _compare_json(work: Path, wer: dict[str, float], text_only: dict[str, float]
     """results_compare{suffix}.json of every decoder: the given pooled WER and text-only error per
     model, CER = WER / 2, two languages at WER -/+ 0.1."""
     work.mkdir(parents=True, exist_ok=True)
-    for suffix, _ in seeds.DECODERS:
+    for suffix, _ in seeds.DECODERS + seeds.OPTIONAL:
         data = {m: {"pooled": wer[m], "cer_pooled": wer[m] / 2, "text_only_pooled": {"error_rate": text_only[m]},
                     "error_rate": {"en_us": wer[m] - 0.1, "de_de": wer[m] + 0.1}} for m in wer}
         (work / f"results_compare{suffix}.json").write_text(json.dumps(data))
@@ -246,7 +250,7 @@ def test_quick_recipe_end_to_end(tmp_path):
     work = tmp_path / "tiny"
     env = {**os.environ, "ASTRA_TINY_SET": ""}
     start = time.monotonic()
-    proc = subprocess.run(["bash", str(RUN_SH), "--quick", "--compare", "--work", str(work)],
+    proc = subprocess.run(["bash", str(RUN_SH), "--quick", "--compare", "--rescore", "--work", str(work)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     first_seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -268,7 +272,7 @@ def test_quick_recipe_end_to_end(tmp_path):
     assert sorted(lm_manifest["languages"]) == LANGUAGES and lm_manifest["order"] == 3
     decoders = (("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam"),
                 ("_ctc_beam_lm", "Aligner + CTC beam + LM"),
-                ("_ctc", "CTC greedy"), ("_ctc_lm", "CTC beam + LM"))
+                ("_ctc", "CTC greedy"), ("_ctc_lm", "CTC beam + LM"), ("_rescore", "CTC beam + LM, Aligner rescoring"))
     methods = {}
     for suffix, decoder in decoders:
         main = _check_eval(work / "eval" / f"main{suffix}", corpus)
@@ -286,14 +290,21 @@ def test_quick_recipe_end_to_end(tmp_path):
             assert results_main[decoder]["error_rate"][lang] == pytest.approx(by_lang[lang])
     assert methods["_ctc_beam"]["method"] == "aligner_ctc_beam" and methods["_ctc_beam"]["ctc_weight"] == 0.7
     assert methods["_ctc"]["method"] == "ctc_greedy" and methods["_ctc_lm"]["method"] == "ctc_beam"
+    assert methods["_rescore"]["method"] == "ctc_beam_rescore"
     for run in ("main", "paired_only"):  # each model's LM weight and bonus: the best of its validation sweep
-        for suffix in ("_ctc_beam_lm", "_ctc_lm"):
+        for suffix in ("_ctc_beam_lm", "_ctc_lm", "_rescore"):
             sweep = work / "eval" / f"{run}{suffix}_sweep_validation" / "best.json"
             best = json.loads(sweep.read_text(encoding="utf-8"))
             assert best["split"] == "validation"
             used = json.loads((work / "eval" / f"{run}{suffix}" / "results.json").read_text(encoding="utf-8"))
             assert used["meta"]["lm_weight"] == best["best_lm_weight"]
             assert used["meta"]["length_bonus"] == best["best_length_bonus"]
+            if suffix == "_rescore":
+                assert used["meta"]["ctc_weight"] == best["best_ctc_weight"]
+        # the rescoring keeps CTC beam + LM's LM weight and bonus
+        ctc_lm = json.loads((work / "eval" / f"{run}_ctc_lm" / "results.json").read_text(encoding="utf-8"))["meta"]
+        rescore = json.loads((work / "eval" / f"{run}_rescore" / "results.json").read_text(encoding="utf-8"))["meta"]
+        assert (rescore["lm_weight"], rescore["length_bonus"]) == (ctc_lm["lm_weight"], ctc_lm["length_bonus"])
     for _, decoder in decoders:
         assert f"Paired-only vs text-injected, {decoder}:" in proc.stdout
     assert "| **pooled** |" in proc.stdout
@@ -322,7 +333,7 @@ def test_quick_recipe_end_to_end(tmp_path):
     # a second run skips every stage's work: nothing is retrained or re-evaluated
     stamp = (work / "eval" / "main" / "results.json").stat().st_mtime_ns
     start = time.monotonic()
-    again = subprocess.run(["bash", str(RUN_SH), "--quick", "--compare", "--work", str(work)],
+    again = subprocess.run(["bash", str(RUN_SH), "--quick", "--compare", "--rescore", "--work", str(work)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (work / "eval" / "main" / "results.json").stat().st_mtime_ns == stamp

@@ -18,20 +18,31 @@ def add_checkpoint_arguments(parser, device_group=None) -> None:
                                           help="torch device (default: cpu)")
 
 
-def add_decode_arguments(parser, method_help: str) -> None:
-    """``--method``, ``--beam`` and ``--ctc-weight``; check them with :func:`check_decode_arguments`."""
+def add_decode_arguments(parser, method_help: str, sweep: bool = False) -> None:
+    """``--method``, ``--beam`` and ``--ctc-weight`` (``sweep``: several comma-separated CTC
+    weights, evaluate's sweep); check them with :func:`check_decode_arguments`."""
     parser.add_argument("--method", choices=DECODE_METHODS, default="aligner_greedy", help=method_help)
     parser.add_argument("--beam", type=int, default=4, help="beam size of *_beam methods")
-    parser.add_argument("--ctc-weight", type=float, default=0.3,
-                        help="aligner_ctc_beam: weight of the CTC head's prefix score, in [0, 1] (default: 0.3)")
+    parser.add_argument("--ctc-weight", default="0.3", metavar="W[,W...]" if sweep else "W",
+                        help="aligner_ctc_beam: weight of the CTC head's prefix score; ctc_beam_rescore: "
+                             "weight of log P_ctc against the Aligner's score of each n-best hypothesis; "
+                             "in [0, 1] (default: 0.3)"
+                             + ("; several comma-separated weights: a sweep, with every LM weight and "
+                                "bonus" if sweep else ""))
 
 
-def check_decode_arguments(args: argparse.Namespace) -> None:
-    """:class:`UserError` for a bad ``--beam`` or ``--ctc-weight``."""
+def check_decode_arguments(args: argparse.Namespace, sweep: bool = False) -> None:
+    """:class:`UserError` for a bad ``--beam`` or ``--ctc-weight`` (several weights without
+    ``sweep``); sets ``args.ctc_weights`` (the list) and ``args.ctc_weight`` (its first)."""
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
-    if not 0.0 <= args.ctc_weight <= 1.0:
+    weights = _numbers(str(args.ctc_weight), "--ctc-weight")
+    if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
         raise UserError(f"--ctc-weight must be in [0, 1], got {args.ctc_weight}")
+    if len(weights) > 1 and not sweep:
+        raise UserError(f"--ctc-weight takes one weight here, got {args.ctc_weight} "
+                        "(sweep several with 'astra evaluate --split validation')")
+    args.ctc_weights, args.ctc_weight = weights, weights[0]
 
 
 def load_checkpoint(args: argparse.Namespace):

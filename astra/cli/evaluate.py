@@ -19,7 +19,7 @@ from astra.cli._common import (
     load_checkpoint,
     load_lm_fusion,
 )
-from astra.constants import LM_PRE_BEAM_METHODS
+from astra.constants import CTC_WEIGHT_METHODS, LM_PRE_BEAM_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
                      help="evaluate only these languages (default: every language found)")
     dec = p.add_argument_group("decoding")
     add_checkpoint_arguments(p, device_group=dec)
-    add_decode_arguments(dec, "head and search (default: aligner_greedy)")
+    add_decode_arguments(dec, "head and search (default: aligner_greedy)", sweep=True)
     dec.add_argument("--force-language", action="store_true",
                      help="decode each utterance in its data language: its <lang:xx> tag is forced "
                           "as the first output (models trained with data.language_tags; aligner_* "
@@ -107,15 +107,18 @@ def _check_arguments(args: argparse.Namespace):
     for d in args.data:
         if not Path(d).is_dir():
             raise UserError(f"--data {d}: not a folder")
-    check_decode_arguments(args)
+    check_decode_arguments(args, sweep=True)
     lm_cfg = lm_fusion_config(args)
-    sweep = lm_cfg.is_sweep
-    if lm_cfg.lm_dir is None and (sweep or any(lm_cfg.length_bonuses) or args.ilm_weight or args.lm_candidates):
+    if len(args.ctc_weights) > 1 and args.method not in CTC_WEIGHT_METHODS:
+        raise UserError(f"several --ctc-weight values sweep {' and '.join(CTC_WEIGHT_METHODS)}, "
+                        f"not --method {args.method}")
+    lm_only = lm_cfg.is_sweep or any(lm_cfg.length_bonuses) or args.ilm_weight or args.lm_candidates
+    if lm_cfg.lm_dir is None and lm_only:
         raise UserError("--lm-weight with several weights, --length-bonus, --ilm-weight and --lm-candidates "
                         "need --lm DIR")
-    if sweep and args.split == "test":
-        raise UserError("an --lm-weight / --length-bonus sweep picks the values: run it on a validation split "
-                        "(--split validation), then evaluate the test split with the chosen ones")
+    if (lm_cfg.is_sweep or len(args.ctc_weights) > 1) and args.split == "test":
+        raise UserError("an --lm-weight / --length-bonus / --ctc-weight sweep picks the values: run it on a "
+                        "validation split (--split validation), then evaluate the test split with the chosen ones")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     return lm_cfg
@@ -135,7 +138,7 @@ def _check_force_language(args: argparse.Namespace, checkpoint, cfg, tokenizer) 
 
 def _decode_and_score(args: argparse.Namespace, model, tokenizer, batches, lm_cfg):
     """``(runs, skipped, fusion, cer_languages)``: one evaluation per (LM weight, length
-    bonus) pair of the sweep."""
+    bonus, CTC weight) of the sweep."""
     from astra.eval.evaluate import evaluate_lm_sweep
     from astra.eval.metrics import DEFAULT_CER_LANGUAGES
 
@@ -147,8 +150,8 @@ def _decode_and_score(args: argparse.Namespace, model, tokenizer, batches, lm_cf
     fusion = load_lm_fusion(lm_cfg, tokenizer, args.method, languages)
     try:
         runs, skipped = evaluate_lm_sweep(
-            model, tokenizer, batches, lm=fusion, points=lm_cfg.sweep_points(),
-            method=args.method, beam=args.beam, ctc_weight=args.ctc_weight,
+            model, tokenizer, batches, lm=fusion, points=lm_cfg.sweep_points(), ctc_weights=args.ctc_weights,
+            method=args.method, beam=args.beam,
             normalize=not args.no_normalize, cer_languages=cer_languages,
             progress=not args.no_progress, total=total, force_language=args.force_language,
         )
@@ -168,7 +171,7 @@ def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best, result, cer_la
         "split": args.split,
         "method": args.method,
         "beam": args.beam,
-        "ctc_weight": args.ctc_weight if args.method == "aligner_ctc_beam" else None,
+        "ctc_weight": best[2] if args.method in CTC_WEIGHT_METHODS else None,
         "force_language": args.force_language,
         "lm": None if fusion is None else str(lm_cfg.lm_dir),
         "lm_weight": best[0],
@@ -177,10 +180,10 @@ def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best, result, cer_la
         "lm_candidates": fusion.pre_beam(args.beam) if fusion is not None and args.method in LM_PRE_BEAM_METHODS
         else None,
         "lm_sweep": [
-            {"lm_weight": w, "length_bonus": b, "pooled_error_rate": r.summary.pooled_error_rate,
+            {"lm_weight": w, "length_bonus": b, "ctc_weight": c, "pooled_error_rate": r.summary.pooled_error_rate,
              "macro_error_rate": r.summary.macro_error_rate, "rtf": r.decoded.rtf}
-            for (w, b), r in runs
-        ] if lm_cfg.is_sweep else None,
+            for (w, b, c), r in runs
+        ] if len(runs) > 1 else None,
         "normalize": not args.no_normalize,
         "cer_languages": cer_languages,
         "utterances": len(decoded.keys),
@@ -191,6 +194,10 @@ def _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best, result, cer_la
         "skipped": skipped,
         "too_short_empty_hypothesis": decoded.too_short,
     }
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def _print_results(result, meta: dict, title: str, out_dir: Path, paths: dict) -> None:
@@ -204,12 +211,14 @@ def _print_results(result, meta: dict, title: str, out_dir: Path, paths: dict) -
         sys.stdout.write(f"\nskipped utterances (not scored): {skipped}\n")
     sys.stdout.write(f"\nwrote {', '.join(p.name for p in paths.values())} to {out_dir}\n")
     if meta["lm_sweep"]:
-        sys.stdout.write("\n| LM weight | length bonus | pooled error rate | macro error rate |\n"
-                         "|---:|---:|---:|---:|\n")
+        sys.stdout.write("\n| LM weight | length bonus | CTC weight | pooled error rate | macro error rate |\n"
+                         "|---:|---:|---:|---:|---:|\n")
         for row in meta["lm_sweep"]:
-            sys.stdout.write(f"| {row['lm_weight']:g} | {row['length_bonus']:g} | "
-                             f"{100 * row['pooled_error_rate']:.2f} % | {100 * row['macro_error_rate']:.2f} % |\n")
+            cells = [_cell(row[k]) for k in ("lm_weight", "length_bonus", "ctc_weight")]
+            cells += [f"{100 * row[k]:.2f} %" for k in ("pooled_error_rate", "macro_error_rate")]
+            sys.stdout.write("| " + " | ".join(cells) + " |\n")
         best = {"best_lm_weight": meta["lm_weight"], "best_length_bonus": meta["length_bonus"],
+                "best_ctc_weight": meta["ctc_weight"],
                 "pooled_error_rate": result.summary.pooled_error_rate,
                 "split": meta["split"], "results": str(out_dir / "results.json")}
         sys.stdout.write(json.dumps(best) + "\n")  # last line: machine-readable
@@ -231,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
     )
     meta = _metadata(args, checkpoint, data, lm_cfg, fusion, runs, best, result, cer_languages, skipped)
     lm_note = "" if fusion is None else f", LM weight {best[0]:g}" + (f", length bonus {best[1]:g}" if best[1] else "")
+    if args.method in CTC_WEIGHT_METHODS:
+        lm_note += f", CTC weight {best[2]:g}"
     title = f"{checkpoint.name} on {data} ({args.method}{lm_note})"
     paths = write_reports(out_dir, result.scores, result.summary, meta, title)
     _print_results(result, meta, title, out_dir, paths)

@@ -169,7 +169,8 @@ def decode_batches(
             ``keys``, ``languages``, ``texts`` and ``durations [B]`` seconds.
         method: one of :data:`DECODE_METHODS`.
         beam: beam size of the beam-search methods.
-        ctc_weight: weight of the CTC prefix score in ``aligner_ctc_beam``.
+        ctc_weight: weight of the CTC prefix score in ``aligner_ctc_beam`` and of
+            ``log P_ctc`` in ``ctc_beam_rescore``.
         progress: show a tqdm progress bar (utterances) on stderr.
         total: number of utterances for the progress bar (``None``: unknown).
         force_language: decode each utterance in its known language (``batch["languages"]``):
@@ -264,13 +265,14 @@ def evaluation_data_config(data_cfg, corpora: Sequence[str], fleurs: Sequence[st
 
 
 def evaluate_lm_sweep(model, tokenizer, batches, lm=None, points: Sequence[tuple[float, float]] = (),
-                      **options):
+                      ctc_weights: Sequence[float] = (0.3,), **options):
     """:func:`evaluate_batches` once per ``(lm_weight, length_bonus)`` of ``points``
-    (``lm.weight`` and ``lm.length_bonus`` set in turn), or once without ``lm``.
+    (``lm.weight`` and ``lm.length_bonus`` set in turn; one pass without ``lm``) and CTC
+    weight of ``ctc_weights`` (the ``ctc_weight`` of :func:`decode_batches`).
 
     Returns:
-        ``(runs, skipped)``: ``runs`` a list of ``((weight, bonus) or (None, None),
-        EvaluationResult)``;
+        ``(runs, skipped)``: ``runs`` a list of ``((weight, bonus, ctc_weight), EvaluationResult)``
+        (weight and bonus ``None`` without ``lm``);
         ``skipped`` the ``EvalBatches.skip_summary()`` after the first pass (later passes
         would count the same skips again).
     """
@@ -278,7 +280,9 @@ def evaluate_lm_sweep(model, tokenizer, batches, lm=None, points: Sequence[tuple
     for point in points if lm is not None else [(None, None)]:
         if lm is not None:
             lm.weight, lm.length_bonus = point
-        runs.append((point, evaluate_batches(model, tokenizer, batches, lm=lm, **options)))
-        if skipped is None:
-            skipped = batches.skip_summary()
+        for ctc_weight in ctc_weights:
+            result = evaluate_batches(model, tokenizer, batches, lm=lm, ctc_weight=ctc_weight, **options)
+            runs.append(((*point, ctc_weight), result))
+            if skipped is None:
+                skipped = batches.skip_summary()
     return runs, skipped

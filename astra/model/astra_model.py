@@ -57,10 +57,11 @@ from astra.model import decoding
 from astra.model.aligner_decoder import AlignerDecoder
 from astra.model.attention import MultiHeadSelfAttention
 from astra.model.config import ModelConfig
-from astra.model.ctc_beam_search import ctc_beam_search
+from astra.model.ctc_beam_search import CtcHypothesis, ctc_beam_nbest, ctc_beam_search
 from astra.model.ctc_head import CtcHead
 from astra.model.encoders import SharedEncoder, SpeechEncoder, TextEncoder
 from astra.model.frontend import FrequencyWarp, GlobalCMVN, SpecAugment
+from astra.model.rescoring import flatten_nbest, pick_rescored
 from astra.model.rnnt_head import LATTICES, RnntHead, RnntLosses, emit_occupancy
 
 logger = logging.getLogger(__name__)
@@ -288,16 +289,17 @@ class AstraModel(nn.Module):
         return top, compressed_lens, layers
 
     def _compress(self, frames: Tensor, lens: Tensor, references: tuple[Tensor, Tensor] | None,
-                  counts: dict[str, float] | None) -> tuple[Tensor, Tensor]:
+                  counts: dict[str, float] | None, align: str | None = None) -> tuple[Tensor, Tensor]:
         """CTC compression of the InterCTC layer's frames ``[B, T', D]`` by its greedy labels,
-        or in training along the reference's forced alignment; rows compressed below their
-        U + 1 targets keep ``frames``."""
+        or along the forced alignment of ``references`` (``align``, default
+        ``model.ctc_compress_align``, ``"forced"``); rows compressed below their U + 1
+        targets keep ``frames``."""
         from astra.model.ctc_compress import ctc_compress
 
         with torch.no_grad():
             log_probs = self.inter_ctc(frames)  # [B, T', V]
             labels = log_probs.argmax(dim=-1)  # [B, T']
-            if references is not None and self.cfg.ctc_compress_align == "forced":
+            if references is not None and (align or self.cfg.ctc_compress_align) == "forced":
                 from astra.model.ctc_forced_align import ctc_forced_align
 
                 forced, feasible = ctc_forced_align(log_probs, lens, *references, BLANK_ID)
@@ -713,13 +715,15 @@ class AstraModel(nn.Module):
         cfg = self.cfg
         if method.startswith("rnnt") and self.rnnt is None:
             raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
-        uses_ctc = method in ("ctc_greedy", "ctc_beam", "aligner_ctc_beam")
+        uses_ctc = method in ("ctc_greedy", "ctc_beam", "aligner_ctc_beam", "ctc_beam_rescore")
         if uses_ctc and self.ctc is None and self.inter_ctc is None:
             raise ValueError(f"decode method {method!r} needs model.top_ctc or model.inter_ctc_layer")
         layer = {"rnnt_greedy": cfg.rnnt_layer, "rnnt_beam": cfg.rnnt_layer}.get(method)
         if uses_ctc:
             layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
         wanted = () if layer is None else (layer,)
+        if method == "ctc_beam_rescore" and cfg.ctc_compress == "labels":
+            wanted += (cfg.inter_ctc_layer,)  # the frames each hypothesis is compressed from
         top, enc_lens, layers = self.forward_encoder(features, lens, wanted)
         # the CTC and RNN-T heads read T' frames (enc_lens: the Aligner's, compressed or not)
         frame_lens = self.frame_lengths(lens) if cfg.ctc_compress != "none" else enc_lens
@@ -741,7 +745,43 @@ class AstraModel(nn.Module):
             return decoding.rnnt_beam(self.rnnt, layers[layer], frame_lens, beam, lm=batch_lm)
         if method == "ctc_beam":
             return ctc_beam_search(head(layers.get(layer, top)), frame_lens, BLANK_ID, beam, lm=batch_lm)[0]
+        if method == "ctc_beam_rescore":
+            nbest = ctc_beam_nbest(head(layers.get(layer, top)), frame_lens, BLANK_ID, beam, beam, lm=batch_lm)
+            scores = self.aligner_log_likelihoods(top, enc_lens, layers.get(cfg.inter_ctc_layer), frame_lens, nbest)
+            return pick_rescored(nbest, scores.tolist(), ctc_weight)
         return head.greedy(layers.get(layer, top), frame_lens)
+
+    @torch.no_grad()
+    def aligner_log_likelihoods(self, top: Tensor, top_lens: Tensor, below: Tensor | None, frame_lens: Tensor,
+                                nbest: list[list[CtcHypothesis]]) -> Tensor:
+        """``[N]`` teacher-forced ``log P_aligner(h, <eos> | x)`` of every hypothesis h of
+        ``nbest`` (per utterance of the batch; flattened in that order), ``-inf`` where h
+        needs more than the frames there are (U + 1 > L).
+
+        Args:
+            top: ``[B, L, D]`` the final shared output the decode read (``top_lens [B]``).
+            below: ``[B, T', D]`` the InterCTC layer's output (``frame_lens [B]``): with
+                ``model.ctc_compress="labels"`` each hypothesis gets the upper layers run on
+                these frames merged along its own CTC forced alignment (U + 1 frames, as a
+                reference in training); otherwise (``None`` allowed) every hypothesis reads
+                ``top``.
+        """
+        rows, tokens, token_lens = flatten_nbest(nbest, top.device)
+        if rows.numel() == 0:
+            return top.new_zeros(0)
+        if self.cfg.ctc_compress == "labels":
+            k = self.cfg.inter_ctc_layer
+            frames, lens = self._compress(below[rows], frame_lens[rows], (tokens, token_lens), None, align="forced")
+            frames, _ = self.shared_encoder(frames, lens, (), first_block=k)
+        else:
+            frames, lens = top[rows], top_lens[rows]
+        targets = append_eos(tokens, token_lens)
+        width = min(targets.size(1), frames.size(1))
+        log_probs = torch.log_softmax(self.aligner(frames[:, :width], targets[:, :width]).float(), dim=-1)
+        picked = log_probs.gather(2, targets[:, :width, None])[:, :, 0]  # [N, width]
+        scored = torch.arange(width, device=picked.device)[None, :] < (token_lens + 1)[:, None]
+        total = picked.masked_fill(~scored, 0.0).sum(dim=1)
+        return total.masked_fill(token_lens + 1 > lens.to(total.device), float("-inf"))
 
     @torch.no_grad()
     def alignment_occupancy(self, batch: dict, lattice: str = "simple") -> tuple[Tensor, Tensor, Tensor]:

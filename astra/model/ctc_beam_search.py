@@ -29,6 +29,7 @@ Legend: B batch, K beam, N = B * K hypothesis rows, T' frames, V vocabulary, C c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -61,12 +62,73 @@ def utterance_candidates(log_probs: Tensor, lengths: Tensor, blank_id: int, min_
     return torch.where(keep.gather(1, index), index, blank_id)
 
 
+@dataclass
+class CtcHypothesis:
+    """A finished hypothesis of :func:`ctc_beam_nbest`: token ids (no blank), ``log P_ctc``
+    of the ids as the complete output, and the LM part of its search score (``lm_weight
+    log P_LM`` + length bonuses + the ``</s>`` term; 0 without an LM)."""
+
+    tokens: list[int]
+    ctc_score: float
+    lm_score: float
+
+    @property
+    def score(self) -> float:
+        """The search score (CTC + LM)."""
+        return self.ctc_score + self.lm_score
+
+
+class _Finished:
+    """The ``nbest`` best finished hypotheses of each of ``batch`` utterances (tensors, best
+    first; -inf scores where fewer were found)."""
+
+    def __init__(self, batch: int, nbest: int, max_len: int, device) -> None:
+        self.scores = torch.full((batch, nbest), float("-inf"), device=device)  # search scores, sorted
+        self.parts = torch.zeros(batch, nbest, 2, device=device)  # (ctc, lm) of each
+        self.tokens = torch.zeros(batch, nbest, max_len, dtype=torch.long, device=device)
+        self.lens = torch.zeros(batch, nbest, dtype=torch.long, device=device)
+
+    @property
+    def bound(self) -> Tensor:
+        """``[B]`` the score a new hypothesis must beat to enter (the n-th best; -inf until full)."""
+        return self.scores[:, -1]
+
+    @property
+    def best(self) -> Tensor:
+        return self.scores[:, 0]
+
+    def offer(self, live: Tensor, ends: Tensor, ctc: Tensor, lm: Tensor, history: Tensor) -> None:
+        """Merge in the hypotheses ending here (``ends [B, K]`` their scores, ``ctc``/``lm``
+        its two parts, ``history [B, K, i]`` their ids) of the ``live [B]`` utterances."""
+        batch, beam, length = history.shape
+        ends = ends.masked_fill(~live[:, None], float("-inf"))
+        nbest = self.scores.size(1)
+        scores = torch.cat([self.scores, ends], dim=1)  # [B, N + K]
+        parts = torch.cat([self.parts, torch.stack([ctc, lm], dim=2)], dim=1)
+        new = torch.zeros(batch, beam, self.tokens.size(2), dtype=torch.long, device=history.device)
+        new[:, :, :length] = history
+        tokens = torch.cat([self.tokens, new], dim=1)
+        lens = torch.cat([self.lens, self.lens.new_full((batch, beam), length)], dim=1)
+        self.scores, index = scores.topk(nbest, dim=1)
+        self.parts = parts.gather(1, index[:, :, None].expand(-1, -1, 2))
+        self.tokens = tokens.gather(1, index[:, :, None].expand(-1, -1, tokens.size(2)))
+        self.lens = lens.gather(1, index)
+
+    def hypotheses(self) -> list[list[CtcHypothesis]]:
+        found = self.scores.isfinite().tolist()
+        tokens, lens, parts = self.tokens.tolist(), self.lens.tolist(), self.parts.tolist()
+        return [
+            [CtcHypothesis(tokens[b][n][: lens[b][n]], *parts[b][n]) for n in range(len(row)) if row[n]]
+            for b, row in enumerate(found)
+        ]
+
+
 @torch.no_grad()
 def ctc_beam_search(
     log_probs: Tensor, lengths: Tensor, blank_id: int, beam: int = 4, lm: BatchLm | None = None,
     min_token_prob: float = MIN_TOKEN_PROB, end_steps: int = END_STEPS, end_margin: float = END_MARGIN,
 ) -> tuple[list[list[int]], Tensor]:
-    """Batched CTC prefix beam search (module doc).
+    """Batched CTC prefix beam search (module doc): the best hypothesis of each utterance.
 
     Args:
         log_probs: ``[B, T', V]`` CTC log-probabilities (blank ``blank_id``); lengths ``[B]``.
@@ -77,10 +139,26 @@ def ctc_beam_search(
 
     Returns:
         ``(hyps, scores [B])``: the best finished hypothesis of each utterance (token ids,
-        no blank) and its score (``log P_ctc`` + the LM terms).
+        no blank; ``[]`` and -inf for an utterance without frames) and its score
+        (``log P_ctc`` + the LM terms).
     """
-    if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
+    nbest = ctc_beam_nbest(log_probs, lengths, blank_id, beam, 1, lm, min_token_prob, end_steps, end_margin)
+    hyps = [found[0].tokens if found else [] for found in nbest]
+    scores = torch.tensor([found[0].score if found else float("-inf") for found in nbest], device=log_probs.device)
+    return hyps, scores
+
+
+@torch.no_grad()
+def ctc_beam_nbest(
+    log_probs: Tensor, lengths: Tensor, blank_id: int, beam: int = 4, nbest: int = 4, lm: BatchLm | None = None,
+    min_token_prob: float = MIN_TOKEN_PROB, end_steps: int = END_STEPS, end_margin: float = END_MARGIN,
+) -> list[list[CtcHypothesis]]:
+    """Batched CTC prefix beam search keeping the ``nbest`` best finished hypotheses of each
+    utterance (best first; fewer where fewer were found; none for an utterance without
+    frames). Arguments as :func:`ctc_beam_search`; the search runs until no live hypothesis
+    can beat the ``nbest``-th finished one (or by end detection with a positive bonus)."""
+    if beam < 1 or nbest < 1:
+        raise ValueError(f"beam and nbest must be >= 1, got {beam} and {nbest}")
     if not 0.0 <= min_token_prob < 1.0:
         raise ValueError(f"min_token_prob must be in [0, 1), got {min_token_prob}")
     if end_steps < 1 or not end_margin >= 0:
@@ -98,8 +176,7 @@ def ctc_beam_search(
     lm_scores = torch.zeros(batch, beam, device=device)  # the LM part of ``scores``
     lm_states = None if lm is None else lm.initial_states(beam)
     history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
-    best_scores = torch.full((batch,), float("-inf"), device=device)
-    best: list[list[int]] = [[] for _ in range(batch)]
+    finished = _Finished(batch, nbest, frames + 1, device)
     live = lengths > 0
     monotone = lm is None or lm.monotone
     far_steps = torch.zeros(batch, dtype=torch.long, device=device)  # end detection: steps in a row far below
@@ -107,16 +184,12 @@ def ctc_beam_search(
     for _ in range(frames + 1):  # a hypothesis has at most T' tokens
         dead = scores.isneginf()
         # the hypotheses ending here: log P_ctc(h) (+ LM </s>)
-        ends = state.full_score().view(batch, beam) + lm_scores
-        if lm is not None:
-            ends = ends + lm.end_scores(lm_states).view(batch, beam)
-        end_best, end_k = ends.masked_fill(dead, float("-inf")).max(dim=1)
-        better = live & (end_best > best_scores)
-        for b in torch.nonzero(better).flatten().tolist():
-            best[b] = history[b, int(end_k[b])].tolist()
-        best_scores = torch.where(better, end_best, best_scores)
+        end_ctc = state.full_score().view(batch, beam)
+        end_lm = lm_scores if lm is None else lm_scores + lm.end_scores(lm_states).view(batch, beam)
+        ends = (end_ctc + end_lm).masked_fill(dead, float("-inf"))
+        finished.offer(live, ends, end_ctc, end_lm, history)
         if not monotone:
-            far_steps = torch.where(end_best < best_scores - end_margin, far_steps + 1, 0)
+            far_steps = torch.where(ends.amax(dim=1) < finished.best - end_margin, far_steps + 1, 0)
             live = live & (far_steps < end_steps)
         # the extensions h + c: psi(h + c) (+ LM c)
         ext_ctc = scorer.scores(state, tokens)  # [N, C]
@@ -130,7 +203,7 @@ def ctc_beam_search(
         if k < beam:  # fewer extensions than the beam: the other rows are dead
             top_scores = torch.cat([top_scores, top_scores.new_full((batch, beam - k), float("-inf"))], dim=1)
             top_index = torch.cat([top_index, top_index[:, :1].expand(batch, beam - k)], dim=1)
-        live = live & (top_scores[:, 0] > (best_scores if monotone else float("-inf")))
+        live = live & (top_scores[:, 0] > (finished.bound if monotone else float("-inf")))
         if not bool(live.any()):
             break
         parents = top_index // width
@@ -141,5 +214,4 @@ def ctc_beam_search(
         state = scorer.extend(state, (batch_rows * beam + parents).flatten(), chosen.flatten())
         if lm is not None:
             lm_states = next_lm.view(batch, -1).gather(1, top_index).flatten()
-    return best, best_scores
-
+    return finished.hypotheses()

@@ -10,7 +10,9 @@ references' occurrences of its text-only words (``CORPUS/text_only_words.json``:
 occur in the unpaired text but in no paired training transcript) that the hypothesis does
 not reproduce: the word is substituted or deleted in the word alignment (jiwer) of its
 utterance. The **unseen word error rate** is the same for the words that occur in no training
-text at all (``CORPUS/unseen_words.json``; ``n/a`` when the corpus has no such file). Also
+text at all (``CORPUS/unseen_words.json``; ``n/a`` when the corpus has no such file), and the
+**paired word error rate** for the other words, those of the paired training transcripts (what
+the acoustic model has heard; ``n/a`` without ``unseen_words.json``). Also
 reported per system: CER (jiwer's character alignment, spaces included) and the WER of the
 test sentences that contain at least one text-only word.
 
@@ -66,6 +68,7 @@ class Evaluation:
     metric: str
     text_only: dict[str, TextOnlyCounts] = field(default_factory=dict)
     unseen: dict[str, TextOnlyCounts] = field(default_factory=dict)
+    paired: dict[str, TextOnlyCounts] = field(default_factory=dict)  # words of the paired transcripts
     chars: dict[str, EditCounts] = field(default_factory=dict)
     text_only_sentences: dict[str, EditCounts] = field(default_factory=dict)
 
@@ -74,6 +77,9 @@ class Evaluation:
 
     def unseen_pooled(self) -> TextOnlyCounts:
         return _pool(self.unseen.values(), TextOnlyCounts())
+
+    def paired_pooled(self) -> TextOnlyCounts:
+        return _pool(self.paired.values(), TextOnlyCounts())
 
     def chars_pooled(self) -> EditCounts:
         return _pool(self.chars.values(), EditCounts())
@@ -144,8 +150,10 @@ def read_evaluation(name: str, folder: Path, text_only_words: dict[str, list[str
         hits = recognised_words(ref, hyp)
         count_occurrences(evaluation.text_only.setdefault(lang, TextOnlyCounts()), words, ref, hits)
         if unseen_words is not None:
-            count_occurrences(evaluation.unseen.setdefault(lang, TextOnlyCounts()),
-                              set(unseen_words.get(lang, [])), ref, hits)
+            unseen = set(unseen_words.get(lang, []))
+            count_occurrences(evaluation.unseen.setdefault(lang, TextOnlyCounts()), unseen, ref, hits)
+            count_occurrences(evaluation.paired.setdefault(lang, TextOnlyCounts()),
+                              set(ref.split()) - words - unseen, ref, hits)
         if not ref:
             continue
         chars = evaluation.chars.setdefault(lang, EditCounts())
@@ -169,7 +177,7 @@ def relative_reduction(before: float, after: float) -> float:
     return (before - after) / before
 
 
-METRICS = ("WER", "CER", "WER of sentences with text-only words", "text-only word error",
+METRICS = ("WER", "CER", "WER of sentences with text-only words", "paired word error", "text-only word error",
            "unseen word error")
 
 
@@ -177,9 +185,10 @@ def _cells(e: Evaluation, lang: str | None) -> list[float]:
     """The METRICS of ``e`` for one language, or pooled over all (``lang=None``)."""
     if lang is None:
         return [e.pooled, e.chars_pooled().error_rate, e.text_only_sentences_pooled().error_rate,
-                e.text_only_pooled().error_rate, e.unseen_pooled().error_rate]
+                e.paired_pooled().error_rate, e.text_only_pooled().error_rate, e.unseen_pooled().error_rate]
     return [e.wer.get(lang, math.nan), e.chars.get(lang, EditCounts()).error_rate,
             e.text_only_sentences.get(lang, EditCounts()).error_rate,
+            e.paired.get(lang, TextOnlyCounts()).error_rate,
             e.text_only.get(lang, TextOnlyCounts()).error_rate,
             e.unseen.get(lang, TextOnlyCounts()).error_rate]
 
@@ -218,6 +227,10 @@ def _num(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _counts(c: TextOnlyCounts) -> dict:
+    return {"occurrences": c.occurrences, "recognised": c.recognised, "error_rate": _num(c.error_rate)}
+
+
 def to_json(evaluations: list[Evaluation]) -> dict:
     out: dict = {}
     for e in evaluations:
@@ -227,18 +240,12 @@ def to_json(evaluations: list[Evaluation]) -> dict:
             "error_rate": e.wer,
             "pooled": e.pooled,
             "macro": e.macro,
-            "text_only": {
-                lang: {"occurrences": c.occurrences, "recognised": c.recognised, "error_rate": _num(c.error_rate)}
-                for lang, c in sorted(e.text_only.items())
-            },
-            "text_only_pooled": {
-                "occurrences": pooled.occurrences, "recognised": pooled.recognised,
-                "error_rate": _num(pooled.error_rate),
-            },
-            "unseen_pooled": {
-                "occurrences": e.unseen_pooled().occurrences, "recognised": e.unseen_pooled().recognised,
-                "error_rate": _num(e.unseen_pooled().error_rate),
-            },
+            "text_only": {lang: _counts(c) for lang, c in sorted(e.text_only.items())},
+            "text_only_pooled": _counts(pooled),
+            "unseen_pooled": _counts(e.unseen_pooled()),
+            "unseen": {lang: _counts(c) for lang, c in sorted(e.unseen.items())},
+            "paired_pooled": _counts(e.paired_pooled()),
+            "paired": {lang: _counts(c) for lang, c in sorted(e.paired.items())},
             "cer": {lang: _num(c.error_rate) for lang, c in sorted(e.chars.items())},
             "cer_pooled": _num(e.chars_pooled().error_rate),
             "text_only_sentences_wer": {lang: _num(c.error_rate) for lang, c in sorted(e.text_only_sentences.items())},

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tiny embedded multilingual recipe (README's first command: `make demo`).
 #
-#   bash recipes/tiny/run.sh [--quick] [--compare] [--stage NAME]... [--work DIR]
+#   bash recipes/tiny/run.sh [--quick] [--compare] [--rescore] [--stage NAME]... [--work DIR]
 #
 # Stages (each skips work already done, so re-running resumes; --stage runs one alone):
 #   corpus     synthesise the corpus: Debian fortunes sentences in 5 languages, Latin + Cyrillic
@@ -13,8 +13,10 @@
 #   finetune   low-resource target corpus (split `train`) + unpaired text
 #   evaluate   on `test` (unseen voices): Aligner greedy, Aligner + CTC beam search
 #              (aligner_ctc_beam), CTC greedy, and the two beams with LM shallow fusion (LM
-#              weight + length bonus chosen on validation, per model): WER, CER per language,
-#              pooled, macro, and the error rates on the text-only and unseen words
+#              weight + length bonus chosen on validation, per model); with --rescore also
+#              CTC beam + LM with the Aligner rescoring its n-best (ctc_beam_rescore; CTC
+#              weight chosen on validation; ~2 min per model): WER, CER per language, pooled,
+#              macro, and the error rates on the text-only and unseen words
 #   plot       attention maps + lattice occupancy PNG of one test utterance
 #   compare    (--compare) the same model paired-only (no unpaired text, no ASTRA),
 #              equal steps and paired data, evaluated on the same test sets with the same
@@ -22,21 +24,24 @@
 #              and teacher-forced scores of the text-only words' tokens (text_only_scores.py)
 #
 # --quick: a few sentences and steps per stage (CI; its run time: docs/training.md).
+# --rescore: also the ctc_beam_rescore decoder (off by default for the main job's budget).
 # Output: exp/tiny (or exp/tiny_quick); override with --work DIR or ASTRA_TINY_WORK. The fbank
 # cache of the training runs, WORK/features (its size: docs/recipe_tiny.md), can be deleted.
 # Extra `astra pretrain/finetune` settings: ASTRA_TINY_SET="optim.lr=1e-3 run.max_steps=100".
 set -euo pipefail
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }  # the header above
 
 quick=0
 compare=0
+rescore=0
 stages=()
 work="${ASTRA_TINY_WORK:-}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
         --compare) compare=1 ;;
+        --rescore) rescore=1 ;;
         --stage) [ $# -ge 2 ] || { echo "run.sh: --stage needs a name" >&2; exit 2; }; stages+=("$2"); shift ;;
         --work) [ $# -ge 2 ] || { echo "run.sh: --work needs a folder" >&2; exit 2; }; work="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -172,6 +177,7 @@ stage_finetune() {
 # were chosen on the validation split (docs/recipe_tiny.md); the *_lm decoders add LM shallow fusion with the LM weight and length bonus that `lm_choice`
 # picks on validation for the checkpoint being evaluated.
 decoder_names=("" _ctc_beam _ctc_beam_lm _ctc _ctc_lm)
+[ "$rescore" = 1 ] && decoder_names+=(_rescore)
 decoder_label() {  # decoder_label SUFFIX
     case "$1" in
         "") echo "Aligner greedy" ;;
@@ -179,9 +185,10 @@ decoder_label() {  # decoder_label SUFFIX
         _ctc_beam_lm) echo "Aligner + CTC beam + LM" ;;
         _ctc) echo "CTC greedy" ;;
         _ctc_lm) echo "CTC beam + LM" ;;
+        _rescore) echo "CTC beam + LM, Aligner rescoring" ;;
     esac
 }
-decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT(S) [LENGTH_BONUS(ES)]]
+decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT(S) [LENGTH_BONUS(ES) [CTC_WEIGHT(S)]]]
     local lm="--lm $lm_dir --lm-weight ${2:-0.3} --length-bonus ${3:-0}"
     case "$1" in
         "") echo "--method aligner_greedy" ;;
@@ -189,18 +196,23 @@ decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT(S) [LENGTH_BONUS(ES)]]
         _ctc_beam_lm) echo "--method aligner_ctc_beam --beam 8 --ctc-weight 0.7 $lm" ;;
         _ctc) echo "--method ctc_greedy" ;;
         _ctc_lm) echo "--method ctc_beam --beam 16 $lm" ;;
+        _rescore) echo "--method ctc_beam_rescore --beam 16 $lm --ctc-weight ${4:-0.9}" ;;
     esac
 }
 # the validation grid of the *_lm decoders: every LM weight with every length bonus (without a
 # bonus a strong LM makes the search leave words out: docs/recipe_tiny.md, "LM fusion settings");
 # the joint search's best weights are lower than CTC beam's (the Aligner's own score is an LM),
-# and CTC beam's best bonus was 2 in every sweep so far (0 never)
+# and CTC beam's best bonus was 2 or 3 in every sweep so far (0 and 1 never: 6 of 6 models
+# chose 2 or 3). The rescoring decoder keeps CTC beam + LM's LM weight and bonus and sweeps
+# its CTC weight (1: CTC beam + LM's own choice).
 lm_weights_joint=0.1,0.2,0.3,0.5
 lm_bonuses_joint=0,1,2
 lm_weights_ctc=0.5,0.7,1.0
-lm_bonuses_ctc=1,2,3
+lm_bonuses_ctc=2,3
+rescore_ctc_weights=0.7,0.9,1
 if [ "$quick" = 1 ]; then  # a 2 x 2 grid
     lm_weights_joint=0.3,1.0; lm_weights_ctc=0.3,1.0; lm_bonuses_joint=0,1; lm_bonuses_ctc=0,1
+    rescore_ctc_weights=0.5,1
 fi
 lm_grid() {  # lm_grid SUFFIX: "WEIGHTS BONUSES" its sweep tries
     case "$1" in
@@ -209,19 +221,25 @@ lm_grid() {  # lm_grid SUFFIX: "WEIGHTS BONUSES" its sweep tries
     esac
 }
 
-lm_choice() {  # lm_choice SUFFIX CHECKPOINT_RUN OUT_DIR: "WEIGHT BONUS" with the lowest validation WER
-    local sweep="$3$1_sweep_validation" weights bonuses
-    read -r weights bonuses <<< "$(lm_grid "$1")"
+lm_choice() {  # lm_choice SUFFIX CHECKPOINT_RUN OUT_DIR: "WEIGHT BONUS [CTC_WEIGHT]" with the lowest validation WER
+    local sweep="$3$1_sweep_validation" weights bonuses ctc_weights=""
+    if [ "$1" = _rescore ]; then  # CTC beam + LM's LM weight and bonus; the CTC weights swept
+        read -r weights bonuses <<< "$(lm_choice _ctc_lm "$2" "$3")"
+        ctc_weights=$rescore_ctc_weights
+    else
+        read -r weights bonuses <<< "$(lm_grid "$1")"
+    fi
     if [ ! -f "$sweep/best.json" ]; then
-        say "LM sweep on validation (weights $weights, length bonuses $bonuses) for $2" \
-            "($(decoder_label "$1")) -> $sweep"
+        say "LM sweep on validation (weights $weights, length bonuses $bonuses${ctc_weights:+, CTC weights $ctc_weights})" \
+            "for $2 ($(decoder_label "$1")) -> $sweep"
         # shellcheck disable=SC2046  # the options are words
         "$ASTRA" evaluate --checkpoint "$2" --data "$corpus" --split validation \
-            $(decoder_options "$1" "$weights" "$bonuses") --output-dir "$sweep" \
+            $(decoder_options "$1" "$weights" "$bonuses" $ctc_weights) --output-dir "$sweep" \
             | tail -n 1 > "$sweep.best.tmp"
         mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
     fi
-    "$PY" -c 'import json, sys; b = json.load(open(sys.argv[1])); print(b["best_lm_weight"], b["best_length_bonus"])' \
+    "$PY" -c 'import json, sys; b = json.load(open(sys.argv[1]))
+print(b["best_lm_weight"], b["best_length_bonus"], "" if b.get("best_ctc_weight") is None else b["best_ctc_weight"])' \
         "$sweep/best.json"
 }
 
@@ -232,9 +250,9 @@ evaluate_run() {  # evaluate_run CHECKPOINT_RUN OUT_DIR: every decoder, into OUT
         if [ -f "$out/results.json" ]; then say "evaluate: $out/results.json exists (skipped)"; continue; fi
         choice=""
         case "$suffix" in
-            *_lm) need "$lm_dir/manifest.json" lm; choice="$(lm_choice "$suffix" "$ckpt" "$2")" ;;
+            *_lm | _rescore) need "$lm_dir/manifest.json" lm; choice="$(lm_choice "$suffix" "$ckpt" "$2")" ;;
         esac
-        # shellcheck disable=SC2086  # the choice is "WEIGHT BONUS"
+        # shellcheck disable=SC2086  # the choice is "WEIGHT BONUS [CTC_WEIGHT]"
         options="$(decoder_options "$suffix" $choice)"
         say "evaluate $ckpt ($options) -> $out"
         # shellcheck disable=SC2086  # the options are words

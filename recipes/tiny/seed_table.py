@@ -4,7 +4,7 @@
     python recipes/tiny/seed_table.py --run 1234=exp/tiny --run 1235=exp/tiny_s2 [--out exp/seeds]
 
 Each ``--run LABEL=WORK`` is a work folder of ``run.sh --compare`` (its
-``results_compare{,_ctc_beam,_ctc_beam_lm,_ctc,_ctc_lm}.json``, written by ``report.py``). Prints
+``results_compare{,_ctc_beam,_ctc_beam_lm,_ctc,_ctc_lm,_rescore}.json``, written by ``report.py``). Prints
 one row per run and model (pooled WER / CER of every decoder, the text-only word error and the
 per-language WER under the best decoder, CTC beam + LM), the mean of the runs per model, and the
 relative change of the text-injected model against the paired-only one per decoder: of the
@@ -22,18 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the recipe's report.
 
 from report import emit_tables, split_named  # noqa: E402
 
-# (file suffix, label) of run.sh's decoders, in its order; the last one is the best decoder
+# (file suffix, label) of run.sh's decoders, in its order; BEST is the best decoder (its
+# text-only and per-language columns); OPTIONAL joins when every run has it (run.sh --rescore)
 DECODERS = [("", "Aligner greedy"), ("_ctc_beam", "Aligner + CTC beam"), ("_ctc_beam_lm", "+ LM"),
             ("_ctc", "CTC greedy"), ("_ctc_lm", "CTC beam + LM")]
+OPTIONAL = [("_rescore", "+ Aligner rescoring")]
+BEST = "_ctc_lm"
 MODELS = ("paired-only", "text+ASTRA")
 
 
 def read_run(work: Path) -> dict[str, dict]:
-    """``{suffix: {model: report.py's summary}}`` of one work folder; ValueError if a file or
-    a model is missing."""
+    """``{suffix: {model: report.py's summary}}`` of one work folder (the OPTIONAL decoders
+    where present); ValueError if a file or a model is missing."""
     out = {}
-    for suffix, label in DECODERS:
+    for suffix, label in DECODERS + OPTIONAL:
         path = work / f"results_compare{suffix}.json"
+        if not path.is_file() and (suffix, label) in OPTIONAL:
+            continue
         if not path.is_file():
             raise ValueError(f"{path} not found ({label}): run `run.sh --compare --work {work}` first")
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -64,19 +69,20 @@ def relative(new: float, old: float) -> float:
 
 def build(runs: list[tuple[str, dict]]) -> tuple[str, dict]:
     """Markdown table and JSON data of the runs."""
-    best = DECODERS[-1][0]
+    decoders = DECODERS + [d for d in OPTIONAL if all(d[0] in run for _, run in runs)]
+    best, best_name = BEST, dict(decoders)[BEST]
     data: dict = {"runs": {}, "mean": {}, "relative_change": {}}
     for label, run in runs:
-        data["runs"][label] = {m: {s: summary(run[s][m]) for s, _ in DECODERS} for m in MODELS}
+        data["runs"][label] = {m: {s: summary(run[s][m]) for s, _ in decoders} for m in MODELS}
     for m in MODELS:
-        data["mean"][m] = {s: mean([data["runs"][r][m][s] for r, _ in runs]) for s, _ in DECODERS}
+        data["mean"][m] = {s: mean([data["runs"][r][m][s] for r, _ in runs]) for s, _ in decoders}
     languages = list(data["mean"][MODELS[0]][best]["languages"])
-    head = (["run", "model"] + [f"{name} WER / CER" for _, name in DECODERS]
-            + [f"text-only word error, {DECODERS[-1][1]}", f"WER {' / '.join(languages)}, {DECODERS[-1][1]}"])
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(DECODERS) + 1) + "---|"]
+    head = (["run", "model"] + [f"{name} WER / CER" for _, name in decoders]
+            + [f"text-only word error, {best_name}", f"WER {' / '.join(languages)}, {best_name}"])
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(decoders) + 1) + "---|"]
 
     def row(label: str, model: str, cells: dict) -> str:
-        pairs = [f"{100 * cells[s]['wer']:.1f} / {100 * cells[s]['cer']:.1f}" for s, _ in DECODERS]
+        pairs = [f"{100 * cells[s]['wer']:.1f} / {100 * cells[s]['cer']:.1f}" for s, _ in decoders]
         langs = " / ".join(f"{100 * v:.1f}" for v in cells[best]["languages"].values())
         return f"| {label} | {model} | " + " | ".join(pairs) + f" | {100 * cells[best]['text_only']:.1f} | {langs} |"
 
@@ -87,7 +93,7 @@ def build(runs: list[tuple[str, dict]]) -> tuple[str, dict]:
               "| decoder | WER, of the means | WER, per run | text-only word error, of the means | per run |",
               "|---|---:|---|---:|---|"]
     base, text = MODELS
-    for s, name in DECODERS:
+    for s, name in decoders:
         change = {k: relative(data["mean"][text][s][k], data["mean"][base][s][k]) for k in ("wer", "text_only")}
         per_run = {k: [relative(data["runs"][r][text][s][k], data["runs"][r][base][s][k]) for r, _ in runs]
                    for k in ("wer", "text_only")}
