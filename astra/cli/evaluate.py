@@ -109,14 +109,15 @@ def _check_arguments(args: argparse.Namespace):
             raise UserError(f"--data {d}: not a folder")
     check_decode_arguments(args, sweep=True)
     lm_cfg = lm_fusion_config(args)
-    if len(args.ctc_weights) > 1 and args.method not in CTC_WEIGHT_METHODS:
+    ctc_sweep = len(args.ctc_weights) > 1
+    if ctc_sweep and args.method not in CTC_WEIGHT_METHODS:
         raise UserError(f"several --ctc-weight values sweep {' and '.join(CTC_WEIGHT_METHODS)}, "
                         f"not --method {args.method}")
     lm_only = lm_cfg.is_sweep or any(lm_cfg.length_bonuses) or args.ilm_weight or args.lm_candidates
     if lm_cfg.lm_dir is None and lm_only:
         raise UserError("--lm-weight with several weights, --length-bonus, --ilm-weight and --lm-candidates "
                         "need --lm DIR")
-    if (lm_cfg.is_sweep or len(args.ctc_weights) > 1) and args.split == "test":
+    if (lm_cfg.is_sweep or ctc_sweep) and args.split == "test":
         raise UserError("an --lm-weight / --length-bonus / --ctc-weight sweep picks the values: run it on a "
                         "validation split (--split validation), then evaluate the test split with the chosen ones")
     if args.num_workers < 0:
