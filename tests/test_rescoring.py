@@ -84,3 +84,53 @@ def test_a_hypothesis_longer_than_the_frames_scores_minus_infinity():
         nbest = [[CtcHypothesis([5], 0.0, 0.0)], [CtcHypothesis(too_long, 0.0, 0.0)]]
         scores = model.aligner_log_likelihoods(top, top_lens, None, model.frame_lengths(batch["feature_lens"]), nbest)
     assert math.isfinite(float(scores[0])) and float(scores[1]) == NEG
+
+
+class _IdTokenizer:
+    def decode(self, ids):
+        return " ".join(str(i) for i in ids)
+
+
+class _Batches(list):
+    def skip_summary(self):
+        return {}
+
+
+def _eval_batches(g: torch.Generator) -> _Batches:
+    """Two speech batches; the second holds an utterance too short to decode."""
+    def one(lens, keys):
+        return dict(kind="speech", features=torch.randn(len(lens), max(lens), 80, generator=g),
+                    feature_lens=torch.tensor(lens), keys=keys, languages=["en"] * len(lens),
+                    texts=["x"] * len(lens))
+    return _Batches([one([150, 110, 90], ["a", "b", "c"]), one([130, 3], ["d", "short"])])
+
+
+def test_one_pass_over_the_ctc_weights_decodes_as_one_pass_per_weight():
+    """``decode_batches_rescored`` (search once, pick per weight) against
+    ``decode_batches(method="ctc_beam_rescore")`` run once per weight; the sweep searches
+    once per batch."""
+    from astra.eval.evaluate import decode_batches, decode_batches_rescored, evaluate_lm_sweep
+
+    torch.manual_seed(3)
+    model = AstraModel(preset("tiny", dropout=0.0, spec_augment=False, ctc_compress="labels", inter_ctc_layer=1,
+                              ctc_compress_align="forced"), VOCAB).eval()
+    batches = _eval_batches(torch.Generator().manual_seed(4))
+    weights = [0.0, 0.5, 1.0]
+    together = decode_batches_rescored(model, _IdTokenizer(), batches, weights, beam=4, progress=False)
+    apart = [decode_batches(model, _IdTokenizer(), batches, "ctc_beam_rescore", beam=4, progress=False,
+                            ctc_weight=w) for w in weights]
+    assert [r.hypotheses for r in together] == [r.hypotheses for r in apart]
+    assert all(r.too_short == ["short"] and r.hypotheses[-1] == "" and r.keys == list("abcd") + ["short"]
+               for r in together)
+    assert together[0].hypotheses != together[-1].hypotheses  # the weights do pick differently here
+
+    calls = []
+    search = model.ctc_rescore_candidates
+    model.ctc_rescore_candidates = lambda *a, **k: calls.append(1) or search(*a, **k)
+    runs, _ = evaluate_lm_sweep(model, _IdTokenizer(), batches, ctc_weights=weights, method="ctc_beam_rescore",
+                                beam=4, progress=False)
+    assert len(calls) == len(batches)
+    assert [point for point, _ in runs] == [(None, None, w) for w in weights]
+    assert [r.decoded.hypotheses for _, r in runs] == [r.hypotheses for r in apart]
+    with pytest.raises(ValueError, match="ctc_weights is empty"):
+        decode_batches_rescored(model, _IdTokenizer(), batches, [], progress=False)

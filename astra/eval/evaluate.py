@@ -2,7 +2,8 @@
 
 :func:`decode_batches` runs :func:`decode_batch` (``model.decode``, skipping utterances too
 short to decode) over speech batches (with a progress bar) and times it; :func:`evaluate_batches`
-adds scoring (:mod:`astra.eval.metrics`). The real-time factor is decode seconds / audio
+adds scoring (:mod:`astra.eval.metrics`); :func:`decode_batches_rescored` decodes
+``ctc_beam_rescore`` for several CTC weights in one pass. The real-time factor is decode seconds / audio
 seconds (lower is faster; < 1 is faster than real time), measured around ``model.decode`` only (data loading excluded).
 """
 
@@ -123,16 +124,23 @@ def decode_batch(
         first = language_tag_ids(tokenizer, part["languages"]).to(part["feature_lens"].device)
         return model.decode(part, method=method, beam=beam, first_tokens=first, ctc_weight=ctc_weight, **extra)
 
+    return _decode_long_enough(batch, min_frames, decode, list)
+
+
+def _decode_long_enough(batch: dict, min_frames: int, decode, empty) -> tuple[list, list[int]]:
+    """``(outputs, short)``: per utterance of the batch ``decode(part)``'s output for the
+    utterances with at least ``min_frames`` feature frames (decoded together) and ``empty()``
+    for the others, whose indices are ``short``."""
     lens = batch["feature_lens"].tolist()
     ok = [i for i, n in enumerate(lens) if n >= min_frames]
     short = [i for i, n in enumerate(lens) if n < min_frames]
     if not short:
         return decode(batch), []
-    hyps: list[list[int]] = [[] for _ in lens]
+    outputs = [empty() for _ in lens]
     if ok:
-        for i, h in zip(ok, decode(_select(batch, ok)), strict=True):
-            hyps[i] = h
-    return hyps, short
+        for i, out in zip(ok, decode(_select(batch, ok)), strict=True):
+            outputs[i] = out
+    return outputs, short
 
 
 def _add_decoded_batch(result: DecodeResult, batch: dict, ids: list[list[int]], short: list[int], tokenizer) -> None:
@@ -187,18 +195,70 @@ def decode_batches(
         ValueError: unknown ``method``, a batch whose hypotheses do not match its size, or
             ``force_language`` with a tokenizer without language tags or a non-Aligner method.
     """
+    if method not in DECODE_METHODS:
+        raise ValueError(f"unknown decoding method {method!r}; choose one of {DECODE_METHODS}")
+
+    def decode(batch: dict, min_frames: int) -> tuple[list[list[list[int]]], list[int]]:
+        ids, short = decode_batch(
+            model, batch, method, beam, min_frames=min_frames, tokenizer=tokenizer,
+            force_language=force_language, ctc_weight=ctc_weight, lm=lm,
+        )
+        return [ids], short
+
+    return _decode_all(model, tokenizer, batches, decode, 1, f"decode {method}", progress, total)[0]
+
+
+def decode_batches_rescored(
+    model,
+    tokenizer,
+    batches: Iterable[dict],
+    ctc_weights: Sequence[float],
+    beam: int = 16,
+    progress: bool = True,
+    total: int | None = None,
+    lm=None,
+) -> list[DecodeResult]:
+    """:func:`decode_batches` with ``method="ctc_beam_rescore"`` for every CTC weight of
+    ``ctc_weights`` in one pass: each batch's n-best search and Aligner scores
+    (``model.ctc_rescore_candidates``) do not depend on the weight, so they are computed once
+    and only the pick (``astra.model.rescoring.pick_rescored``) runs per weight.
+
+    Returns one :class:`DecodeResult` per weight, in order; each one's ``decode_seconds`` is
+    the shared pass's (the search once and every weight's pick)."""
+    from astra.model.rescoring import pick_rescored
+
+    weights = list(ctc_weights)
+    if not weights:
+        raise ValueError("ctc_weights is empty")
+
+    def rescored(part: dict) -> list[list[list[int]]]:  # per utterance, per weight
+        nbest, scores = model.ctc_rescore_candidates(part, beam, lm)
+        scores = scores.tolist()
+        picks = [pick_rescored(nbest, scores, w) for w in weights]
+        return [[pick[b] for pick in picks] for b in range(len(nbest))]
+
+    def decode(batch: dict, min_frames: int) -> tuple[list[list[list[int]]], list[int]]:
+        per_utterance, short = _decode_long_enough(batch, min_frames, rescored, lambda: [[] for _ in weights])
+        return [[ids[k] for ids in per_utterance] for k in range(len(weights))], short
+
+    return _decode_all(model, tokenizer, batches, decode, len(weights), "decode ctc_beam_rescore", progress, total)
+
+
+def _decode_all(model, tokenizer, batches: Iterable[dict], decode, outputs: int, desc: str,
+                progress: bool, total: int | None) -> list[DecodeResult]:
+    """The loop of :func:`decode_batches`: ``decode(batch, min_frames) -> (ids per output,
+    short)`` on every speech batch (moved to the model's device), timed, ``outputs``
+    results filled side by side."""
     import torch
 
     from astra.data.batch_ops import to_device
     from astra.progress import progress_bar
 
-    if method not in DECODE_METHODS:
-        raise ValueError(f"unknown decoding method {method!r}; choose one of {DECODE_METHODS}")
     model.eval()
     min_frames = min_input_frames(model)
     device = next(iter(model.parameters()), torch.empty(0)).device if hasattr(model, "parameters") else None
-    result = DecodeResult()
-    bar = progress_bar(total=total, unit="utt", desc=f"decode {method}", disable=not progress)
+    results = [DecodeResult() for _ in range(outputs)]
+    bar = progress_bar(total=total, unit="utt", desc=desc, disable=not progress)
     with torch.inference_mode():
         for batch in batches:
             if batch.get("kind", "speech") != "speech":
@@ -206,21 +266,21 @@ def decode_batches(
             if device is not None:
                 batch = to_device(batch, device)
             start = time.perf_counter()
-            ids, short = decode_batch(
-                model, batch, method, beam, min_frames=min_frames, tokenizer=tokenizer,
-                force_language=force_language, ctc_weight=ctc_weight, lm=lm,
-            )
-            result.decode_seconds += time.perf_counter() - start
-            _add_decoded_batch(result, batch, ids, short, tokenizer)
-            bar.update(len(ids))
-            bar.set_postfix(rtf=f"{result.rtf:.3f}", refresh=False)
+            variants, short = decode(batch, min_frames)
+            elapsed = time.perf_counter() - start
+            for result, ids in zip(results, variants, strict=True):
+                result.decode_seconds += elapsed
+                _add_decoded_batch(result, batch, ids, short, tokenizer)
+            bar.update(len(batch["keys"]))
+            bar.set_postfix(rtf=f"{results[0].rtf:.3f}", refresh=False)
     bar.close()
-    if result.too_short:
+    too_short = results[0].too_short
+    if too_short:
         log.warning(
             "%d utterance(s) shorter than %d feature frames were not decoded (empty hypothesis): %s",
-            len(result.too_short), min_frames, ", ".join(result.too_short[:5]),
+            len(too_short), min_frames, ", ".join(too_short[:5]),
         )
-    return result
+    return results
 
 
 def evaluate_batches(
@@ -236,6 +296,13 @@ def evaluate_batches(
     ``progress``, ``total``, ``force_language``, ``lm``) and score (:func:`astra.eval.metrics.score_corpus` with
     ``normalize`` and ``cer_languages``)."""
     decoded = decode_batches(model, tokenizer, batches, **decode_options)
+    return score_decoded(decoded, normalize=normalize, cer_languages=cer_languages)
+
+
+def score_decoded(decoded: DecodeResult, *, normalize: bool = True,
+                  cer_languages: Sequence[str] = DEFAULT_CER_LANGUAGES) -> EvaluationResult:
+    """Score decoded hypotheses (:func:`astra.eval.metrics.score_corpus`); ``ValueError``
+    when nothing was decoded."""
     if not decoded.keys:
         raise ValueError("no utterances were decoded (the evaluation data is empty)")
     scores, summary = score_corpus(
@@ -280,9 +347,25 @@ def evaluate_lm_sweep(model, tokenizer, batches, lm=None, points: Sequence[tuple
     for point in points if lm is not None else [(None, None)]:
         if lm is not None:
             lm.weight, lm.length_bonus = point
-        for ctc_weight in ctc_weights:
-            result = evaluate_batches(model, tokenizer, batches, lm=lm, ctc_weight=ctc_weight, **options)
-            runs.append(((*point, ctc_weight), result))
+        # ctc_beam_rescore: one pass serves every CTC weight; other methods: one pass per weight
+        one_pass = options.get("method") == "ctc_beam_rescore" and len(ctc_weights) > 1
+        for weights in [list(ctc_weights)] if one_pass else [[w] for w in ctc_weights]:
+            for ctc_weight, result in zip(weights, _evaluate_pass(model, tokenizer, batches, lm, weights, options),
+                                          strict=True):
+                runs.append(((*point, ctc_weight), result))
             if skipped is None:
                 skipped = batches.skip_summary()
     return runs, skipped
+
+
+def _evaluate_pass(model, tokenizer, batches, lm, ctc_weights: Sequence[float], options: dict) -> list:
+    """One decoding pass at ``lm``'s current point: one :class:`EvaluationResult` per CTC
+    weight (several only for ``ctc_beam_rescore``, :func:`decode_batches_rescored`)."""
+    if len(ctc_weights) == 1:
+        return [evaluate_batches(model, tokenizer, batches, lm=lm, ctc_weight=ctc_weights[0], **options)]
+    score = {k: options[k] for k in ("normalize", "cer_languages") if k in options}
+    if options.get("force_language"):
+        raise ValueError("a forced first token (language) needs an aligner_* method, not 'ctc_beam_rescore'")
+    decode = {k: options[k] for k in ("beam", "progress", "total") if k in options}
+    decoded = decode_batches_rescored(model, tokenizer, batches, ctc_weights, lm=lm, **decode)
+    return [score_decoded(d, **score) for d in decoded]

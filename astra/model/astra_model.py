@@ -98,6 +98,14 @@ def text_position_weights(masked: Tensor | None, unmasked_weight: float) -> Tens
     return weights
 
 
+def _applied(lm):
+    """``lm`` (an :class:`astra.lm.fusion.LmFusion`), or ``None`` when it changes no score
+    (weight, length bonus and ILM weight all 0)."""
+    if lm is not None and lm.weight == 0 and lm.length_bonus == 0 and lm.ilm_weight == 0:
+        return None
+    return lm
+
+
 def append_eos(tokens: Tensor, lengths: Tensor, eos_id: int = EOS_ID) -> Tensor:
     """``tokens [B, U]`` -> ``[B, U+1]`` with ``<eos>`` at each utterance's position U_b."""
     out = torch.cat([tokens, torch.zeros_like(tokens[:, :1])], dim=1)
@@ -704,26 +712,26 @@ class AstraModel(nn.Module):
                     f"first_tokens has shape {tuple(first_tokens.shape)}, expected "
                     f"[{batch['feature_lens'].size(0)}] (one id per utterance)"
                 )
-        if lm is not None and lm.weight == 0 and lm.length_bonus == 0 and lm.ilm_weight == 0:
-            lm = None
+        lm = _applied(lm)
         if lm is not None and method not in BEAM_METHODS:
             raise ValueError(f"LM fusion needs a beam search ({', '.join(BEAM_METHODS)}), not {method!r}")
         if lm is not None and lm.ilm_weight > 0 and not method.startswith("aligner"):
             raise ValueError(f"internal-LM subtraction (ilm_weight) is for the Aligner, not {method!r}")
+        if method == "ctc_beam_rescore":
+            nbest, scores = self.ctc_rescore_candidates(batch, beam, lm)
+            return pick_rescored(nbest, scores.tolist(), ctc_weight)
         features, lens = self._inference_inputs(batch)
         batch_lm = None if lm is None else lm.for_batch(batch["languages"], features.device)
         cfg = self.cfg
         if method.startswith("rnnt") and self.rnnt is None:
             raise ValueError(f"decode method {method!r} needs model.rnnt_head=true")
-        uses_ctc = method in ("ctc_greedy", "ctc_beam", "aligner_ctc_beam", "ctc_beam_rescore")
+        uses_ctc = method in ("ctc_greedy", "ctc_beam", "aligner_ctc_beam")
         if uses_ctc and self.ctc is None and self.inter_ctc is None:
             raise ValueError(f"decode method {method!r} needs model.top_ctc or model.inter_ctc_layer")
         layer = {"rnnt_greedy": cfg.rnnt_layer, "rnnt_beam": cfg.rnnt_layer}.get(method)
         if uses_ctc:
             layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
         wanted = () if layer is None else (layer,)
-        if method == "ctc_beam_rescore" and cfg.ctc_compress == "labels":
-            wanted += (cfg.inter_ctc_layer,)  # the frames each hypothesis is compressed from
         top, enc_lens, layers = self.forward_encoder(features, lens, wanted)
         # the CTC and RNN-T heads read T' frames (enc_lens: the Aligner's, compressed or not)
         frame_lens = self.frame_lengths(lens) if cfg.ctc_compress != "none" else enc_lens
@@ -745,11 +753,29 @@ class AstraModel(nn.Module):
             return decoding.rnnt_beam(self.rnnt, layers[layer], frame_lens, beam, lm=batch_lm)
         if method == "ctc_beam":
             return ctc_beam_search(head(layers.get(layer, top)), frame_lens, BLANK_ID, beam, lm=batch_lm)[0]
-        if method == "ctc_beam_rescore":
-            nbest = ctc_beam_nbest(head(layers.get(layer, top)), frame_lens, BLANK_ID, beam, beam, lm=batch_lm)
-            scores = self.aligner_log_likelihoods(top, enc_lens, layers.get(cfg.inter_ctc_layer), frame_lens, nbest)
-            return pick_rescored(nbest, scores.tolist(), ctc_weight)
         return head.greedy(layers.get(layer, top), frame_lens)
+
+    @torch.no_grad()
+    def ctc_rescore_candidates(self, batch: dict, beam: int = 16, lm=None) -> tuple[list[list[CtcHypothesis]], Tensor]:
+        """The two CTC-weight-independent parts of ``ctc_beam_rescore`` (``astra.model.rescoring``):
+        ``(nbest, scores [N])``, per utterance of the speech batch the ``beam`` best hypotheses
+        of the CTC beam search (with ``lm`` fused as in :meth:`decode`) and, flattened in that
+        order, each one's teacher-forced ``log P_aligner`` (:meth:`aligner_log_likelihoods`).
+        ``pick_rescored(nbest, scores.tolist(), w)`` then gives the decode for any CTC weight
+        ``w``, so a sweep over ``w`` searches once."""
+        if self.ctc is None and self.inter_ctc is None:
+            raise ValueError("decode method 'ctc_beam_rescore' needs model.top_ctc or model.inter_ctc_layer")
+        lm = _applied(lm)
+        features, lens = self._inference_inputs(batch)
+        batch_lm = None if lm is None else lm.for_batch(batch["languages"], features.device)
+        cfg = self.cfg
+        layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
+        wanted = (layer, cfg.inter_ctc_layer) if cfg.ctc_compress == "labels" else (layer,)
+        top, enc_lens, layers = self.forward_encoder(features, lens, wanted)  # inter_ctc_layer: compressed from
+        frame_lens = self.frame_lengths(lens) if cfg.ctc_compress != "none" else enc_lens
+        head = self.ctc if self.ctc is not None else self.inter_ctc
+        nbest = ctc_beam_nbest(head(layers.get(layer, top)), frame_lens, BLANK_ID, beam, beam, lm=batch_lm)
+        return nbest, self.aligner_log_likelihoods(top, enc_lens, layers.get(cfg.inter_ctc_layer), frame_lens, nbest)
 
     @torch.no_grad()
     def aligner_log_likelihoods(self, top: Tensor, top_lens: Tensor, below: Tensor | None, frame_lens: Tensor,

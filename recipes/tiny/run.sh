@@ -204,12 +204,12 @@ decoder_options() {  # decoder_options SUFFIX [LM_WEIGHT(S) [LENGTH_BONUS(ES) [C
 # the joint search's best weights are lower than CTC beam's (the Aligner's own score is an LM),
 # and CTC beam's best bonus was 2 or 3 in every sweep so far (0 and 1 never: 6 of 6 models
 # chose 2 or 3). The rescoring decoder keeps CTC beam + LM's LM weight and bonus and sweeps
-# its CTC weight (1: CTC beam + LM's own choice).
+# its CTC weight (1: CTC beam + LM's own choice; one decoding pass serves every weight).
 lm_weights_joint=0.1,0.2,0.3,0.5
 lm_bonuses_joint=0,1,2
 lm_weights_ctc=0.5,0.7,1.0
 lm_bonuses_ctc=2,3
-rescore_ctc_weights=0.7,0.9,1
+rescore_ctc_weights=0.5,0.6,0.7,0.8,0.9,1
 if [ "$quick" = 1 ]; then  # a 2 x 2 grid
     lm_weights_joint=0.3,1.0; lm_weights_ctc=0.3,1.0; lm_bonuses_joint=0,1; lm_bonuses_ctc=0,1
     rescore_ctc_weights=0.5,1
