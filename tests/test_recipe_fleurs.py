@@ -136,6 +136,7 @@ def test_fleurs_recipe_end_to_end(tmp_path):
     args = ["bash", str(RUN_SH), "--langs", "en_us,hi_in,cmn_hans_cn", "--finetune-langs", "hi_in",
             "--fleurs-dir", str(fleurs), "--text-files", str(wiki / "{config}" / "*.parquet"),
             "--text-sentences", "50", "--vocab-size", "100", "--average-last", "2", "--work", str(work),
+            "--lm-order", "3", "--lm-weights", "0.3,1.0", "--length-bonuses", "1",
             *[x for kv in quick for x in ("--set", kv)],
             *[x for kv in tiny_model for x in ("--pretrain-set", kv)],
             *[x for kv in ("run.max_steps=3", "run.save_every=3", "losses.ramps.consistency.start=1",
@@ -164,6 +165,13 @@ def test_fleurs_recipe_end_to_end(tmp_path):
     assert units["cmn_hans_cn"] == "CER" and units["en_us"] == "WER"
     ft = json.loads((work / "eval" / "finetune" / "results.json").read_text(encoding="utf-8"))
     assert [x["language"] for x in ft["languages"]] == ["hi_in"]
+    # CTC beam + LM: LM weight and bonus chosen on validation per model, then test
+    for run, langs in (("pretrain", ["cmn_hans_cn", "en_us", "hi_in"]), ("finetune", ["hi_in"])):
+        best = json.loads((work / "eval" / f"{run}_ctc_lm_sweep_validation" / "best.json").read_text())
+        lm = json.loads((work / "eval" / f"{run}_ctc_lm" / "results.json").read_text(encoding="utf-8"))
+        assert sorted(x["language"] for x in lm["languages"]) == langs
+        assert lm["meta"]["method"] == "ctc_beam" and best["best_lm_weight"] in (0.3, 1.0)
+        assert f"eval/{run}_ctc_lm/results.json: ctc_beam, pooled" in proc.stderr
     assert "| **pooled** (total errors" in proc.stdout and "| **macro** (mean of 3 languages)" in proc.stdout
     assert (work / "plots" / "attention.png").read_bytes()[:4] == b"\x89PNG"
     stages = [line.split("\t")[0] for line in (work / "timings.tsv").read_text().splitlines()]

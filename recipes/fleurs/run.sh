@@ -14,7 +14,9 @@
 #   finetune   the --finetune-langs subset, from the pretrained model (finetune.yaml)
 #   average    the last --average-last fine-tuning checkpoints -> WORK/averaged
 #   evaluate   `test` per language, pooled and macro (CER for cmn yue ja th lo my km): the
-#              pretrained model on --langs, the averaged fine-tuned model on --finetune-langs
+#              pretrained model on --langs, the averaged fine-tuned model on --finetune-langs,
+#              each with Aligner greedy and with CTC beam + LM (the languages with an LM; LM
+#              weight and length bonus chosen on `validation` per model)
 #   plot       attention maps + lattice occupancy of the first test utterance of the first target
 #
 # Arguments:
@@ -30,6 +32,8 @@
 #   --text-sentences N     sentences read per language (default 200000)
 #   --vocab-size N         tokenizer vocabulary (default 4000)
 #   --lm-order N           n-gram order of the lm stage (default 4)
+#   --lm-weights W,...     CTC beam + LM's validation grid: LM weights (default 0.3,0.6,1.0) ...
+#   --length-bonuses B,... ... and length bonuses (default 1,2,3), every pair tried
 #   --average-last N       checkpoints averaged (default 5)
 #   --set KEY=VALUE        extra `astra pretrain` and `finetune` setting (repeatable); --pretrain-set,
 #                          --finetune-set: one of the two only
@@ -37,7 +41,7 @@
 # Timings: WORK/timings.tsv (stage, seconds).
 set -euo pipefail
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; }
 
 langs="en_us,fr_fr,ru_ru,hi_in,cmn_hans_cn"
 ft_langs="hi_in"
@@ -49,6 +53,8 @@ text_files=""
 text_sentences=200000
 vocab_size=4000
 lm_order=4
+lm_weights=0.3,0.6,1.0
+length_bonuses=1,2,3
 average_last=5
 work="${ASTRA_FLEURS_WORK:-exp/fleurs}"
 stages=()
@@ -68,6 +74,8 @@ while [ $# -gt 0 ]; do
         --text-sentences) need_value "$1" $#; text_sentences="$2"; shift ;;
         --vocab-size) need_value "$1" $#; vocab_size="$2"; shift ;;
         --lm-order) need_value "$1" $#; lm_order="$2"; shift ;;
+        --lm-weights) need_value "$1" $#; lm_weights="$2"; shift ;;
+        --length-bonuses) need_value "$1" $#; length_bonuses="$2"; shift ;;
         --average-last) need_value "$1" $#; average_last="$2"; shift ;;
         --set) need_value "$1" $#; both_set+=("$2"); shift ;;
         --pretrain-set) need_value "$1" $#; pre_set+=("$2"); shift ;;
@@ -164,9 +172,6 @@ stage_tokenizer() {
 }
 
 stage_lm() {
-    if ! "${ASTRA[@]}" lm --help > /dev/null 2>&1; then
-        say "lm: this checkout has no 'astra lm' subcommand (skipped)"; return
-    fi
     need "$tokenizer" tokenizer
     if [ -f "$work/lm/DONE" ]; then say "lm: $work/lm is finished (skipped)"; return; fi
     local args=() src
@@ -212,18 +217,51 @@ stage_average() {
     "${ASTRA[@]}" average --run "$work/finetune" --last "$average_last" --out "$work/averaged"
 }
 
-evaluate_run() {  # evaluate_run CHECKPOINT OUT CONFIG...
+evaluate_run() {  # evaluate_run CHECKPOINT OUT CONFIG...: Aligner greedy -> OUT, CTC beam + LM -> OUT_ctc_lm
     local ckpt="$1" out="$2"; shift 2
-    if [ -f "$out/results.json" ]; then say "evaluate: $out/results.json exists (skipped)"; return; fi
-    say "evaluate $ckpt on test ($*) -> $out"
-    "${ASTRA[@]}" evaluate --checkpoint "$ckpt" --fleurs "$@" "${fleurs_args[@]}" --split test \
-        --output-dir "$out" --no-progress > /dev/null
+    if [ -f "$out/results.json" ]; then
+        say "evaluate: $out/results.json exists (skipped)"
+    else
+        say "evaluate $ckpt on test ($*, Aligner greedy) -> $out"
+        "${ASTRA[@]}" evaluate --checkpoint "$ckpt" --fleurs "$@" "${fleurs_args[@]}" --split test \
+            --output-dir "$out" --no-progress > /dev/null
+    fi
+    local with_lm=() lang
+    for lang in "$@"; do [ -f "$work/text/$lang.txt" ] && with_lm+=("$lang"); done
+    if [ ! -f "$work/lm/DONE" ] || [ ${#with_lm[@]} -eq 0 ]; then
+        say "evaluate: no LM for $* (CTC beam + LM skipped)"; return
+    fi
+    local lm_out="${out}_ctc_lm" sweep="${out}_ctc_lm_sweep_validation" weight bonus
+    if [ -f "$lm_out/results.json" ]; then say "evaluate: $lm_out/results.json exists (skipped)"; return; fi
+    local lm_args=(--checkpoint "$ckpt" --fleurs "${with_lm[@]}" "${fleurs_args[@]}" --method ctc_beam --beam 16
+                   --lm "$work/lm" --no-progress)
+    if [ ! -f "$sweep/best.json" ]; then
+        say "LM sweep on validation (${with_lm[*]}; LM weights $lm_weights, length bonuses $length_bonuses) -> $sweep"
+        "${ASTRA[@]}" evaluate "${lm_args[@]}" --split validation --lm-weight "$lm_weights" \
+            --length-bonus "$length_bonuses" --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
+        mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
+    fi
+    read -r weight bonus <<< "$("$PY" -c 'import json, sys; b = json.load(open(sys.argv[1]))
+print(b["best_lm_weight"], b["best_length_bonus"])' "$sweep/best.json")"
+    say "evaluate $ckpt on test (${with_lm[*]}, CTC beam + LM, weight $weight, bonus $bonus) -> $lm_out"
+    "${ASTRA[@]}" evaluate "${lm_args[@]}" --split test --lm-weight "$weight" --length-bonus "$bonus" \
+        --output-dir "$lm_out" > /dev/null
 }
 
 stage_evaluate() {
     need "$work/averaged/model.safetensors" average
     evaluate_run "$work/pretrain" "$work/eval/pretrain" "${lang_list[@]}"
     evaluate_run "$work/averaged" "$work/eval/finetune" "${ft_list[@]}"
+    local results
+    for results in "$work"/eval/{pretrain,finetune}{,_ctc_lm}/results.json; do
+        [ -f "$results" ] || continue
+        "$PY" - "$results" >&2 <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[1]}: {r['meta']['method']}, pooled {100 * r['pooled']['error_rate']:.1f} %,",
+      f"macro {100 * r['macro']['error_rate']:.1f} %")
+EOF
+    done
 }
 
 stage_plot() {
