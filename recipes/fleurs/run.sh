@@ -88,11 +88,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$repo"
+recipe_name=fleurs
+# shellcheck source=recipes/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # repo root, PY, say, need, timed, validation_choice
 recipe=recipes/fleurs
-PY="${PYTHON:-$repo/.venv/bin/python}"
-[ -x "$PY" ] || { echo "run.sh: $PY not found: run 'make env' (tools/setup_env.sh) first" >&2; exit 2; }
 ASTRA=("$PY" -m astra)
 
 all_stages=(check text tokenizer lm pretrain finetune average evaluate plot)
@@ -125,15 +124,6 @@ tokenizer="$work/tokenizer.model"
 mkdir -p "$work"
 timings="$work/timings.tsv"
 
-say() { printf '\n[fleurs] %s\n' "$*" >&2; }
-need() { [ -e "$1" ] || { echo "run.sh: $1 missing: run the '$2' stage first" >&2; exit 2; }; }
-timed() {  # timed NAME command...: run, append "NAME<TAB>seconds" to timings.tsv
-    local name="$1" start end; shift
-    start=$(date +%s)
-    "$@"
-    end=$(date +%s)
-    printf '%s\t%s\n' "$name" "$((end - start))" >> "$timings"
-}
 yaml_list() { local IFS=,; echo "[$*]"; }
 text_sources() {  # LANG=PATH of every language with a text file (some have no corpus edition)
     local lang
@@ -231,18 +221,15 @@ evaluate_run() {  # evaluate_run CHECKPOINT OUT CONFIG...: Aligner greedy -> OUT
     if [ ! -f "$work/lm/DONE" ] || [ ${#with_lm[@]} -eq 0 ]; then
         say "evaluate: no LM for $* (CTC beam + LM skipped)"; return
     fi
-    local lm_out="${out}_ctc_lm" sweep="${out}_ctc_lm_sweep_validation" weight bonus
+    local lm_out="${out}_ctc_lm" sweep="${out}_ctc_lm_sweep_validation" choice weight bonus
     if [ -f "$lm_out/results.json" ]; then say "evaluate: $lm_out/results.json exists (skipped)"; return; fi
     local lm_args=(--checkpoint "$ckpt" --fleurs "${with_lm[@]}" "${fleurs_args[@]}" --method ctc_beam --beam 16
                    --lm "$work/lm" --no-progress)
-    if [ ! -f "$sweep/best.json" ]; then
-        say "LM sweep on validation (${with_lm[*]}; LM weights $lm_weights, length bonuses $length_bonuses) -> $sweep"
+    choice="$(validation_choice "$sweep" \
+        "LM sweep on validation (${with_lm[*]}; LM weights $lm_weights, length bonuses $length_bonuses)" \
         "${ASTRA[@]}" evaluate "${lm_args[@]}" --split validation --lm-weight "$lm_weights" \
-            --length-bonus "$length_bonuses" --output-dir "$sweep" | tail -n 1 > "$sweep.best.tmp"
-        mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
-    fi
-    read -r weight bonus <<< "$("$PY" -c 'import json, sys; b = json.load(open(sys.argv[1]))
-print(b["best_lm_weight"], b["best_length_bonus"])' "$sweep/best.json")"
+        --length-bonus "$length_bonuses")"
+    read -r weight bonus <<< "$choice"
     say "evaluate $ckpt on test (${with_lm[*]}, CTC beam + LM, weight $weight, bonus $bonus) -> $lm_out"
     "${ASTRA[@]}" evaluate "${lm_args[@]}" --split test --lm-weight "$weight" --length-bonus "$bonus" \
         --output-dir "$lm_out" > /dev/null

@@ -50,12 +50,11 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$repo"
+recipe_name=tiny
+# shellcheck source=recipes/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # repo root, PY, say, need, timed, validation_choice
 recipe=recipes/tiny
-PY="${PYTHON:-$repo/.venv/bin/python}"
 ASTRA="${ASTRA:-$repo/.venv/bin/astra}"
-[ -x "$PY" ] || { echo "run.sh: $PY not found: run 'make env' (tools/setup_env.sh) first" >&2; exit 2; }
 [ -x "$ASTRA" ] || { echo "run.sh: $ASTRA not found: run 'make env' (tools/setup_env.sh) first" >&2; exit 2; }
 
 all_stages=(corpus tokenizer lm pretrain finetune evaluate plot)
@@ -101,20 +100,11 @@ lm_dir="$work/lm"
 mkdir -p "$work"
 timings="$work/timings.tsv"
 
-say() { printf '\n[tiny] %s\n' "$*" >&2; }
 sets() { local kv; for kv in "$@"; do printf -- '--set\n%s\n' "$kv"; done; }
 unpaired_list() {
     local items=() lang
     for lang in "${languages[@]}"; do items+=("$lang=$corpus/$lang/unpaired.txt"); done
     local IFS=,; echo "[${items[*]}]"
-}
-need() { [ -e "$1" ] || { echo "run.sh: $1 missing: run the '$2' stage first" >&2; exit 2; }; }
-timed() {  # timed NAME command...: run, append "NAME<TAB>seconds" to timings.tsv
-    local name="$1" start end; shift
-    start=$(date +%s)
-    "$@"
-    end=$(date +%s)
-    printf '%s\t%s\n' "$name" "$((end - start))" >> "$timings"
 }
 
 # ---- stages -------------------------------------------------------------------------------
@@ -229,18 +219,10 @@ lm_choice() {  # lm_choice SUFFIX CHECKPOINT_RUN OUT_DIR: "WEIGHT BONUS [CTC_WEI
     else
         read -r weights bonuses <<< "$(lm_grid "$1")"
     fi
-    if [ ! -f "$sweep/best.json" ]; then
-        say "LM sweep on validation (weights $weights, length bonuses $bonuses${ctc_weights:+, CTC weights $ctc_weights})" \
-            "for $2 ($(decoder_label "$1")) -> $sweep"
-        # shellcheck disable=SC2046  # the options are words
+    # shellcheck disable=SC2046  # the options are words
+    validation_choice "$sweep" "LM sweep on validation (weights $weights, length bonuses $bonuses${ctc_weights:+, CTC weights $ctc_weights}) for $2 ($(decoder_label "$1"))" \
         "$ASTRA" evaluate --checkpoint "$2" --data "$corpus" --split validation \
-            $(decoder_options "$1" "$weights" "$bonuses" $ctc_weights) --output-dir "$sweep" \
-            | tail -n 1 > "$sweep.best.tmp"
-        mkdir -p "$sweep" && mv "$sweep.best.tmp" "$sweep/best.json"
-    fi
-    "$PY" -c 'import json, sys; b = json.load(open(sys.argv[1]))
-print(b["best_lm_weight"], b["best_length_bonus"], "" if b.get("best_ctc_weight") is None else b["best_ctc_weight"])' \
-        "$sweep/best.json"
+        $(decoder_options "$1" "$weights" "$bonuses" $ctc_weights)
 }
 
 evaluate_run() {  # evaluate_run CHECKPOINT_RUN OUT_DIR: every decoder, into OUT_DIR{suffix}
