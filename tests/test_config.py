@@ -105,6 +105,10 @@ def test_train_config_round_trip_and_validation(tmp_path):
     with pytest.raises(ConfigError, match="consistency_alignment='pruned'.*losses.rnnt=0"):  # an untrained joiner
         load_config(TrainConfig, None, ["model.consistency_alignment=pruned", "losses.rnnt=0"])
     load_config(TrainConfig, None, ["model.consistency_alignment=pruned", "losses.rnnt=0.5"])
+    entry = ["model.text_entry_layer=1", "model.consistency_layer=1"]  # text enters above shared layer 1
+    with pytest.raises(ConfigError, match="losses.text_rnnt=0.5 .* below model.text_entry_layer=1"):
+        load_config(TrainConfig, None, [*entry, "losses.text_rnnt=0.5"])
+    load_config(TrainConfig, None, [*entry, "losses.text_rnnt=0"])
     for bad in ("run.num_threads=-1", "run.alignment_every=-2", "run.feature_stats_utterances=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
             load_config(TrainConfig, None, [bad])

@@ -7,6 +7,7 @@ import torch
 
 import astra.lattice as lattice
 from astra.model import AstraModel, preset
+from astra.model.astra_model import append_eos
 
 VOCAB = 20
 
@@ -391,3 +392,46 @@ def test_bad_alignment_and_stop_gradient_names_are_rejected():
         preset("tiny", consistency_alignment="full").validate()
     with pytest.raises(ValueError, match="consistency_stop_gradient"):
         preset("tiny", consistency_stop_gradient="both").validate()
+
+
+def test_text_entry_layer_feeds_the_text_path_above_the_lower_shared_layers():
+    """``model.text_entry_layer=k``: E is the input of shared blocks k+1.., so the text losses
+    train none of the blocks up to k (nor the InterCTC head there); the consistency meets E at
+    layer k; the text RNN-T (its head reads layer 0, which the text path no longer has) is
+    not offered."""
+    torch.manual_seed(0)
+    options = dict(shared_layers=3, inter_ctc_layer=1, ctc_compress="labels", ctc_compress_align="forced",
+                   ctc_compress_stop_gradient=True, text_entry_layer=1, consistency_layer=1, dropout=0.0)
+    model = AstraModel(preset("tiny", **options), VOCAB)
+    assert model.loss_names("text") == ["text_aligner", "text_ctc"]
+    batch = _speech_batch()
+    tokens, lens = batch["tokens"], batch["token_lens"]
+    model.eval()
+    with torch.no_grad():
+        top, top_lens, layers = model.forward_text_encoder(tokens, lens, (1, 2))
+        e, e_lens = model.text_encoder(append_eos(tokens, lens), lens + 1)  # y_1..y_U, <eos>
+        expected, _ = model.shared_encoder(e, e_lens, first_block=1)
+    assert torch.equal(layers[1], e) and 0 not in layers and torch.allclose(top, expected)
+    model.train()
+    text = model.forward_text(dict(kind="text", tokens=tokens, token_lens=lens))
+    assert set(text.losses) == {"text_aligner", "text_ctc"}
+    model.zero_grad()
+    text.losses["text_aligner"].backward()
+    lower = [p.grad for p in model.shared_encoder.blocks[0].parameters()]
+    upper = [p.grad for p in model.shared_encoder.blocks[1].parameters()]
+    assert all(g is None for g in lower) and any(g is not None and g.abs().sum() > 0 for g in upper)
+    speech = model.forward_speech(batch)
+    assert torch.isfinite(speech.losses["consistency"]) and speech.losses["consistency"] > 0
+    with pytest.raises(ValueError, match="text_rnnt"):
+        model.forward_text(dict(kind="text", tokens=tokens, token_lens=lens), needed=["text_aligner", "text_rnnt"])
+
+
+def test_bad_text_entry_layers_are_refused():
+    with pytest.raises(ValueError, match="text_entry_layer=4 must be in"):
+        preset("tiny", shared_layers=4, text_entry_layer=4).validate()
+    with pytest.raises(ValueError, match="text_entry_layer=-1 must be in"):
+        preset("tiny", text_entry_layer=-1).validate()
+    with pytest.raises(ValueError, match="consistency_layer=0 is below model.text_entry_layer=1"):
+        preset("tiny", text_entry_layer=1).validate()
+    preset("tiny", text_entry_layer=1, consistency=False).validate()
+    preset("tiny", text_entry_layer=1, consistency_layer=2).validate()

@@ -239,9 +239,11 @@ class AstraModel(nn.Module):
         cfg = self.cfg
         if kind not in ("speech", "text"):
             raise ValueError(f"kind must be 'speech' or 'text', got {kind!r}")
-        if kind == "text":
-            names = ["text_aligner"] + (["text_rnnt"] if self.rnnt is not None else [])
-            return names + (["text_ctc"] if self.ctc is not None or self.inter_ctc is not None else [])
+        if kind == "text":  # the text path has layers text_entry_layer and up
+            entry = cfg.text_entry_layer
+            names = ["text_aligner"] + (["text_rnnt"] if self.rnnt is not None and cfg.rnnt_layer >= entry else [])
+            has_ctc = self.ctc is not None or self.inter_ctc is not None
+            return names + (["text_ctc"] if has_ctc and self._ctc_layer() >= entry else [])
         names = ["aligner"]
         names += ["inter_aligner"] if self.inter_aligner is not None else []
         names += ["ctc"] if self.ctc is not None else []
@@ -337,16 +339,18 @@ class AstraModel(nn.Module):
         masked: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
         """Tokens ``[B, U]`` -> ``(H [B, U+1, D], U+1 [B], {k: layer k})``; the text encoder
-        reads ``y_1..y_U, <eos>``; layer 0 is the text-encoder output E. ``num_shared``
-        runs only that many shared blocks (0: H is E). ``masked [B, U]`` (bool): input
-        tokens replaced by the mask vector (see :meth:`draw_text_mask`)."""
+        reads ``y_1..y_U, <eos>``; its output E is layer ``model.text_entry_layer`` (0 by
+        default; the text path has no layers below it). ``num_shared``: stop after that shared
+        layer (``text_entry_layer``: H is E). ``masked [B, U]`` (bool): input tokens replaced
+        by the mask vector (see :meth:`draw_text_mask`)."""
         inputs = append_eos(tokens, token_lens)
         if masked is not None:
             masked = torch.cat([masked, torch.zeros_like(masked[:, :1])], dim=1)
         with record_function("astra:text_encoder"):
             text, lens = self.text_encoder(inputs, token_lens + 1, masked)
         with record_function("astra:shared_encoder"):
-            top, layers = self.shared_encoder(text, lens, return_layers, num_blocks=num_shared)
+            top, layers = self.shared_encoder(text, lens, return_layers, num_blocks=num_shared,
+                                              first_block=self.cfg.text_entry_layer)
         return top, lens, layers
 
     # --- heads ---------------------------------------------------------------------------

@@ -100,6 +100,11 @@ class ModelConfig:
     speech_layers: int = 4  # N blocks after subsampling
     text_layers: int = 2  # M blocks after the token embedding
     shared_layers: int = 8  # K blocks shared by speech and text
+    # where the text path enters the shared encoder: E is the input of the blocks after shared
+    # layer text_entry_layer (0: all K blocks, E at S's place). With ctc_compress="labels" and
+    # text_entry_layer = inter_ctc_layer, E meets the speech frames where they are one frame per
+    # token, and the layers up to the InterCTC head (which CTC decoding reads) see speech only
+    text_entry_layer: int = 0
 
     # --- Aligner decoder (Aligner-Encoders, arXiv:2502.05232) ---------------------------------------------------
     pred_dim: int = 320  # LSTM prediction network width
@@ -219,6 +224,13 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0 <= value <= self.shared_layers:
                 raise ValueError(f"model.{name}={value} must be in [0, shared_layers={self.shared_layers}]")
+        if not 0 <= self.text_entry_layer < max(self.shared_layers, 1):
+            raise ValueError(f"model.text_entry_layer={self.text_entry_layer} must be in [0, shared_layers="
+                             f"{self.shared_layers}) (the text path needs a shared block)")
+        if self.consistency and self.consistency_layer < self.text_entry_layer:
+            raise ValueError(f"model.consistency_layer={self.consistency_layer} is below model.text_entry_layer="
+                             f"{self.text_entry_layer}: the text path has no frames there (the consistency "
+                             f"compares S and E where both exist: set consistency_layer >= text_entry_layer)")
         for name in OPTIONAL_LAYERS:
             value = getattr(self, name)
             if value == 0:

@@ -47,6 +47,12 @@ class TrainConfig:
                 "model.consistency_alignment='pruned' reads the RNN-T head's full joiner, which only losses.rnnt "
                 "trains, but losses.rnnt=0; set losses.rnnt > 0 or model.consistency_alignment: simple"
             )
+        if self.losses.text_rnnt > 0 and self.model.rnnt_head and self.model.rnnt_layer < self.model.text_entry_layer:
+            raise ValueError(
+                f"losses.text_rnnt={self.losses.text_rnnt} but the RNN-T head reads layer model.rnnt_layer="
+                f"{self.model.rnnt_layer}, below model.text_entry_layer={self.model.text_entry_layer}, where the "
+                "text path has no frames; set losses.text_rnnt: 0"
+            )
 
 
 def load_train_config(path: str | Path, overrides: list[str], init: Path | None = None) -> TrainConfig:
