@@ -169,3 +169,28 @@ def test_stop_gradient_keeps_the_upper_losses_out_of_the_lower_layers(stop):
     assert reaches != stop  # the Aligner's loss reaches the layers below the compression unless stopped
     grads = torch.autograd.grad(out.losses["inter_ctc"], lower, allow_unused=True)
     assert any(g is not None and bool(g.abs().sum() > 0) for g in grads)  # the InterCTC loss always does
+
+
+@pytest.mark.parametrize("wrt", ["features", "shared"])
+def test_gradient_alignment_of_a_compressed_model_runs_through_the_compression(wrt):
+    """The recipe's model (compression with the gradient stopped in training): the
+    diagnostic differentiates the Aligner's teacher-forced scores through the merged frames
+    (eval mode), so the rows are not zero, and the "shared" input goes through the same
+    compression as decoding (``forward_shared`` = the upper part of ``forward_encoder``)."""
+    from astra.analysis.gradient_alignment import model_gradient_alignment
+
+    torch.manual_seed(0)
+    model = AstraModel(preset("tiny", ctc_compress="labels", inter_ctc_layer=1, ctc_compress_align="forced",
+                              ctc_compress_stop_gradient=True, dropout=0.0), VOCAB)
+    features = _batch()["features"][0]
+    with torch.no_grad():
+        model.eval()
+        top, top_lens, layers = model.forward_encoder(features[None], torch.tensor([120]), (0,))
+        again, again_lens, _ = model.forward_shared(layers[0], torch.tensor([int(model.frame_lengths(
+            torch.tensor([120])))]))
+    assert torch.equal(top, again) and torch.equal(top_lens, again_lens)
+    tokens = [5, 6]
+    if int(top_lens[0]) < len(tokens) + 1:  # greedy compression of an untrained head: few frames
+        tokens = tokens[: max(int(top_lens[0]) - 1, 1)]
+    grads = model_gradient_alignment(model, features, tokens, wrt)
+    assert grads.shape[0] == len(tokens) + 1 and bool((grads.abs().sum(dim=1) > 0).all())

@@ -109,8 +109,8 @@ def model_gradient_alignment(model, features: torch.Tensor, tokens: list[int], w
             _, lens, layers = model.forward_encoder(features[None], frames, (0,))
 
         def from_shared(s: torch.Tensor) -> torch.Tensor:
-            top, _ = model.shared_encoder(s[None], lens)
-            return read_labels(top, lens)
+            top, top_lens, _ = model.forward_shared(s[None], lens)
+            return read_labels(top, top_lens)
 
         return gradient_alignment(from_shared, layers[0][0])
     finally:

@@ -284,6 +284,15 @@ class AstraModel(nn.Module):
             x = self.cmvn(self.freq_warp(features, feature_lens), feature_lens)
             x = self.spec_augment(x, feature_lens)
             speech, lens = self.speech_encoder(x, feature_lens)
+        return self.forward_shared(speech, lens, return_layers, references, counts)
+
+    def forward_shared(
+        self, speech: Tensor, lens: Tensor, return_layers: tuple[int, ...] = (),
+        references: tuple[Tensor, Tensor] | None = None, counts: dict[str, float] | None = None,
+    ) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
+        """The speech path's shared encoder: S ``[B, T', D]`` (``lens [B]``) -> ``(H [B, L, D],
+        L [B], {k: layer k output})``, CTC compression included (``references``, ``counts``:
+        as in :meth:`forward_encoder`)."""
         with record_function("astra:shared_encoder"):
             if self.cfg.ctc_compress == "none":
                 top, layers = self.shared_encoder(speech, lens, return_layers)
@@ -314,7 +323,7 @@ class AstraModel(nn.Module):
 
                 forced, feasible = ctc_forced_align(log_probs, lens, *references, BLANK_ID)
                 labels = torch.where(feasible[:, None], forced, labels)
-        if self.cfg.ctc_compress_stop_gradient:
+        if self.cfg.ctc_compress_stop_gradient and self.training:  # (eval: diagnostics differentiate through)
             frames = frames.detach()
         out, out_lens = ctc_compress(frames, lens, labels, BLANK_ID, self.cfg.ctc_compress, self.compress_end)
         if references is None:

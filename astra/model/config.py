@@ -130,9 +130,10 @@ class ModelConfig:
     # or "forced" (the CTC forced alignment of the reference, astra/model/ctc_forced_align.py:
     # exactly U + 1 frames in "labels" mode, no fallback); decoding always uses the greedy labels
     ctc_compress_align: CtcCompressAlign = "greedy"
-    # no gradient from the compressed frames into the layers up to the InterCTC layer (those
-    # then learn from the CTC, RNN-T and consistency terms only; the upper layers and the Aligner
-    # read them as fixed features)
+    # in training, no gradient from the compressed frames into the layers up to the InterCTC
+    # layer (those then learn from the CTC, RNN-T and consistency terms only; the upper layers
+    # and the Aligner read them as fixed features); in eval mode (diagnostics such as the
+    # gradient alignment) the gradient passes
     ctc_compress_stop_gradient: bool = False
     # shared layer of InterAligner ("Progressive Alignment Objectives for Aligner-Encoder based ASR",
     # arXiv:2606.24147); None = off
