@@ -280,11 +280,16 @@ class AstraModel(nn.Module):
         with ``model.ctc_compress_align="forced"`` the frames are merged along the CTC forced
         alignment of the reference; an utterance compressed to fewer than U + 1 frames keeps
         its T' frames, and their number is added to ``counts["compress_fallback"]``."""
+        speech, lens = self.forward_speech_encoder(features, feature_lens)
+        return self.forward_shared(speech, lens, return_layers, references, counts)
+
+    def forward_speech_encoder(self, features: Tensor, feature_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw features ``[B, T, F]`` -> ``(S [B, T', D], T' [B])``: front end (frequency warp
+        and SpecAugment in training, CMVN), subsampling and the speech encoder's blocks."""
         with record_function("astra:speech_encoder"):
             x = self.cmvn(self.freq_warp(features, feature_lens), feature_lens)
             x = self.spec_augment(x, feature_lens)
-            speech, lens = self.speech_encoder(x, feature_lens)
-        return self.forward_shared(speech, lens, return_layers, references, counts)
+            return self.speech_encoder(x, feature_lens)
 
     def forward_shared(
         self, speech: Tensor, lens: Tensor, return_layers: tuple[int, ...] = (),
@@ -782,13 +787,17 @@ class AstraModel(nn.Module):
         features, lens = self._inference_inputs(batch)
         batch_lm = None if lm is None else lm.for_batch(batch["languages"], features.device)
         cfg = self.cfg
+        if cfg.ctc_compress == "labels":  # the upper layers run per hypothesis (aligner_log_likelihoods) only
+            speech, frame_lens = self.forward_speech_encoder(features, lens)
+            below, _ = self.shared_encoder(speech, frame_lens, num_blocks=cfg.inter_ctc_layer)
+            nbest = ctc_beam_nbest(self.inter_ctc(below), frame_lens, BLANK_ID, beam, beam, lm=batch_lm)
+            return nbest, self.aligner_log_likelihoods(below, frame_lens, below, frame_lens, nbest)
         layer = cfg.shared_layers if self.ctc is not None else cfg.inter_ctc_layer
-        wanted = (layer, cfg.inter_ctc_layer) if cfg.ctc_compress == "labels" else (layer,)
-        top, enc_lens, layers = self.forward_encoder(features, lens, wanted)  # inter_ctc_layer: compressed from
+        top, enc_lens, layers = self.forward_encoder(features, lens, (layer,))
         frame_lens = self.frame_lengths(lens) if cfg.ctc_compress != "none" else enc_lens
         head = self.ctc if self.ctc is not None else self.inter_ctc
         nbest = ctc_beam_nbest(head(layers.get(layer, top)), frame_lens, BLANK_ID, beam, beam, lm=batch_lm)
-        return nbest, self.aligner_log_likelihoods(top, enc_lens, layers.get(cfg.inter_ctc_layer), frame_lens, nbest)
+        return nbest, self.aligner_log_likelihoods(top, enc_lens, None, frame_lens, nbest)
 
     @torch.no_grad()
     def aligner_log_likelihoods(self, top: Tensor, top_lens: Tensor, below: Tensor | None, frame_lens: Tensor,
@@ -798,7 +807,8 @@ class AstraModel(nn.Module):
         needs more than the frames there are (U + 1 > L).
 
         Args:
-            top: ``[B, L, D]`` the final shared output the decode read (``top_lens [B]``).
+            top: ``[B, L, D]`` the final shared output the decode read (``top_lens [B]``;
+                not read with ``model.ctc_compress="labels"``).
             below: ``[B, T', D]`` the InterCTC layer's output (``frame_lens [B]``): with
                 ``model.ctc_compress="labels"`` each hypothesis gets the upper layers run on
                 these frames merged along its own CTC forced alignment (U + 1 frames, as a
